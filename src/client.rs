@@ -94,6 +94,12 @@ impl Client {
 
     /// A client for the server in `settings` with the given identity.
     pub fn new(settings: &Settings, auth: Auth) -> Result<Client, CliError> {
+        let server = &settings.server;
+        if !server.starts_with("http://") && !server.starts_with("https://") {
+            return Err(CliError::usage(format!(
+                "Server `{server}` is not a URL; use e.g. --server http://localhost:8080"
+            )));
+        }
         let mut config = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(CONNECT_TIMEOUT))
@@ -228,7 +234,12 @@ fn unreachable_server(server: &str, err: &ureq::Error) -> CliError {
         }
         other => other.to_string(),
     };
-    CliError::other(format!("could not reach server {server}: {reason}"))
+    let hint = if reason.contains("certificate") {
+        "; if the server uses a private CA, pass --ca-cert FILE (or set BERTH_CA_CERT)"
+    } else {
+        ""
+    };
+    CliError::other(format!("could not reach server {server}: {reason}{hint}"))
 }
 
 /// Turn an error answer into one sentence that says what to do next.
