@@ -48,7 +48,12 @@ pub fn login(global: &GlobalArgs, args: LoginArgs) -> CliResult {
     config.username = Some(username.clone());
     config.server = Some(session.settings.server.clone());
     config.api_token_name = Some(name.clone());
-    config.save(&session.path)?;
+    config.save(&session.path).map_err(|err| {
+        CliError::other(format!(
+            "Token {id} \"{name}\" was created but not saved ({}); revoke it with `berth tokens revoke {id}` and log in again",
+            err.message
+        ))
+    })?;
     println!(
         "Logged in as {username} (crew {crew}). Token {id} \"{name}\" saved to {}",
         session.path.display()
@@ -102,8 +107,8 @@ pub fn logout(global: &GlobalArgs, args: LogoutArgs) -> CliResult {
         let client = Client::new(&session.settings, Auth::Bearer(saved))?;
         match client.delete(&format!("/api/v1/tokens/{}", token.id)) {
             Ok(_) => revoked = " and revoked it on the server",
-            // Already revoked or expired: nothing left to do on the server.
-            Err(err) if err.code == exit::NOT_AUTHENTICATED => {
+            // Already revoked, expired or deleted: nothing left to do on the server.
+            Err(err) if err.code == exit::NOT_AUTHENTICATED || err.code == exit::NOT_FOUND => {
                 revoked = " (it was already revoked or expired)"
             }
             Err(err) => return Err(err),
