@@ -286,10 +286,7 @@ pub fn error_from_response(status: u16, retry_after: Option<&str>, body: &str) -
         ),
         (403, _) => (
             exit::FORBIDDEN,
-            format!(
-                "{}; your role in the crew or the token's scopes do not allow this",
-                or("Forbidden").trim_end_matches('.')
-            ),
+            or("Forbidden: your role in the crew or the token's scopes do not allow this"),
         ),
         (404, _) => (exit::NOT_FOUND, or("Not found on the server")),
         (409, _) => (exit::CONFLICT, or("That name is already taken")),

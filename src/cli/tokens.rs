@@ -9,6 +9,8 @@ use crate::config::Session;
 use crate::time_fmt;
 use crate::{CreateTokenArgs, GlobalArgs, TokensCommand};
 
+/// Most ids the server takes in one bulk call.
+const MAX_BULK_IDS: usize = 1000;
 /// Redaction tiers a token can be set to.
 const TIERS: [&str; 3] = ["standard", "strict", "inherit"];
 
@@ -209,11 +211,11 @@ enum Action<'a> {
     SetRedaction(&'a str),
 }
 
-/// Resolve ids and names, make one bulk call, report each token.
+/// Resolve ids and names, make the bulk calls, report each token.
 fn bulk(client: &Client, args: &[String], action: Action) -> CliResult {
     let (targets, mut failures) = resolve_tokens(client, args)?;
-    let ids: Vec<i64> = targets.iter().map(|(id, _)| *id).collect();
-    if !ids.is_empty() {
+    for chunk in targets.chunks(MAX_BULK_IDS) {
+        let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
         let mut body = json!({ "ids": ids });
         match action {
             Action::Revoke => body["action"] = json!("revoke"),
@@ -223,26 +225,27 @@ fn bulk(client: &Client, args: &[String], action: Action) -> CliResult {
             }
         }
         let answer = client.post("/api/v1/tokens/bulk", &body)?;
-        let updated: Vec<i64> = answer["updated"]
+        let label = |id: i64| {
+            let name = chunk
+                .iter()
+                .find(|(t, _)| *t == id)
+                .and_then(|(_, n)| n.as_deref());
+            token_label(id, name)
+        };
+        for id in answer["updated"]
             .as_array()
-            .map(|ids| ids.iter().filter_map(Value::as_i64).collect())
-            .unwrap_or_default();
-        for (id, name) in &targets {
-            if updated.contains(id) {
-                let label = token_label(*id, name.as_deref());
-                match action {
-                    Action::Revoke => println!("Revoked {label}"),
-                    Action::SetRedaction(tier) => println!("Set redaction of {label} to {tier}"),
-                }
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_i64)
+        {
+            match action {
+                Action::Revoke => println!("Revoked {}", label(id)),
+                Action::SetRedaction(tier) => println!("Set redaction of {} to {tier}", label(id)),
             }
         }
         for failed in answer["failed"].as_array().into_iter().flatten() {
             let id = failed["id"].as_i64().unwrap_or_default();
-            let name = targets
-                .iter()
-                .find(|(t, _)| *t == id)
-                .and_then(|(_, n)| n.as_deref());
-            failures.push(failure(&token_label(id, name), &failed["error"]));
+            failures.push(failure(&label(id), &failed["error"]));
         }
     }
     report_failures(failures, args.len())
