@@ -94,7 +94,12 @@ pub struct ServerArgs {
     #[arg(long, env = "BERTH_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Address of the plain HTTP listener
-    #[arg(long, env = "BERTH_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "BERTH_LISTEN",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub listen: SocketAddr,
     /// URL that links and the CLI are told, when behind a port-forward
     #[arg(long, env = "BERTH_PUBLIC_URL", value_name = "URL")]
@@ -270,7 +275,11 @@ pub enum CrewsCommand {
         role: String,
     },
     /// Change a member's role
-    SetRole { crew: String, user: String, role: String },
+    SetRole {
+        crew: String,
+        user: String,
+        role: String,
+    },
     /// Remove a user from a crew
     RemoveMember { crew: String, user: String },
 }

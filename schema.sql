@@ -1,0 +1,71 @@
+-- berth's SQLite schema, as numbered migrations. Each "-- migration: N" section
+-- runs once, in order, when PRAGMA user_version is below N. Never edit a
+-- migration that has shipped; add the next one.
+
+-- migration: 1
+CREATE TABLE users (
+    id            INTEGER PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT NOT NULL,
+    created_at    TEXT NOT NULL
+);
+
+CREATE TABLE crews (
+    id                INTEGER PRIMARY KEY,
+    name              TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    default_redaction TEXT NOT NULL DEFAULT 'standard'
+                      CHECK (default_redaction IN ('standard', 'strict')),
+    created_at        TEXT NOT NULL
+);
+
+CREATE TABLE memberships (
+    crew_id    INTEGER NOT NULL REFERENCES crews(id) ON DELETE CASCADE,
+    user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    role       TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'member', 'viewer')),
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (crew_id, user_id)
+);
+CREATE INDEX memberships_by_user ON memberships(user_id);
+
+CREATE TABLE tokens (
+    id           INTEGER PRIMARY KEY,
+    user_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    crew_id      INTEGER NOT NULL REFERENCES crews(id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    secret_hash  BLOB NOT NULL,            -- SHA-256 of the secret; the secret is never stored
+    scopes       TEXT NOT NULL,            -- JSON array of scope names
+    redaction    TEXT NOT NULL DEFAULT 'inherit'
+                 CHECK (redaction IN ('inherit', 'standard', 'strict')),
+    region       TEXT,
+    server       TEXT,
+    created_at   TEXT NOT NULL,
+    last_used_at TEXT,
+    last_used_ip TEXT,
+    recent_ips   TEXT NOT NULL DEFAULT '[]', -- JSON array, the last 5 distinct addresses
+    expires_at   TEXT,
+    revoked_at   TEXT
+);
+CREATE INDEX tokens_by_crew ON tokens(crew_id);
+-- An active token's name is unique for its user in its crew, so names can address tokens.
+CREATE UNIQUE INDEX tokens_active_name ON tokens(user_id, crew_id, name) WHERE revoked_at IS NULL;
+
+CREATE TABLE sessions (
+    id_hash    BLOB PRIMARY KEY,           -- SHA-256 of the session id in the cookie
+    user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    csrf_token TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+
+CREATE TABLE audit (
+    id         INTEGER PRIMARY KEY,
+    at         TEXT NOT NULL,
+    crew_id    INTEGER REFERENCES crews(id) ON DELETE SET NULL,
+    user_id    INTEGER REFERENCES users(id) ON DELETE SET NULL,
+    username   TEXT,                       -- kept as written, also for unknown names
+    token_id   INTEGER,
+    action     TEXT NOT NULL,
+    detail     TEXT NOT NULL DEFAULT '',
+    address    TEXT
+);
+CREATE INDEX audit_by_crew ON audit(crew_id, id);

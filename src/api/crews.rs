@@ -1,0 +1,273 @@
+//! `/api/v1/crews`, members and roles, and the crew's audit log.
+
+use serde_json::{json, Value};
+
+use super::{json_reply, no_content, user_json, ApiError, ApiState, Call, Reply};
+use crate::auth::{allows, Action, Principal};
+use crate::store::{Crew, Member, Membership, Redaction, Role, StoreError};
+
+/// Most audit events one call returns.
+const MAX_AUDIT: i64 = 1000;
+
+pub fn crew_json(crew: &Crew) -> Value {
+    json!({
+        "id": crew.id,
+        "name": crew.name,
+        "default_redaction": crew.default_redaction.as_str(),
+        "created_at": crew.created_at,
+    })
+}
+
+fn member_json(member: &Member) -> Value {
+    json!({"user": user_json(member.user_id, &member.username), "role": member.role.as_str(), "joined_at": member.joined_at})
+}
+
+pub fn list(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    let who = call.principal(state, false)?;
+    // A token sees its own crew: the token determines team context.
+    let memberships = match &who.token_context {
+        Some(ctx) => vec![ctx.clone()],
+        None => state.store.crews().memberships_of(who.user.id)?,
+    };
+    let crews: Vec<Value> = memberships
+        .iter()
+        .map(|m| {
+            let mut crew = crew_json(&m.crew);
+            crew["role"] = json!(m.role.as_str());
+            crew
+        })
+        .collect();
+    Ok(json_reply(200, &json!({"crews": crews})))
+}
+
+/// The caller's membership of crew `id`, refused unless `action` is allowed.
+fn in_crew(
+    state: &ApiState,
+    call: &Call,
+    who: &Principal,
+    id: i64,
+    action: Action,
+) -> Result<Membership, ApiError> {
+    let ctx = call
+        .context(state, who, Some(&id.to_string()))
+        .map_err(|err| match err {
+            ApiError::NotFound(_) => ApiError::NotFound(format!(
+                "No crew {id} among your crews; see `berth crews list`."
+            )),
+            other => other,
+        })?;
+    if !allows(ctx.role, &who.scopes(), action) {
+        let needs = match action {
+            Action::ManageMembers => "the admin or owner role",
+            Action::ManageOwners | Action::CrewSettings => "the owner role",
+            Action::ReadAudit => "the admin or owner role",
+            _ => "a role",
+        };
+        let scope = if who.token().is_some() {
+            " and the crew:admin scope"
+        } else {
+            ""
+        };
+        return Err(ApiError::Forbidden(format!(
+            "That needs {needs}{scope} in crew `{}`.",
+            ctx.crew.name
+        )));
+    }
+    Ok(ctx)
+}
+
+pub fn update(state: &ApiState, call: &Call, id: i64) -> Result<Reply, ApiError> {
+    call.only_fields(&["default_redaction"])?;
+    let who = call.principal(state, false)?;
+    let tier = call.required_str("default_redaction")?;
+    let tier = match Redaction::parse(tier) {
+        Some(Redaction::Inherit) | None => {
+            return Err(ApiError::BadRequest(format!(
+                "Field `default_redaction`: `{tier}` is not a crew tier; use standard or strict."
+            )))
+        }
+        Some(tier) => tier,
+    };
+    let ctx = in_crew(state, call, &who, id, Action::CrewSettings)?;
+    let crew = state
+        .store
+        .crews()
+        .set_default_redaction(ctx.crew.id, tier)?;
+    state.audit(
+        call,
+        Some(&who),
+        Some(crew.id),
+        "crew.update",
+        format!("default_redaction={}", tier.as_str()),
+    );
+    Ok(json_reply(200, &crew_json(&crew)))
+}
+
+pub fn members(state: &ApiState, call: &Call, id: i64) -> Result<Reply, ApiError> {
+    let who = call.principal(state, false)?;
+    let ctx = in_crew(state, call, &who, id, Action::ReadMembers)?;
+    let members = state.store.crews().members(ctx.crew.id)?;
+    Ok(json_reply(
+        200,
+        &json!({"members": members.iter().map(member_json).collect::<Vec<_>>()}),
+    ))
+}
+
+fn parse_role(text: &str) -> Result<Role, ApiError> {
+    Role::parse(text).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "Field `role`: `{text}` is not a role; use {}.",
+            Role::NAMES
+        ))
+    })
+}
+
+pub fn add_member(state: &ApiState, call: &Call, id: i64) -> Result<Reply, ApiError> {
+    call.only_fields(&["username", "role"])?;
+    let who = call.principal(state, false)?;
+    let username = call.required_str("username")?;
+    let role = parse_role(call.required_str("role")?)?;
+    let action = if role == Role::Owner {
+        Action::ManageOwners
+    } else {
+        Action::ManageMembers
+    };
+    let ctx = in_crew(state, call, &who, id, action)?;
+    let user = state.store.users().find_by_name(username)?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "No user `{username}`; create it with `berth admin create-user {username}`."
+        ))
+    })?;
+    let member = state
+        .store
+        .crews()
+        .add_member(ctx.crew.id, &user, role)
+        .map_err(|err| match err {
+            StoreError::Conflict => ApiError::Conflict(format!(
+                "`{}` is already a member of crew `{}`; use set-role to change their role.",
+                user.username, ctx.crew.name
+            )),
+            other => other.into(),
+        })?;
+    state.audit(
+        call,
+        Some(&who),
+        Some(ctx.crew.id),
+        "member.add",
+        format!("{} as {}", user.username, role.as_str()),
+    );
+    Ok(json_reply(201, &member_json(&member)))
+}
+
+/// The member `user_id` of the caller's crew, checking the caller may manage them.
+fn managed_member(
+    state: &ApiState,
+    call: &Call,
+    who: &Principal,
+    id: i64,
+    user_id: i64,
+    new_role: Option<Role>,
+) -> Result<(Membership, Member), ApiError> {
+    let ctx = in_crew(state, call, who, id, Action::ReadMembers)?;
+    let target = state
+        .store
+        .crews()
+        .members(ctx.crew.id)?
+        .into_iter()
+        .find(|m| m.user_id == user_id)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "User {user_id} is not a member of crew `{}`.",
+                ctx.crew.name
+            ))
+        })?;
+    let leaving_self = new_role.is_none() && user_id == who.user.id;
+    let touches_owner = target.role == Role::Owner || new_role == Some(Role::Owner);
+    let action = if touches_owner {
+        Action::ManageOwners
+    } else {
+        Action::ManageMembers
+    };
+    if !leaving_self {
+        in_crew(state, call, who, id, action)?;
+    }
+    Ok((ctx, target))
+}
+
+fn last_owner(err: StoreError, crew: &str) -> ApiError {
+    match err {
+        StoreError::Conflict => ApiError::Conflict(format!(
+            "Crew `{crew}` needs an owner; make another member owner first."
+        )),
+        other => other.into(),
+    }
+}
+
+pub fn set_role(state: &ApiState, call: &Call, id: i64, user_id: i64) -> Result<Reply, ApiError> {
+    call.only_fields(&["role"])?;
+    let who = call.principal(state, false)?;
+    let role = parse_role(call.required_str("role")?)?;
+    let (ctx, target) = managed_member(state, call, &who, id, user_id, Some(role))?;
+    let member = state
+        .store
+        .crews()
+        .set_role(ctx.crew.id, user_id, role)
+        .map_err(|e| last_owner(e, &ctx.crew.name))?;
+    state.audit(
+        call,
+        Some(&who),
+        Some(ctx.crew.id),
+        "member.set_role",
+        format!(
+            "{} {} -> {}",
+            target.username,
+            target.role.as_str(),
+            role.as_str()
+        ),
+    );
+    Ok(json_reply(200, &member_json(&member)))
+}
+
+pub fn remove_member(
+    state: &ApiState,
+    call: &Call,
+    id: i64,
+    user_id: i64,
+) -> Result<Reply, ApiError> {
+    let who = call.principal(state, false)?;
+    let (ctx, target) = managed_member(state, call, &who, id, user_id, None)?;
+    state
+        .store
+        .crews()
+        .remove_member(ctx.crew.id, user_id)
+        .map_err(|e| last_owner(e, &ctx.crew.name))?;
+    state.audit(
+        call,
+        Some(&who),
+        Some(ctx.crew.id),
+        "member.remove",
+        target.username,
+    );
+    Ok(no_content())
+}
+
+pub fn audit(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    let who = call.principal(state, false)?;
+    let selector = call.crew_selector()?;
+    let ctx = call.context(state, &who, selector.as_deref())?;
+    let ctx = in_crew(state, call, &who, ctx.crew.id, Action::ReadAudit)?;
+    let limit = match call.query.get("limit") {
+        None => 100,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_AUDIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "Query `limit` must be a whole number from 1 to {MAX_AUDIT}."
+                ))
+            })?,
+    };
+    let events = state.store.audit().list(ctx.crew.id, limit as u32)?;
+    Ok(json_reply(200, &json!({"events": events})))
+}

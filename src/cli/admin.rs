@@ -1,0 +1,115 @@
+//! `berth admin`: offline maintenance on the data directory, safe while the server runs.
+
+use crate::api::check_simple_name;
+use crate::auth;
+use crate::cli::{read_password, CliError, CliResult};
+use crate::server::{data_dir, open_store};
+use crate::store::{Role, StoreError};
+use crate::AdminCommand;
+
+pub fn run(cmd: AdminCommand) -> CliResult {
+    match cmd {
+        AdminCommand::CreateUser {
+            username,
+            crew,
+            role,
+            password_stdin,
+            data,
+        } => {
+            check_simple_name(&username, 64).map_err(|_| {
+                CliError::usage(
+                    "A username is 1 to 64 letters, digits, `.`, `_` or `-`, not only digits.",
+                )
+            })?;
+            if let Some(crew) = &crew {
+                check_simple_name(crew, 64).map_err(|_| {
+                    CliError::usage(
+                        "A crew name is 1 to 64 letters, digits, `.`, `_` or `-`, not only digits.",
+                    )
+                })?;
+            }
+            let role = Role::parse(&role).ok_or_else(|| {
+                CliError::usage(format!("`{role}` is not a role; use {}.", Role::NAMES))
+            })?;
+            let store = open_store(&data_dir(data.data)?)?;
+            let password =
+                read_password(&format!("Password for {username}: "), password_stdin, true)?;
+            let hash = auth::hash_password(&password).map_err(CliError::usage)?;
+            store
+                .users()
+                .create(&username, &hash, crew.as_deref().map(|c| (c, role)))
+                .map_err(|err| match err {
+                    StoreError::Conflict => CliError::new(
+                        crate::client::exit::CONFLICT,
+                        format!("A user `{username}` exists already; use `berth admin reset-password {username}` to change the password."),
+                    ),
+                    other => CliError::other(format!("could not create the user: {other}")),
+                })?;
+            match crew {
+                Some(crew) => println!(
+                    "Created user {username} ({} of crew {crew}).",
+                    role.as_str()
+                ),
+                None => println!("Created user {username}."),
+            }
+            Ok(())
+        }
+        AdminCommand::ResetPassword {
+            username,
+            password_stdin,
+            data,
+        } => {
+            let store = open_store(&data_dir(data.data)?)?;
+            let user = store
+                .users()
+                .find_by_name(&username)
+                .map_err(|e| CliError::other(format!("could not read the database: {e}")))?
+                .ok_or_else(|| {
+                    CliError::new(
+                        crate::client::exit::NOT_FOUND,
+                        format!("No user `{username}`; see `berth admin list-users`."),
+                    )
+                })?;
+            let password = read_password(
+                &format!("New password for {username}: "),
+                password_stdin,
+                true,
+            )?;
+            let hash = auth::hash_password(&password).map_err(CliError::usage)?;
+            store
+                .users()
+                .set_password(user.id, &hash)
+                .map_err(|e| CliError::other(format!("could not change the password: {e}")))?;
+            println!(
+                "Changed the password of {username}; their dashboard sessions are signed out."
+            );
+            Ok(())
+        }
+        AdminCommand::ListUsers { data } => {
+            let store = open_store(&data_dir(data.data)?)?;
+            let users = store
+                .users()
+                .list()
+                .map_err(|e| CliError::other(format!("could not read the database: {e}")))?;
+            println!("{:<6} {:<24} {:<22} CREWS", "ID", "USERNAME", "CREATED");
+            for (user, crews) in users {
+                let crews: Vec<String> = crews
+                    .iter()
+                    .map(|(c, r)| format!("{c} ({})", r.as_str()))
+                    .collect();
+                println!(
+                    "{:<6} {:<24} {:<22} {}",
+                    user.id,
+                    user.username,
+                    user.created_at,
+                    if crews.is_empty() {
+                        "-".to_string()
+                    } else {
+                        crews.join(", ")
+                    }
+                );
+            }
+            Ok(())
+        }
+    }
+}

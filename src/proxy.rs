@@ -1,0 +1,788 @@
+//! HTTP/1.1 forwarding: strict request heads (the smuggling rules of DESIGN §6),
+//! body framing, and one request/response exchange streamed between two connections.
+
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+/// Largest request head accepted (431 beyond).
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// A request head must arrive whole within this time of its first byte (slowloris).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a keep-alive connection may sit idle between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most header lines accepted in one head.
+pub const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line accepted, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Copy buffer for bodies: bodies stream, never buffered whole.
+const COPY_BUF: usize = 16 * 1024;
+
+/// Why a request head was refused; each maps to one status.
+#[derive(Debug)]
+pub enum HeadError {
+    /// The peer closed before sending a byte: the end of a keep-alive connection.
+    Closed,
+    /// The head did not arrive in time (408).
+    Timeout,
+    /// The head is larger than `MAX_HEAD_BYTES` or has too many lines (431).
+    TooLarge,
+    /// The head breaks HTTP/1.1's rules (400), with the reason.
+    Bad(&'static str),
+    /// The connection failed while reading.
+    Io,
+}
+
+impl HeadError {
+    /// Status and reason phrase to answer with, if the peer is still there.
+    pub fn status(&self) -> Option<(u16, &'static str)> {
+        match self {
+            HeadError::Closed | HeadError::Io => None,
+            HeadError::Timeout => Some((408, "Request Timeout")),
+            HeadError::TooLarge => Some((431, "Request Header Fields Too Large")),
+            HeadError::Bad(_) => Some((400, "Bad Request")),
+        }
+    }
+
+    pub fn message(&self) -> &'static str {
+        match self {
+            HeadError::Closed | HeadError::Io => "connection closed",
+            HeadError::Timeout => {
+                "The request head did not arrive in time; send it whole within 10 seconds."
+            }
+            HeadError::TooLarge => {
+                "The request head is larger than 32 KiB; send fewer or shorter headers."
+            }
+            HeadError::Bad(why) => why,
+        }
+    }
+}
+
+/// How a message body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    None,
+    Length(u64),
+    Chunked,
+    /// Responses only: until the server closes.
+    UntilClose,
+}
+
+/// A checked request head.
+#[derive(Debug)]
+pub struct RequestHead {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Body,
+    pub keep_alive: bool,
+    /// The request asks to switch protocols (WebSocket and the like).
+    pub upgrade: bool,
+}
+
+impl RequestHead {
+    /// The first value of a header, as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The head as sent onward: hop-by-hop headers dropped, forwarding headers
+    /// replaced by what the front door knows, and the connection kept alive.
+    pub fn encode_forwarded(&self, client_ip: &str, proto: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(format!("{} {} HTTP/1.1\r\n", self.method, self.target).as_bytes());
+        for (name, value) in &self.headers {
+            // The front door answers Expect itself, before streaming the body.
+            if is_hop_by_hop(name) || is_forwarding(name) || name.eq_ignore_ascii_case("expect") {
+                continue;
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        if self.upgrade {
+            if let Some(proto) = self.header("upgrade") {
+                out.extend_from_slice(
+                    format!("Connection: Upgrade\r\nUpgrade: {proto}\r\n").as_bytes(),
+                );
+            }
+        }
+        let forwarded = format!(
+            "X-Forwarded-For: {client_ip}\r\nX-Forwarded-Proto: {proto}\r\nX-Forwarded-Host: {}\r\n\r\n",
+            self.header("host").unwrap_or("")
+        );
+        out.extend_from_slice(forwarded.as_bytes());
+        out
+    }
+}
+
+fn is_hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+fn is_forwarding(name: &str) -> bool {
+    [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+        "x-real-ip",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// A connection read through a buffer, so bytes after a head stay for its body.
+pub struct Conn<S> {
+    pub stream: S,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl<S: Read> Conn<S> {
+    pub fn new(stream: S) -> Conn<S> {
+        Conn {
+            stream,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Read more bytes into the buffer; 0 means the peer closed.
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let start = self.buf.len();
+        self.buf.resize(start + COPY_BUF, 0);
+        let read = loop {
+            match self.stream.read(&mut self.buf[start..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        self.buf.truncate(start + *read.as_ref().unwrap_or(&0));
+        read
+    }
+
+    /// Read until the blank line ending a head; returns the head's bytes.
+    /// `set_timeout` bounds each read so the whole head meets its deadline.
+    pub fn read_head(
+        &mut self,
+        idle: Duration,
+        set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
+    ) -> Result<Vec<u8>, HeadError> {
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if let Some(end) = find_head_end(self.buffered()) {
+                let head = self.buffered()[..end].to_vec();
+                self.pos += end;
+                return Ok(head);
+            }
+            if self.buffered().len() > MAX_HEAD_BYTES {
+                return Err(HeadError::TooLarge);
+            }
+            let wait = match deadline {
+                None if self.buffered().is_empty() => idle,
+                None => {
+                    deadline = Some(Instant::now() + HEAD_TIMEOUT);
+                    HEAD_TIMEOUT
+                }
+                Some(end) => end.saturating_duration_since(Instant::now()),
+            };
+            if wait.is_zero() {
+                return Err(HeadError::Timeout);
+            }
+            set_timeout(Some(wait)).map_err(|_| HeadError::Io)?;
+            match self.fill() {
+                Ok(0) if self.buffered().is_empty() => return Err(HeadError::Closed),
+                Ok(0) => {
+                    return Err(HeadError::Bad(
+                        "The connection closed in the middle of a request head.",
+                    ))
+                }
+                Ok(_) => {
+                    if deadline.is_none() {
+                        deadline = Some(Instant::now() + HEAD_TIMEOUT);
+                    }
+                }
+                Err(e) if is_timeout(&e) => {
+                    return Err(if self.buffered().is_empty() {
+                        HeadError::Closed
+                    } else {
+                        HeadError::Timeout
+                    })
+                }
+                Err(_) => return Err(HeadError::Io),
+            }
+        }
+    }
+
+    /// Read one CRLF-terminated line of at most `max` bytes (chunk framing).
+    fn read_line(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(at) = self.buffered().iter().position(|&b| b == b'\n') {
+                let line = self.buffered()[..=at].to_vec();
+                self.pos += at + 1;
+                return Ok(line);
+            }
+            if self.buffered().len() > max {
+                return Err(invalid("chunk line too long"));
+            }
+            if self.fill()? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+}
+
+impl<S: Read> Read for Conn<S> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.buffered().is_empty() {
+            return self.stream.read(out);
+        }
+        let n = self.buffered().len().min(out.len());
+        out[..n].copy_from_slice(&self.buffered()[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn invalid(why: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
+
+/// Index just past the `\r\n\r\n` (or `\n\n`, refused later as bare LF) ending a head.
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    for i in 0..buf.len() {
+        if buf[i] == b'\n' {
+            if buf[i + 1..].starts_with(b"\r\n") {
+                return Some(i + 3);
+            }
+            if buf[i + 1..].starts_with(b"\n") {
+                return Some(i + 2);
+            }
+        }
+    }
+    None
+}
+
+/// Parse and check a request head against the smuggling rules.
+pub fn parse_request(raw: &[u8]) -> Result<RequestHead, HeadError> {
+    if raw.contains(&0) {
+        return Err(HeadError::Bad("The request head contains a NUL byte."));
+    }
+    if raw
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+    {
+        return Err(HeadError::Bad(
+            "The request head has a line ending in a bare LF; end lines with CRLF.",
+        ));
+    }
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    match req.parse(raw) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => {
+            return Err(HeadError::Bad("The request head is incomplete."))
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::HeaderName) => {
+            return Err(HeadError::Bad(
+                "A header name is malformed (no whitespace before the colon, no folded lines).",
+            ))
+        }
+        Err(_) => return Err(HeadError::Bad("The request head is malformed.")),
+    }
+    let method = req.method.unwrap_or_default().to_string();
+    let target = req.path.unwrap_or_default().to_string();
+    let version = req.version.unwrap_or(1);
+    if !(target.starts_with('/') || (method == "OPTIONS" && target == "*")) {
+        return Err(HeadError::Bad(
+            "The request target must be a path starting with /.",
+        ));
+    }
+    let headers: Vec<(String, Vec<u8>)> = req
+        .headers
+        .iter()
+        .map(|h| (h.name.to_string(), h.value.to_vec()))
+        .collect();
+    let values = |name: &str| -> Vec<&[u8]> {
+        headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+            .collect()
+    };
+    let hosts = values("host");
+    match hosts.as_slice() {
+        [one] => {
+            normalize_host(one).ok_or(HeadError::Bad("The Host header is malformed."))?;
+        }
+        [] => return Err(HeadError::Bad("The request has no Host header.")),
+        _ => return Err(HeadError::Bad("The request has more than one Host header.")),
+    };
+    let body = request_body(&values("transfer-encoding"), &values("content-length"))?;
+    let connection: Vec<String> = values("connection")
+        .iter()
+        .flat_map(|v| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let keep_alive = if version == 0 {
+        connection.iter().any(|t| t == "keep-alive")
+    } else {
+        !connection.iter().any(|t| t == "close")
+    };
+    let upgrade = connection.iter().any(|t| t == "upgrade") && !values("upgrade").is_empty();
+    Ok(RequestHead {
+        method,
+        target,
+        headers,
+        body,
+        keep_alive,
+        upgrade,
+    })
+}
+
+/// Lowercased host with any port removed; None if it holds bytes no host has.
+fn normalize_host(raw: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(raw).ok()?.trim();
+    if text.is_empty()
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+    {
+        return None;
+    }
+    let host = if let Some(rest) = text.strip_prefix('[') {
+        // IPv6 literal: keep the brackets' content.
+        format!("[{}]", rest.split(']').next()?)
+    } else {
+        text.split(':').next()?.to_string()
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+/// The body framing of a request, refusing every ambiguous combination.
+fn request_body(te: &[&[u8]], cl: &[&[u8]]) -> Result<Body, HeadError> {
+    if !te.is_empty() {
+        if !cl.is_empty() {
+            return Err(HeadError::Bad(
+                "The request has both Transfer-Encoding and Content-Length.",
+            ));
+        }
+        let joined: Vec<u8> = te.join(&b","[..]);
+        let text = String::from_utf8_lossy(&joined);
+        if !text.trim().eq_ignore_ascii_case("chunked") {
+            return Err(HeadError::Bad("Transfer-Encoding must be exactly chunked."));
+        }
+        return Ok(Body::Chunked);
+    }
+    let mut length = None;
+    for value in cl {
+        if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+            return Err(HeadError::Bad("Content-Length must be a number."));
+        }
+        let n: u64 = String::from_utf8_lossy(value)
+            .parse()
+            .map_err(|_| HeadError::Bad("Content-Length must be a number."))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(HeadError::Bad(
+                "The request has differing Content-Length headers.",
+            ));
+        }
+        length = Some(n);
+    }
+    Ok(match length {
+        Some(0) | None => Body::None,
+        Some(n) => Body::Length(n),
+    })
+}
+
+/// A response head from the backend.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Body,
+    /// The backend will keep the connection open after this response.
+    pub keep_alive: bool,
+}
+
+impl ResponseHead {
+    /// The head as sent to the client, saying whether the connection stays open.
+    pub fn encode(&self, keep_alive: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(
+            format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status)).as_bytes(),
+        );
+        for (name, value) in &self.headers {
+            if is_hop_by_hop(name)
+                && !(self.status == 101
+                    && (name.eq_ignore_ascii_case("upgrade")
+                        || name.eq_ignore_ascii_case("connection")))
+            {
+                continue;
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        if self.status != 101 && !keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+}
+
+/// Parse a response head; `head_request` and the status decide whether a body follows.
+pub fn parse_response(raw: &[u8], head_request: bool) -> io::Result<ResponseHead> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut slots);
+    match res.parse(raw) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(invalid("malformed response head from the backend")),
+    }
+    let status = res.code.unwrap_or(502);
+    let version = res.version.unwrap_or(1);
+    let headers: Vec<(String, Vec<u8>)> = res
+        .headers
+        .iter()
+        .map(|h| (h.name.to_string(), h.value.to_vec()))
+        .collect();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let connection = find("connection");
+    let te = find("transfer-encoding");
+    let cl = find("content-length");
+    let body = if head_request || status < 200 || status == 204 || status == 304 {
+        Body::None
+    } else if te.trim().ends_with("chunked") {
+        Body::Chunked
+    } else if !cl.is_empty() {
+        let first = cl.split(',').next().unwrap_or("").trim();
+        match first.parse::<u64>() {
+            Ok(0) => Body::None,
+            Ok(n) => Body::Length(n),
+            Err(_) => return Err(invalid("bad Content-Length from the backend")),
+        }
+    } else {
+        Body::UntilClose
+    };
+    let closes = connection.split(',').any(|t| t.trim() == "close");
+    let keep_alive =
+        body != Body::UntilClose && !closes && (version == 1 || connection.contains("keep-alive"));
+    Ok(ResponseHead {
+        status,
+        headers,
+        body,
+        keep_alive,
+    })
+}
+
+/// Copy one body from `from` to `to` as framed; chunked bodies are checked
+/// chunk by chunk and passed on in the same framing.
+pub fn copy_body<S: Read>(body: Body, from: &mut Conn<S>, to: &mut impl Write) -> io::Result<u64> {
+    match body {
+        Body::None => Ok(0),
+        Body::Length(n) => {
+            let copied = io::copy(&mut from.take(n), to)?;
+            if copied < n {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            Ok(copied)
+        }
+        Body::UntilClose => io::copy(from, to),
+        Body::Chunked => copy_chunked(from, to),
+    }
+}
+
+fn copy_chunked<S: Read>(from: &mut Conn<S>, to: &mut impl Write) -> io::Result<u64> {
+    let mut total = 0;
+    loop {
+        let line = from.read_line(MAX_CHUNK_LINE)?;
+        let size = parse_chunk_line(&line)?;
+        to.write_all(&line)?;
+        if size == 0 {
+            // Trailers, then the blank line.
+            loop {
+                let trailer = from.read_line(MAX_HEAD_BYTES)?;
+                if !trailer.ends_with(b"\r\n") || trailer[..trailer.len() - 2].contains(&b'\r') {
+                    return Err(invalid("bad chunked trailer"));
+                }
+                to.write_all(&trailer)?;
+                if trailer == b"\r\n" {
+                    return Ok(total);
+                }
+            }
+        }
+        let copied = io::copy(&mut from.take(size), to)?;
+        if copied < size {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        total += size;
+        let mut crlf = [0u8; 2];
+        from.read_exact(&mut crlf)?;
+        if &crlf != b"\r\n" {
+            return Err(invalid("chunk data not followed by CRLF"));
+        }
+        to.write_all(&crlf)?;
+    }
+}
+
+/// The size in a `HEX[;ext]\r\n` line; anything looser is refused.
+fn parse_chunk_line(line: &[u8]) -> io::Result<u64> {
+    let line = line
+        .strip_suffix(b"\r\n")
+        .ok_or_else(|| invalid("chunk size line must end in CRLF"))?;
+    let hex = match line.iter().position(|&b| b == b';') {
+        Some(at) => &line[..at],
+        None => line,
+    };
+    if hex.is_empty() || hex.len() > 15 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return Err(invalid("bad chunk size"));
+    }
+    u64::from_str_radix(std::str::from_utf8(hex).unwrap_or("x"), 16)
+        .map_err(|_| invalid("bad chunk size"))
+}
+
+/// The reason phrase of a status.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        507 => "Insufficient Storage",
+        _ => "Status",
+    }
+}
+
+/// A complete JSON error response of DESIGN §4's shape, closing the connection.
+pub fn error_response(status: u16, code: &str, message: &str) -> Vec<u8> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        reason(status),
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<RequestHead, HeadError> {
+        parse_request(raw.as_bytes())
+    }
+
+    fn refused(raw: &str) -> bool {
+        matches!(parse(raw), Err(HeadError::Bad(_)))
+    }
+
+    #[test]
+    fn a_plain_request_parses() {
+        let head = parse("GET /a?b=1 HTTP/1.1\r\nHost: Api.Example.com:8080\r\n\r\n").unwrap();
+        assert_eq!(head.method, "GET");
+        assert_eq!(head.target, "/a?b=1");
+        assert_eq!(
+            normalize_host(b"Api.Example.com:8080").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(head.body, Body::None);
+        assert!(head.keep_alive);
+        let head = parse("POST / HTTP/1.0\r\nHost: x\r\nContent-Length: 5\r\n\r\n").unwrap();
+        assert_eq!(head.body, Body::Length(5));
+        assert!(!head.keep_alive);
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        let cases = [
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked,\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n",
+            "GET / HTTP/1.1\nHost: x\n\n",
+            "GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\0\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET http://evil/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        ];
+        for case in cases {
+            assert!(refused(case), "accepted {case:?}");
+        }
+        // Same-valued duplicate Content-Length is harmless.
+        let head =
+            parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n")
+                .unwrap();
+        assert_eq!(head.body, Body::Length(5));
+        let head =
+            parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
+        assert_eq!(head.body, Body::Chunked);
+    }
+
+    #[test]
+    fn too_many_headers_is_too_large() {
+        let mut raw = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..MAX_HEADERS {
+            raw.push_str(&format!("X-{i}: 1\r\n"));
+        }
+        raw.push_str("\r\n");
+        assert!(matches!(parse(&raw), Err(HeadError::TooLarge)));
+    }
+
+    fn conn(bytes: &[u8]) -> Conn<io::Cursor<Vec<u8>>> {
+        Conn::new(io::Cursor::new(bytes.to_vec()))
+    }
+
+    fn no_timeout(_: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
+
+    #[test]
+    fn heads_are_read_whole_and_bodies_stay_buffered() {
+        let mut c = conn(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET");
+        let raw = c.read_head(IDLE_TIMEOUT, &no_timeout).unwrap();
+        let head = parse_request(&raw).unwrap();
+        let mut out = Vec::new();
+        copy_body(head.body, &mut c, &mut out).unwrap();
+        assert_eq!(out, b"abc");
+        assert!(matches!(
+            c.read_head(IDLE_TIMEOUT, &no_timeout),
+            Err(HeadError::Bad(_))
+        ));
+        assert!(matches!(
+            conn(b"").read_head(IDLE_TIMEOUT, &no_timeout),
+            Err(HeadError::Closed)
+        ));
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_too_large() {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES + 1));
+        assert!(matches!(
+            conn(&raw).read_head(IDLE_TIMEOUT, &no_timeout),
+            Err(HeadError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn chunked_bodies_pass_through_and_bad_sizes_fail() {
+        let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        let mut out = Vec::new();
+        assert_eq!(
+            copy_body(Body::Chunked, &mut conn(body), &mut out).unwrap(),
+            9
+        );
+        assert_eq!(out, body);
+        for bad in [
+            &b"g\r\nx\r\n0\r\n\r\n"[..],
+            b"-1\r\n",
+            b"4\nWiki\r\n0\r\n\r\n",
+            b"4\r\nWikiXX0\r\n\r\n",
+            b"\r\n",
+            b"10000000000000000\r\n",
+        ] {
+            assert!(
+                copy_body(Body::Chunked, &mut conn(bad), &mut Vec::new()).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn responses_tell_their_framing() {
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", false).unwrap();
+        assert_eq!((r.body, r.keep_alive), (Body::Length(4), true));
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(r.body, Body::Chunked);
+        let r = parse_response(b"HTTP/1.1 200 OK\r\n\r\n", false).unwrap();
+        assert_eq!((r.body, r.keep_alive), (Body::UntilClose, false));
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", true).unwrap();
+        assert_eq!(r.body, Body::None);
+        let r = parse_response(b"HTTP/1.1 204 No Content\r\n\r\n", false).unwrap();
+        assert_eq!((r.body, r.keep_alive), (Body::None, true));
+    }
+
+    #[test]
+    fn forwarding_replaces_client_supplied_forwarding_headers() {
+        let head = parse("GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        let out = String::from_utf8(head.encode_forwarded("10.1.1.1", "http")).unwrap();
+        assert!(!out.contains("6.6.6.6"));
+        assert!(out.contains("X-Forwarded-For: 10.1.1.1\r\n"));
+        assert!(!out.to_lowercase().contains("connection:"));
+        assert!(out.ends_with("\r\n\r\n"));
+    }
+}

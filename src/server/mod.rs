@@ -1,0 +1,192 @@
+//! `berth server`: open the store, start the API behind the front door, and shut
+//! down cleanly on SIGTERM or SIGINT.
+
+mod frontdoor;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::api::{self, ApiState};
+use crate::auth::Auth;
+use crate::cli::{CliError, CliResult};
+use crate::store::Store;
+use crate::ServerArgs;
+
+pub use frontdoor::FrontDoor;
+
+/// How often pending last-use times are written.
+const FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// How long shutdown waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The data directory: the flag or `BERTH_DATA`, else `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.
+pub fn data_dir(flag: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    if let Some(dir) = flag {
+        return Ok(dir);
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("berth"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/share/berth")),
+        None => Err(CliError::usage(
+            "No data directory: set --data DIR, BERTH_DATA or HOME.",
+        )),
+    }
+}
+
+/// Open the store in the data directory, creating both (0700) when new.
+pub fn open_store(dir: &Path) -> Result<Store, CliError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        CliError::other(format!(
+            "could not create the data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let path = dir.join("berth.db");
+    Store::open(&path).map_err(|e| {
+        CliError::other(format!(
+            "could not open the database {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+pub fn run(args: ServerArgs) -> CliResult {
+    let dir = data_dir(args.data)?;
+    let store = Arc::new(open_store(&dir)?);
+    let auth = Arc::new(Auth::new(store.clone()));
+    let socket = dir.join("api.sock");
+    if UnixStream::connect(&socket).is_ok() {
+        return Err(CliError::other(format!(
+            "another berth server is using the data directory {}; stop it or choose another with --data",
+            dir.display()
+        )));
+    }
+    let _ = std::fs::remove_file(&socket);
+
+    let listener = TcpListener::bind(args.listen).map_err(|e| {
+        CliError::other(format!(
+            "could not listen on {}: {e}; choose another address with --listen",
+            args.listen
+        ))
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| CliError::other(format!("could not read the listening address: {e}")))?;
+    let public_url = args
+        .public_url
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| default_public_url(bound));
+
+    let setup_code = first_run_code(&store)?;
+    let state = Arc::new(ApiState {
+        store: store.clone(),
+        auth: auth.clone(),
+        setup_code: Mutex::new(setup_code.clone()),
+        secure_cookies: false,
+    });
+    let api = api::start(&socket, state).map_err(|e| {
+        CliError::other(format!(
+            "could not start the API on {}: {e}",
+            socket.display()
+        ))
+    })?;
+    let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600));
+
+    let door = Arc::new(FrontDoor::new(socket.clone()));
+    let serving = {
+        let door = door.clone();
+        std::thread::Builder::new()
+            .name("front-door".into())
+            .spawn(move || door.serve(listener))
+            .map_err(|e| CliError::other(format!("could not start the listener: {e}")))?
+    };
+    println!(
+        "berth listening on http://{bound} (public URL {public_url}, data {})",
+        dir.display()
+    );
+    if let Some(code) = setup_code {
+        println!(
+            "No users yet: finish setup at {public_url}/setup?code={code} or run: berth admin create-user USERNAME --crew CREW --role owner --data {}",
+            dir.display()
+        );
+    }
+
+    let flusher = {
+        let auth = auth.clone();
+        std::thread::Builder::new()
+            .name("last-used".into())
+            .spawn(move || loop {
+                std::thread::sleep(FLUSH_EVERY);
+                auth.flush_due();
+            })
+            .map_err(|e| CliError::other(format!("could not start the flusher: {e}")))?
+    };
+    drop(flusher);
+
+    wait_for_signal()?;
+    println!("berth shutting down");
+    door.stopping.store(true, Ordering::SeqCst);
+    // Wake the accept loop so it sees the flag.
+    let _ = TcpStream::connect_timeout(&wake_addr(bound), Duration::from_secs(1));
+    let _ = serving.join();
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while door.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    api.stop();
+    auth.flush_all();
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// A fresh setup code when the store has no users yet.
+fn first_run_code(store: &Store) -> Result<Option<String>, CliError> {
+    let users = store
+        .users()
+        .count()
+        .map_err(|e| CliError::other(format!("could not read the database: {e}")))?;
+    if users > 0 {
+        return Ok(None);
+    }
+    let bytes: [u8; 16] = rand::random();
+    Ok(Some(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+fn default_public_url(bound: SocketAddr) -> String {
+    if bound.ip().is_unspecified() || bound.ip().is_loopback() {
+        format!("http://localhost:{}", bound.port())
+    } else {
+        format!("http://{bound}")
+    }
+}
+
+/// The address to connect to so a blocked accept returns.
+fn wake_addr(bound: SocketAddr) -> SocketAddr {
+    let mut addr = bound;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr
+}
+
+fn wait_for_signal() -> CliResult {
+    let mut signals = Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| CliError::other(format!("could not install signal handlers: {e}")))?;
+    signals.forever().next();
+    Ok(())
+}
