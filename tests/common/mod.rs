@@ -1,0 +1,268 @@
+//! Fixtures for integration tests: the real `berth server` on an ephemeral port with
+//! its own data directory, killed on Drop, and a small HTTP helper.
+#![allow(dead_code)]
+
+pub mod cli;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_berth");
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A running server; its data directory outlives restarts of the process.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub addr: String,
+    pub setup_code: Option<String>,
+    pub data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    output: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// A fresh server with an empty data directory.
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let mut server = Server::start_in(&data, &[]);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on an existing data directory (a restart), with extra flags.
+    pub fn start_in(data: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["server", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(extra)
+            .env_remove("BERTH_DATA")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn berth server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut addr = None;
+        let mut setup_code = None;
+        while addr.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("server printed its address");
+            if let Some(rest) = line.strip_prefix("berth listening on http://") {
+                addr = rest.split_whitespace().next().map(str::to_string);
+            }
+        }
+        // The setup line, if any, follows at once.
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+            if let Some(at) = line.find("setup?code=") {
+                let code = line[at + 11..].split_whitespace().next().unwrap_or("");
+                setup_code = Some(code.to_string());
+            }
+        }
+        let addr = addr.unwrap();
+        Server {
+            child: Some(child),
+            url: format!("http://{addr}"),
+            addr,
+            setup_code,
+            data: data.to_path_buf(),
+            _dir: None,
+            output: rx,
+        }
+    }
+
+    /// Lines the server printed after starting.
+    pub fn output(&self) -> Vec<String> {
+        self.output.try_iter().collect()
+    }
+
+    /// `berth admin create-user` on this server's data directory.
+    pub fn create_user(&self, username: &str, crew: &str, role: &str) {
+        let out = run_with_stdin(
+            &[
+                "admin",
+                "create-user",
+                username,
+                "--crew",
+                crew,
+                "--role",
+                role,
+                "--password-stdin",
+                "--data",
+                self.data.to_str().unwrap(),
+            ],
+            &[],
+            PASSWORD,
+        );
+        assert_eq!(out.code, 0, "create-user failed: {}", out.stderr);
+    }
+
+    /// A token for the user through the password flow.
+    pub fn token_for(&self, username: &str, crew: &str, name: &str) -> String {
+        let (status, body) = self.call_basic(
+            "POST",
+            "/api/v1/tokens",
+            username,
+            PASSWORD,
+            Some(&serde_json::json!({"name": name, "crew": crew})),
+        );
+        assert_eq!(status, 201, "token for {username}: {body}");
+        body["secret"].as_str().unwrap().to_string()
+    }
+
+    /// A request with a bearer token (or none); returns status and JSON body (Null if not JSON).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        self.request(method, path, auth.as_deref(), body)
+    }
+
+    /// A request with Basic credentials.
+    pub fn call_basic(
+        &self,
+        method: &str,
+        path: &str,
+        user: &str,
+        password: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        use base64ct::{Base64, Encoding};
+        let auth = format!(
+            "Basic {}",
+            Base64::encode_string(format!("{user}:{password}").as_bytes())
+        );
+        self.request(method, path, Some(&auth), body)
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        if let Some(auth) = auth {
+            head.push_str(&format!("Authorization: {auth}\r\n"));
+        }
+        if !body.is_empty() {
+            head.push_str("Content-Type: application/json\r\n");
+        }
+        head.push_str("\r\n");
+        let (status, _, text) = self.raw(&format!("{head}{body}"));
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Send raw bytes on one connection; returns status, head and body text.
+    pub fn raw(&self, bytes: &str) -> (u16, String, String) {
+        raw_exchange(&self.addr, bytes.as_bytes())
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        for _ in 0..300 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Write `bytes`, read until the server closes; parse the status line.
+pub fn raw_exchange(addr: &str, bytes: &[u8]) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let _ = stream.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// What a CLI run produced.
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run the berth binary with env and stdin; no inherited BERTH_* variables.
+pub fn run_with_stdin(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("BERTH_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn berth");
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(stdin.as_bytes());
+    }
+    let out = child.wait_with_output().expect("wait for berth");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
