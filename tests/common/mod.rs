@@ -39,11 +39,26 @@ impl Server {
 
     /// A server on an existing data directory (a restart), with extra flags.
     pub fn start_in(data: &Path, extra: &[&str]) -> Server {
+        Server::start_in_env(data, extra, &[])
+    }
+
+    /// A fresh server with extra environment variables (e.g. hidden limits).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let mut server = Server::start_in_env(&data, &[], env);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on a data directory with extra flags and environment variables.
+    pub fn start_in_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args(["server", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(extra)
             .env_remove("BERTH_DATA")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -162,21 +177,47 @@ impl Server {
         auth: Option<&str>,
         body: Option<&Value>,
     ) -> (u16, Value) {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        request_at(&self.addr, method, path, auth, body)
+    }
+
+    /// A request with any headers and body on its own connection.
+    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
         );
-        if let Some(auth) = auth {
-            head.push_str(&format!("Authorization: {auth}\r\n"));
+        if !body.is_empty() || method != "GET" {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
-        if !body.is_empty() {
-            head.push_str("Content-Type: application/json\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
-        let (status, _, text) = self.raw(&format!("{head}{body}"));
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        let (status, head, text) = self.raw(&format!("{head}{body}"));
+        Reply { status, head, text }
+    }
+
+    /// The server's database, opened beside it (WAL lets both write).
+    pub fn db(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(self.data.join("berth.db")).expect("open database");
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn
+    }
+
+    /// A user's id, from the database.
+    pub fn user_id(&self, username: &str) -> i64 {
+        self.db()
+            .query_row("SELECT id FROM users WHERE username = ?1", [username], |r| {
+                r.get(0)
+            })
+            .expect("user exists")
+    }
+
+    /// A crew's id, from the database.
+    pub fn crew_id(&self, crew: &str) -> i64 {
+        self.db()
+            .query_row("SELECT id FROM crews WHERE name = ?1", [crew], |r| r.get(0))
+            .expect("crew exists")
     }
 
     /// Send raw bytes on one connection; returns status, head and body text.
@@ -216,6 +257,64 @@ impl Drop for Server {
     }
 }
 
+/// A request to a server at `addr` (usable from threads, unlike `Server`);
+/// `auth` is the whole Authorization value. Returns status and JSON body.
+pub fn request_at(
+    addr: &str,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(auth) = auth {
+        head.push_str(&format!("Authorization: {auth}\r\n"));
+    }
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    head.push_str("\r\n");
+    let (status, _, text) = raw_exchange(addr, format!("{head}{body}").as_bytes());
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A response read whole: status, head and body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub head: String,
+    pub text: String,
+}
+
+impl Reply {
+    /// The body as JSON (Null if it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+
+    /// The first value of a response header.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    /// The error code of a JSON error body.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
 /// Write `bytes`, read until the server closes; parse the status line.
 pub fn raw_exchange(addr: &str, bytes: &[u8]) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
@@ -232,7 +331,30 @@ pub fn raw_exchange(addr: &str, bytes: &[u8]) -> (u16, String, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, head.to_string(), body.to_string())
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("\r\ntransfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, head.to_string(), body)
+}
+
+/// The data of a chunked body (large API replies come chunked).
+pub fn dechunk(mut raw: &str) -> String {
+    let mut out = String::new();
+    while let Some((line, rest)) = raw.split_once("\r\n") {
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16);
+        let Ok(size) = size else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        raw = rest[size..].strip_prefix("\r\n").unwrap_or("");
+    }
+    out
 }
 
 /// What a CLI run produced.
