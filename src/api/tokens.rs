@@ -167,7 +167,7 @@ pub fn create(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
 
 pub fn show(state: &ApiState, call: &Call, id: i64) -> Result<Reply, ApiError> {
     let who = call.principal(state, true)?;
-    let row = accessible(state, &who, id, false)?;
+    let row = accessible(state, &who, id, Access::Read)?;
     Ok(json_reply(200, &token_json(state, &row)))
 }
 
@@ -180,7 +180,7 @@ pub fn update(state: &ApiState, call: &Call, id: i64) -> Result<Reply, ApiError>
         region: nullable(call, "region", valid_region)?,
         server: nullable(call, "server", valid_server)?,
     };
-    let row = accessible(state, &who, id, true)?;
+    let row = accessible(state, &who, id, Access::Change)?;
     let row = state
         .store
         .tokens()
@@ -219,7 +219,7 @@ fn nullable(
 
 pub fn revoke(state: &ApiState, call: &Call, id: i64) -> Result<Reply, ApiError> {
     let who = call.principal(state, true)?;
-    let row = accessible(state, &who, id, true)?;
+    let row = accessible(state, &who, id, Access::Revoke)?;
     let row = state.store.tokens().revoke(row.id)?;
     state.audit(
         call,
@@ -261,7 +261,12 @@ pub fn bulk(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let mut updated = Vec::new();
     let mut failed = Vec::new();
     for id in ids {
-        let outcome = accessible(state, &who, id, true).and_then(|row| {
+        let access = if tier.is_some() {
+            Access::Change
+        } else {
+            Access::Revoke
+        };
+        let outcome = accessible(state, &who, id, access).and_then(|row| {
             let row = match tier {
                 None => state.store.tokens().revoke(row.id)?,
                 Some(tier) => state.store.tokens().update(
@@ -302,13 +307,21 @@ pub fn bulk(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     ))
 }
 
-/// The token, if the caller may see it (`write`: change it). Tokens the caller
-/// may not see are reported as not found, so their ids tell nothing.
+/// What a caller wants to do with a token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Revoke,
+    Change,
+}
+
+/// The token, if the caller may do `access` to it. Tokens the caller may not
+/// see are reported as not found, so their ids tell nothing.
 fn accessible(
     state: &ApiState,
     who: &Principal,
     id: i64,
-    write: bool,
+    access: Access,
 ) -> Result<TokenRow, ApiError> {
     let missing = || {
         ApiError::NotFound(format!(
@@ -316,8 +329,9 @@ fn accessible(
         ))
     };
     let row = state.store.tokens().find_by_id(id)?.ok_or_else(missing)?;
-    // A token may always read and revoke itself (berth logout --revoke).
-    if who.token().is_some_and(|t| t.id == row.id) {
+    // A token may always read and revoke itself (berth logout --revoke), but
+    // changing its own settings needs the scope like any other change.
+    if access != Access::Change && who.token().is_some_and(|t| t.id == row.id) {
         return Ok(row);
     }
     if let Some(ctx) = &who.token_context {
@@ -334,7 +348,7 @@ fn accessible(
             .membership(row.crew.id, who.user.id)?
             .map(|m| m.role),
     };
-    let (own_action, crew_action) = if write {
+    let (own_action, crew_action) = if access != Access::Read {
         (Action::WriteOwnTokens, Action::WriteCrewTokens)
     } else {
         (Action::ReadOwnTokens, Action::ReadCrewTokens)
