@@ -160,6 +160,7 @@ fn api_v1(
         (["tokens"], Get) => tokens::list(state, call),
         (["tokens"], Post) => tokens::create(state, call),
         (["tokens", "bulk"], Post) => tokens::bulk(state, call),
+        (["tokens", "bulk"], _) => Err(ApiError::MethodNotAllowed),
         (["tokens", id], Get) => tokens::show(state, call, parse_id(id)?),
         (["tokens", id], Patch) => tokens::update(state, call, parse_id(id)?),
         (["tokens", id], Delete) => tokens::revoke(state, call, parse_id(id)?),
@@ -180,9 +181,11 @@ fn api_v1(
     }
 }
 
+/// A path id: ASCII digits only (`+1` and ` 1` are not ids), positive, within i64.
 fn parse_id(text: &str) -> Result<i64, ApiError> {
-    text.parse::<i64>()
-        .ok()
+    Some(text)
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<i64>().ok())
         .filter(|id| *id > 0)
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
