@@ -192,6 +192,10 @@ impl<S: Read> Conn<S> {
         let mut deadline: Option<Instant> = None;
         loop {
             if let Some(end) = find_head_end(self.buffered()) {
+                // The end may arrive in the same read that crosses the limit.
+                if end > MAX_HEAD_BYTES {
+                    return Err(HeadError::TooLarge);
+                }
                 let head = self.buffered()[..end].to_vec();
                 self.pos += end;
                 return Ok(head);
@@ -728,6 +732,17 @@ mod tests {
     fn a_head_over_the_limit_is_too_large() {
         let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
         raw.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES + 1));
+        assert!(matches!(
+            conn(&raw).read_head(IDLE_TIMEOUT, &no_timeout),
+            Err(HeadError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn a_head_ending_past_the_limit_in_one_read_is_too_large() {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES));
+        raw.extend_from_slice(b"\r\n\r\n");
         assert!(matches!(
             conn(&raw).read_head(IDLE_TIMEOUT, &no_timeout),
             Err(HeadError::TooLarge)
