@@ -62,6 +62,7 @@ pub fn open_store(dir: &Path) -> Result<Store, CliError> {
 }
 
 pub fn run(args: ServerArgs) -> CliResult {
+    let connection_bound = max_connections()?;
     let dir = data_dir(args.data)?;
     let store = Arc::new(open_store(&dir)?);
     let auth = Arc::new(Auth::new(store.clone()));
@@ -103,7 +104,11 @@ pub fn run(args: ServerArgs) -> CliResult {
     })?;
     let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600));
 
-    let door = Arc::new(FrontDoor::new(socket.clone()));
+    let mut door = FrontDoor::new(socket.clone());
+    if let Some(bound) = connection_bound {
+        door.max_connections = bound;
+    }
+    let door = Arc::new(door);
     let serving = {
         let door = door.clone();
         std::thread::Builder::new()
@@ -148,6 +153,20 @@ pub fn run(args: ServerArgs) -> CliResult {
     auth.flush_all();
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// The connection bound from `BERTH_MAX_CONNECTIONS`, if set: not a documented
+/// option, but a way for tests and small machines to lower the default.
+fn max_connections() -> Result<Option<usize>, CliError> {
+    let Some(value) = std::env::var_os("BERTH_MAX_CONNECTIONS") else {
+        return Ok(None);
+    };
+    match value.to_str().and_then(|v| v.trim().parse::<usize>().ok()) {
+        Some(n) if n > 0 => Ok(Some(n)),
+        _ => Err(CliError::usage(
+            "BERTH_MAX_CONNECTIONS must be a positive whole number; unset it for the default of 1024.",
+        )),
+    }
 }
 
 /// A fresh setup code when the store has no users yet.

@@ -207,9 +207,11 @@ impl Server {
     /// A user's id, from the database.
     pub fn user_id(&self, username: &str) -> i64 {
         self.db()
-            .query_row("SELECT id FROM users WHERE username = ?1", [username], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT id FROM users WHERE username = ?1",
+                [username],
+                |r| r.get(0),
+            )
             .expect("user exists")
     }
 
