@@ -76,6 +76,7 @@ pub struct RequestHead {
     pub body: Body,
     pub keep_alive: bool,
     /// The request asks to switch protocols (WebSocket and the like).
+    #[allow(dead_code)]
     pub upgrade: bool,
 }
 
@@ -90,19 +91,10 @@ impl RequestHead {
 
     /// The head as sent onward: hop-by-hop headers dropped, forwarding headers
     /// replaced by what the front door knows, and the connection kept alive.
+    /// For tunnel traffic, whose bodies stream; the API gets `encode_for_api`.
+    #[allow(dead_code)]
     pub fn encode_forwarded(&self, client_ip: &str, proto: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(format!("{} {} HTTP/1.1\r\n", self.method, self.target).as_bytes());
-        for (name, value) in &self.headers {
-            // The front door answers Expect itself, before streaming the body.
-            if is_hop_by_hop(name) || is_forwarding(name) || name.eq_ignore_ascii_case("expect") {
-                continue;
-            }
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
-        }
+        let mut out = self.encode_start(&[]);
         if self.upgrade {
             if let Some(proto) = self.header("upgrade") {
                 out.extend_from_slice(
@@ -110,12 +102,169 @@ impl RequestHead {
                 );
             }
         }
+        self.encode_end(out, client_ip, proto)
+    }
+
+    /// The head as sent to the API, whose body the front door has read whole
+    /// (`body_len` bytes, de-chunked): framed by Content-Length alone, and never
+    /// an upgrade, so tiny_http always knows where the next request starts.
+    pub fn encode_for_api(&self, client_ip: &str, proto: &str, body_len: usize) -> Vec<u8> {
+        let mut out = self.encode_start(&["transfer-encoding", "content-length"]);
+        out.extend_from_slice(format!("Content-Length: {body_len}\r\n").as_bytes());
+        self.encode_end(out, client_ip, proto)
+    }
+
+    /// The request line and the headers that pass on, less `drop`.
+    fn encode_start(&self, drop: &[&str]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(format!("{} {} HTTP/1.1\r\n", self.method, self.target).as_bytes());
+        for (name, value) in &self.headers {
+            // The front door answers Expect itself, before reading the body.
+            if is_hop_by_hop(name)
+                || is_forwarding(name)
+                || name.eq_ignore_ascii_case("expect")
+                || drop.iter().any(|d| name.eq_ignore_ascii_case(d))
+            {
+                continue;
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    /// The forwarding headers and the blank line ending the head.
+    fn encode_end(&self, mut out: Vec<u8>, client_ip: &str, proto: &str) -> Vec<u8> {
         let forwarded = format!(
             "X-Forwarded-For: {client_ip}\r\nX-Forwarded-Proto: {proto}\r\nX-Forwarded-Host: {}\r\n\r\n",
             self.header("host").unwrap_or("")
         );
         out.extend_from_slice(forwarded.as_bytes());
         out
+    }
+
+    /// Whether the request line and headers are plain ASCII (tiny_http reads nothing else).
+    pub fn is_ascii(&self) -> bool {
+        self.target.is_ascii()
+            && self
+                .headers
+                .iter()
+                .all(|(name, value)| name.is_ascii() && value.is_ascii())
+    }
+}
+
+/// Why a request body could not be read whole.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// Larger than the limit (413).
+    TooLarge,
+    /// Broken chunked framing (400).
+    Bad,
+    /// Not all there within the deadline (408).
+    Timeout,
+    /// The client went away.
+    Closed,
+}
+
+/// Read a request body whole, de-chunked, refusing more than `max` bytes and
+/// anything slower than `within`. `set_timeout` bounds each read of the
+/// connection so the deadline holds however the bytes trickle in.
+pub fn read_body_whole<S: Read>(
+    body: Body,
+    from: &mut Conn<S>,
+    max: u64,
+    within: Duration,
+    set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
+) -> Result<Vec<u8>, BodyError> {
+    let mut timed = Timed {
+        conn: from,
+        deadline: Instant::now() + within,
+        set_timeout,
+    };
+    match body {
+        Body::None | Body::UntilClose => Ok(Vec::new()),
+        Body::Length(n) if n > max => Err(BodyError::TooLarge),
+        Body::Length(n) => {
+            let mut out = vec![0; n as usize];
+            timed.read_exact(&mut out).map_err(body_error)?;
+            Ok(out)
+        }
+        Body::Chunked => {
+            let mut out = Vec::new();
+            loop {
+                let line = timed.read_line(MAX_CHUNK_LINE)?;
+                let size = parse_chunk_line(&line).map_err(|_| BodyError::Bad)?;
+                if size == 0 {
+                    // Trailers are dropped: the API reads none.
+                    loop {
+                        let trailer = timed.read_line(MAX_HEAD_BYTES)?;
+                        if !trailer.ends_with(b"\r\n") {
+                            return Err(BodyError::Bad);
+                        }
+                        if trailer == b"\r\n" {
+                            return Ok(out);
+                        }
+                    }
+                }
+                if out.len() as u64 + size > max {
+                    return Err(BodyError::TooLarge);
+                }
+                let start = out.len();
+                out.resize(start + size as usize, 0);
+                timed.read_exact(&mut out[start..]).map_err(body_error)?;
+                let mut crlf = [0u8; 2];
+                timed.read_exact(&mut crlf).map_err(body_error)?;
+                if &crlf != b"\r\n" {
+                    return Err(BodyError::Bad);
+                }
+            }
+        }
+    }
+}
+
+fn body_error(e: io::Error) -> BodyError {
+    if is_timeout(&e) {
+        BodyError::Timeout
+    } else {
+        BodyError::Closed
+    }
+}
+
+/// A connection read under one deadline for all its reads.
+struct Timed<'a, S> {
+    conn: &'a mut Conn<S>,
+    deadline: Instant,
+    set_timeout: &'a dyn Fn(Option<Duration>) -> io::Result<()>,
+}
+
+impl<S: Read> Read for Timed<'_, S> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.conn.buffered().is_empty() {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            (self.set_timeout)(Some(left))?;
+        }
+        self.conn.read(out)
+    }
+}
+
+impl<S: Read> Timed<'_, S> {
+    /// One line of at most `max` bytes, ending in LF (checked by the caller).
+    fn read_line(&mut self, max: usize) -> Result<Vec<u8>, BodyError> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while line.last() != Some(&b'\n') {
+            if line.len() > max {
+                return Err(BodyError::Bad);
+            }
+            self.read_exact(&mut byte).map_err(body_error)?;
+            line.push(byte[0]);
+        }
+        Ok(line)
     }
 }
 
@@ -747,6 +896,58 @@ mod tests {
             conn(&raw).read_head(IDLE_TIMEOUT, &no_timeout),
             Err(HeadError::TooLarge)
         ));
+    }
+
+    fn whole(body: Body, bytes: &[u8], max: u64) -> Result<Vec<u8>, BodyError> {
+        read_body_whole(body, &mut conn(bytes), max, HEAD_TIMEOUT, &no_timeout)
+    }
+
+    #[test]
+    fn bodies_are_read_whole_and_dechunked_within_the_limit() {
+        let chunked = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+        assert_eq!(whole(Body::Chunked, chunked, 100).unwrap(), b"Wikipedia");
+        assert_eq!(whole(Body::Length(3), b"abcdef", 100).unwrap(), b"abc");
+        assert_eq!(whole(Body::None, b"abc", 100).unwrap(), b"");
+        assert_eq!(whole(Body::Length(101), b"", 100), Err(BodyError::TooLarge));
+        assert_eq!(whole(Body::Chunked, chunked, 8), Err(BodyError::TooLarge));
+        assert_eq!(whole(Body::Length(5), b"ab", 100), Err(BodyError::Closed));
+        for bad in [
+            &b"g\r\nx\r\n0\r\n\r\n"[..],
+            b"4\r\nWikiXX0\r\n\r\n",
+            b"4\nWiki\r\n",
+        ] {
+            assert_eq!(
+                whole(Body::Chunked, bad, 100),
+                Err(BodyError::Bad),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_api_gets_a_content_length_head_and_never_an_upgrade() {
+        let head = parse(
+            "POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nExpect: 100-continue\r\nX-Forwarded-For: 6.6.6.6\r\nX-A: b\r\n\r\n",
+        )
+        .unwrap();
+        let out = String::from_utf8(head.encode_for_api("10.1.1.1", "http", 9)).unwrap();
+        let lower = out.to_ascii_lowercase();
+        for gone in [
+            "transfer-encoding",
+            "upgrade",
+            "connection",
+            "expect",
+            "6.6.6.6",
+        ] {
+            assert!(!lower.contains(gone), "{gone} in {out}");
+        }
+        assert!(out.contains("Content-Length: 9\r\n"));
+        assert!(out.contains("X-A: b\r\n"));
+        assert!(out.ends_with(
+            "X-Forwarded-For: 10.1.1.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: x\r\n\r\n"
+        ));
+        assert!(head.is_ascii());
+        assert!(!parse("GET /caf\u{e9} HTTP/1.1\r\nHost: x\r\n\r\n").is_ok_and(|h| h.is_ascii()));
     }
 
     #[test]

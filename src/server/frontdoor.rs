@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::proxy::{self, Body, Conn, HeadError, RequestHead};
+use crate::api::MAX_BODY_BYTES;
+use crate::proxy::{self, Body, BodyError, Conn, HeadError, RequestHead};
 
 /// Open connections the front door serves at once; beyond, 503 and close.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -20,6 +21,14 @@ const BACKEND_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Stack of a connection thread: it holds buffers on the heap, not the stack.
 const CONN_STACK: usize = 256 * 1024;
+/// An API request body (at most `MAX_BODY_BYTES`) must arrive whole within this
+/// time, like its head: the front door reads it before the API sees the request,
+/// so slow uploads hold a front-door slot, never one of the API's few workers.
+pub const API_BODY_TIMEOUT: Duration = proxy::HEAD_TIMEOUT;
+/// After refusing a request, how long and how much of the rest the front door
+/// reads and drops, so the refusal is not lost to a reset from unread bytes.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: u64 = 1024 * 1024;
 
 /// What the front door needs to route.
 pub struct FrontDoor {
@@ -79,30 +88,52 @@ impl FrontDoor {
         let mut out = BufWriter::new(&stream);
         let mut backend: Option<Backend> = None;
         let set_timeout = |t: Option<Duration>| stream.set_read_timeout(t);
+        // A new connection must start its first head as promptly as a head must
+        // finish; only between requests may a kept-alive connection idle longer.
+        let mut idle = proxy::HEAD_TIMEOUT;
+        let mut refused = false;
         loop {
             let head = client
-                .read_head(proxy::IDLE_TIMEOUT, &set_timeout)
+                .read_head(idle, &set_timeout)
                 .and_then(|raw| proxy::parse_request(&raw));
             let head = match head {
                 Ok(head) => head,
                 Err(err) => {
+                    refused = err.status().is_some();
                     refuse(&mut out, &err);
                     break;
                 }
             };
+            idle = proxy::IDLE_TIMEOUT;
             let _ = stream.set_read_timeout(Some(proxy::IDLE_TIMEOUT));
-            let keep_alive = self
-                .to_api(&head, &mut client, &mut out, &mut backend, peer)
-                .unwrap_or_default();
-            if out.flush().is_err() || !keep_alive || self.stopping.load(Ordering::SeqCst) {
+            let outcome = self
+                .to_api(
+                    &head,
+                    &mut client,
+                    &mut out,
+                    &mut backend,
+                    peer,
+                    &set_timeout,
+                )
+                .unwrap_or(Outcome::Close);
+            if outcome == Outcome::Refused {
+                refused = true;
+            }
+            if out.flush().is_err()
+                || outcome != Outcome::KeepAlive
+                || self.stopping.load(Ordering::SeqCst)
+            {
                 break;
             }
         }
         let _ = out.flush();
+        if refused {
+            linger(&stream);
+        }
         let _ = stream.shutdown(Shutdown::Both);
     }
 
-    /// Forward one request to the API and its response back; Ok(keep the client connection).
+    /// Forward one request to the API and its response back.
     fn to_api(
         &self,
         head: &RequestHead,
@@ -110,21 +141,67 @@ impl FrontDoor {
         out: &mut impl Write,
         backend: &mut Option<Backend>,
         peer: SocketAddr,
-    ) -> io::Result<bool> {
+        set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
+    ) -> io::Result<Outcome> {
+        let refuse = |out: &mut dyn Write, status: u16, code: &str, message: &str| {
+            out.write_all(&proxy::error_response(status, code, message))
+                .map(|_| Outcome::Refused)
+        };
+        if !head.is_ascii() {
+            return refuse(
+                out,
+                400,
+                "bad_request",
+                "The API reads only ASCII in the path and headers; percent-encode other characters.",
+            );
+        }
+        if matches!(head.body, Body::Length(n) if n > MAX_BODY_BYTES) {
+            return refuse(out, 413, "payload_too_large", TOO_LARGE);
+        }
         if let Some(expect) = head.header("expect") {
             if !expect.eq_ignore_ascii_case("100-continue") {
-                out.write_all(&proxy::error_response(
+                return refuse(
+                    out,
                     417,
                     "bad_request",
                     "Only Expect: 100-continue is understood.",
-                ))?;
-                return Ok(false);
+                );
             }
             if head.body != Body::None {
                 out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
                 out.flush()?;
             }
         }
+        let body = match proxy::read_body_whole(
+            head.body,
+            client,
+            MAX_BODY_BYTES,
+            API_BODY_TIMEOUT,
+            set_timeout,
+        ) {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                return refuse(out, 413, "payload_too_large", TOO_LARGE);
+            }
+            Err(BodyError::Bad) => {
+                return refuse(
+                    out,
+                    400,
+                    "bad_request",
+                    "The chunked request body is malformed.",
+                );
+            }
+            Err(BodyError::Timeout) => {
+                return refuse(
+                    out,
+                    408,
+                    "timeout",
+                    "The request body did not arrive in time; send it whole within 10 seconds.",
+                );
+            }
+            Err(BodyError::Closed) => return Ok(Outcome::Close),
+        };
+        let _ = set_timeout(Some(proxy::IDLE_TIMEOUT));
         if backend.is_none() {
             match Backend::connect(&self.api_socket) {
                 Ok(b) => *backend = Some(b),
@@ -134,14 +211,14 @@ impl FrontDoor {
                         "unavailable",
                         "The API is not running; try again in a moment.",
                     ))?;
-                    return Ok(false);
+                    return Ok(Outcome::Close);
                 }
             }
         }
         let Some(api) = backend.as_mut() else {
-            return Ok(false);
+            return Ok(Outcome::Close);
         };
-        let result = exchange(head, client, out, api, &peer.ip().to_string());
+        let result = exchange(head, &body, out, api, &peer.ip().to_string());
         match result {
             Ok(Exchange {
                 keep_backend,
@@ -150,7 +227,11 @@ impl FrontDoor {
                 if !keep_backend {
                     *backend = None;
                 }
-                Ok(keep_client && head.keep_alive)
+                Ok(if keep_client && head.keep_alive {
+                    Outcome::KeepAlive
+                } else {
+                    Outcome::Close
+                })
             }
             Err(ExchangeError::BeforeResponse) => {
                 *backend = None;
@@ -159,11 +240,22 @@ impl FrontDoor {
                     "bad_gateway",
                     "The API did not answer; try again.",
                 ))?;
-                Ok(false)
+                Ok(Outcome::Close)
             }
             Err(ExchangeError::After(err)) => Err(err),
         }
     }
+}
+
+const TOO_LARGE: &str = "The request body is larger than 64 KiB; send less.";
+
+/// What becomes of the client connection after a request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    KeepAlive,
+    Close,
+    /// Refused before the API saw it: the rest of the request is unread.
+    Refused,
 }
 
 /// A keep-alive connection to the API's Unix socket.
@@ -194,28 +286,19 @@ enum ExchangeError {
     After(io::Error),
 }
 
-/// One request to the backend and its response to the client, bodies streamed.
+/// One request, its body already read whole, to the backend; its response
+/// streamed to the client.
 fn exchange(
     head: &RequestHead,
-    client: &mut Conn<TcpStream>,
+    body: &[u8],
     out: &mut impl Write,
     api: &mut Backend,
     client_ip: &str,
 ) -> Result<Exchange, ExchangeError> {
     let before = |_: io::Error| ExchangeError::BeforeResponse;
-    let mut request = head.encode_forwarded(client_ip, "http");
-    if let Body::Length(n) = head.body {
-        // Small bodies go out with the head in one write.
-        if n <= 16 * 1024 {
-            let mut body = vec![0; n as usize];
-            io::Read::read_exact(client, &mut body).map_err(ExchangeError::After)?;
-            request.extend_from_slice(&body);
-        }
-    }
+    let mut request = head.encode_for_api(client_ip, "http", body.len());
+    request.extend_from_slice(body);
     api.writer.write_all(&request).map_err(before)?;
-    if !matches!(head.body, Body::Length(n) if n <= 16 * 1024) {
-        proxy::copy_body(head.body, client, &mut api.writer).map_err(ExchangeError::After)?;
-    }
     let response = loop {
         let raw = api
             .reader
@@ -249,6 +332,15 @@ fn refuse(out: &mut impl Write, err: &HeadError) {
         };
         let _ = out.write_all(&proxy::error_response(status, code, err.message()));
     }
+}
+
+/// Stop sending, then read and drop what the client still sends (bounded in time
+/// and bytes): closing with unread bytes would reset the connection and could
+/// destroy the refusal before the client reads it.
+fn linger(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(LINGER_TIME));
+    let _ = io::copy(&mut io::Read::take(stream, LINGER_BYTES), &mut io::sink());
 }
 
 /// Tell a connection beyond the bound to come back later.
