@@ -127,6 +127,17 @@ fn route(state: &ApiState, call: &mut Call, request: &mut Request) -> Result<Rep
         }
         (["healthz"], _) => Err(ApiError::MethodNotAllowed),
         (["api", "v1", rest @ ..], _) => {
+            // Browsers say where a request comes from; no mutation, sign-in and
+            // setup included (login CSRF), is taken from another site.
+            if call.mutation
+                && call
+                    .header("sec-fetch-site")
+                    .is_some_and(|site| site.eq_ignore_ascii_case("cross-site"))
+            {
+                return Err(ApiError::Forbidden(
+                    "Cross-site requests are refused; use the dashboard on this server.".into(),
+                ));
+            }
             call.read_body(request)?;
             api_v1(state, call, rest, &method)
         }
