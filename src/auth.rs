@@ -58,6 +58,8 @@ pub enum Action {
     ManageOwners,
     CrewSettings,
     ReadAudit,
+    /// Take one's own user out of the crew.
+    LeaveCrew,
 }
 
 impl Action {
@@ -73,6 +75,7 @@ impl Action {
             Action::ManageOwners => (Role::Owner, "crew:admin"),
             Action::CrewSettings => (Role::Owner, "crew:admin"),
             Action::ReadAudit => (Role::Admin, "crew:admin"),
+            Action::LeaveCrew => (Role::Viewer, "crew:admin"),
         }
     }
 }
@@ -488,6 +491,8 @@ mod tests {
             &["tunnels:share".to_string()],
             Action::CrewSettings
         ));
+        assert!(allows(Role::Viewer, &all(), Action::LeaveCrew));
+        assert!(!allows(Role::Owner, &read, Action::LeaveCrew));
     }
 
     #[test]

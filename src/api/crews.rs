@@ -61,6 +61,7 @@ fn in_crew(
             Action::ManageMembers => "the admin or owner role",
             Action::ManageOwners | Action::CrewSettings => "the owner role",
             Action::ReadAudit => "the admin or owner role",
+            Action::LeaveCrew => "membership",
             _ => "a role",
         };
         let scope = if who.token().is_some() {
@@ -183,14 +184,16 @@ fn managed_member(
         })?;
     let leaving_self = new_role.is_none() && user_id == who.user.id;
     let touches_owner = target.role == Role::Owner || new_role == Some(Role::Owner);
-    let action = if touches_owner {
+    // Leaving needs no role, but a narrowly scoped token (CI, say) must not
+    // take its user out of the crew.
+    let action = if leaving_self {
+        Action::LeaveCrew
+    } else if touches_owner {
         Action::ManageOwners
     } else {
         Action::ManageMembers
     };
-    if !leaving_self {
-        in_crew(state, call, who, id, action)?;
-    }
+    in_crew(state, call, who, id, action)?;
     Ok((ctx, target))
 }
 
