@@ -746,7 +746,7 @@ fn malformed_tokens_are_invalid_and_never_an_error_page() {
         format!("-{id}|{secret}"),
         format!("{id}|"),
         format!("{id}|berth_"),
-        format!("{id}"),
+        id.to_string(),
         format!("{id}|{flipped}"),
         format!("{id}|{}", &secret[..secret.len() - 1]),
         format!("{id}|{secret}x"),
@@ -775,7 +775,10 @@ fn malformed_tokens_are_invalid_and_never_an_error_page() {
     let reply = server.send(
         "GET",
         "/api/v1/me",
-        &[("Authorization", &format!("Bearer {id}|berth_{}", "é".repeat(20)))],
+        &[(
+            "Authorization",
+            &format!("Bearer {id}|berth_{}", "é".repeat(20)),
+        )],
         "",
     );
     assert_eq!((reply.status, reply.code().as_str()), (400, "bad_request"));

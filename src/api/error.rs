@@ -63,7 +63,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => (
                 413,
                 "payload_too_large",
-                "The request body is larger than 64 KiB.".into(),
+                "The request body is larger than 64 KiB; send less.".into(),
             ),
             ApiError::Busy => (
                 503,
