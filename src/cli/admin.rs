@@ -2,7 +2,7 @@
 
 use crate::api::check_simple_name;
 use crate::auth;
-use crate::cli::{read_password, CliError, CliResult};
+use crate::cli::{outln, read_password, CliError, CliResult};
 use crate::server::{data_dir, open_store};
 use crate::store::{Role, StoreError};
 use crate::AdminCommand;
@@ -46,11 +46,11 @@ pub fn run(cmd: AdminCommand) -> CliResult {
                     other => CliError::other(format!("could not create the user: {other}")),
                 })?;
             match crew {
-                Some(crew) => println!(
+                Some(crew) => outln!(
                     "Created user {username} ({} of crew {crew}).",
                     role.as_str()
                 ),
-                None => println!("Created user {username}."),
+                None => outln!("Created user {username}."),
             }
             Ok(())
         }
@@ -80,9 +80,7 @@ pub fn run(cmd: AdminCommand) -> CliResult {
                 .users()
                 .set_password(user.id, &hash)
                 .map_err(|e| CliError::other(format!("could not change the password: {e}")))?;
-            println!(
-                "Changed the password of {username}; their dashboard sessions are signed out."
-            );
+            outln!("Changed the password of {username}; their dashboard sessions are signed out.");
             Ok(())
         }
         AdminCommand::ListUsers { data } => {
@@ -91,13 +89,13 @@ pub fn run(cmd: AdminCommand) -> CliResult {
                 .users()
                 .list()
                 .map_err(|e| CliError::other(format!("could not read the database: {e}")))?;
-            println!("{:<6} {:<24} {:<22} CREWS", "ID", "USERNAME", "CREATED");
+            outln!("{:<6} {:<24} {:<22} CREWS", "ID", "USERNAME", "CREATED");
             for (user, crews) in users {
                 let crews: Vec<String> = crews
                     .iter()
                     .map(|(c, r)| format!("{c} ({})", r.as_str()))
                     .collect();
-                println!(
+                outln!(
                     "{:<6} {:<24} {:<22} {}",
                     user.id,
                     user.username,

@@ -4,7 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use serde_json::{json, Value};
 
-use crate::cli::CliResult;
+use crate::cli::{out, outln, CliResult};
 use crate::client::{exit, Auth, CliError, Client};
 use crate::config::{Masked, Session};
 use crate::token::Token;
@@ -54,7 +54,7 @@ pub fn login(global: &GlobalArgs, args: LoginArgs) -> CliResult {
             err.message
         ))
     })?;
-    println!(
+    outln!(
         "Logged in as {username} (crew {crew}). Token {id} \"{name}\" saved to {}",
         session.path.display()
     );
@@ -90,7 +90,7 @@ fn create_named_token(client: &Client, base: &str, crew: Option<&str>) -> Result
 pub fn logout(global: &GlobalArgs, args: LogoutArgs) -> CliResult {
     let mut session = Session::load(global)?;
     let Some(saved) = session.config.token.clone() else {
-        println!(
+        outln!(
             "Not logged in: no token saved in {}",
             session.path.display()
         );
@@ -119,7 +119,7 @@ pub fn logout(global: &GlobalArgs, args: LogoutArgs) -> CliResult {
     config.username = None;
     config.api_token_name = None;
     config.save(&session.path)?;
-    println!(
+    outln!(
         "Logged out: removed the token from {}{revoked}",
         session.path.display()
     );
@@ -132,9 +132,9 @@ pub fn whoami(global: &GlobalArgs) -> CliResult {
     let client = Client::with_token(&session.settings)?;
     let me = client.get("/api/v1/me", &[])?;
     if global.json {
-        println!("{}", pretty(&me));
+        outln!("{}", pretty(&me));
     } else {
-        print!("{}", whoami_text(&me, client.server()));
+        out!("{}", whoami_text(&me, client.server()));
     }
     Ok(())
 }
