@@ -1,11 +1,27 @@
 //! `berth admin`: offline maintenance on the data directory, safe while the server runs.
 
+use std::path::PathBuf;
+
 use crate::api::check_simple_name;
 use crate::auth;
 use crate::cli::{outln, read_password, CliError, CliResult};
 use crate::server::{data_dir, open_store};
-use crate::store::{Role, StoreError};
+use crate::store::{Role, Store, StoreError};
 use crate::AdminCommand;
+
+/// The store of a data directory that must already hold one: reading or changing
+/// users in a mistyped `--data` should fail, not create an empty store there.
+fn existing_store(flag: Option<PathBuf>) -> Result<Store, CliError> {
+    let dir = data_dir(flag)?;
+    // The file name `open_store` uses.
+    if !dir.join("berth.db").is_file() {
+        return Err(CliError::other(format!(
+            "No berth data in {}; pass the server's data directory with --data DIR or BERTH_DATA.",
+            dir.display()
+        )));
+    }
+    open_store(&dir)
+}
 
 pub fn run(cmd: AdminCommand) -> CliResult {
     match cmd {
@@ -59,7 +75,7 @@ pub fn run(cmd: AdminCommand) -> CliResult {
             password_stdin,
             data,
         } => {
-            let store = open_store(&data_dir(data.data)?)?;
+            let store = existing_store(data.data)?;
             let user = store
                 .users()
                 .find_by_name(&username)
@@ -84,7 +100,7 @@ pub fn run(cmd: AdminCommand) -> CliResult {
             Ok(())
         }
         AdminCommand::ListUsers { data } => {
-            let store = open_store(&data_dir(data.data)?)?;
+            let store = existing_store(data.data)?;
             let users = store
                 .users()
                 .list()
