@@ -28,7 +28,8 @@ pub fn login(global: &GlobalArgs, args: LoginArgs) -> CliResult {
             password,
         },
     )?;
-    let created = create_named_token(&client, &token_base_name(), args.crew.as_deref())?;
+    let created = create_named_token(&client, &token_base_name(), args.crew.as_deref())
+        .map_err(|err| without_crew(err, &username))?;
 
     let secret = created["secret"].as_str().unwrap_or_default().to_string();
     Token::parse(&secret).map_err(|_| {
@@ -59,6 +60,19 @@ pub fn login(global: &GlobalArgs, args: LoginArgs) -> CliResult {
         session.path.display()
     );
     Ok(())
+}
+
+/// At login, "No team context" means the user is in no crew at all (a crew they
+/// are not in is "not found"), so the generic "no longer a member" would mislead.
+fn without_crew(err: CliError, username: &str) -> CliError {
+    if err.code == exit::FORBIDDEN && err.message.starts_with("No team context") {
+        CliError::new(
+            exit::FORBIDDEN,
+            format!("{username} is not a member of any crew yet; ask a crew owner or admin to run `berth crews add-member CREW {username} --role member`, then log in again"),
+        )
+    } else {
+        err
+    }
 }
 
 /// POST a token named `base`, then `base (2)`, `base (3)`... while the name is taken.
