@@ -90,6 +90,9 @@ impl Client {
     /// A client that sends the resolved token (refused here if missing or malformed).
     pub fn with_token(settings: &Settings) -> Result<Client, CliError> {
         let token = settings.require_token()?;
+        if let Some(note) = settings.token_note() {
+            crate::cli::write_stderr(&format!("{note}\n"));
+        }
         Client::new(settings, Auth::Bearer(Masked::new(token.expose())))
     }
 
