@@ -748,6 +748,25 @@ fn logout_forgets_the_token_and_revoke_kills_it_on_the_server() {
     let (status, _) = server.call("GET", "/api/v1/me", Some(&revoked), None);
     assert_eq!(status, 401);
 
+    // Removed from the crew: the server refuses to revoke, and logout says what to do.
+    server.create_user("bob", "home", "member");
+    let bob = Machine::new(&server);
+    bob.login("bob", &[]);
+    let bobs = bob.token();
+    machine.login("alice", &[]);
+    ok(machine.run(&["crews", "remove-member", "home", "bob"]));
+    let run = bob.run(&["logout", "--revoke"]);
+    fails(&run, 4, "No team context");
+    assert!(
+        run.stderr
+            .contains(&format!("berth tokens revoke {}", id_of(&bobs))),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(bob.token(), bobs, "still saved, as the error says");
+    ok(bob.run(&["logout"]));
+    ok(machine.run(&["logout", "--revoke"]));
+
     // Nothing saved: nothing to do, and no error.
     let run = ok(machine.run(&["logout", "--revoke"]));
     assert!(run.stdout.contains("Not logged in"), "{}", run.stdout);

@@ -125,6 +125,18 @@ pub fn logout(global: &GlobalArgs, args: LogoutArgs) -> CliResult {
             Err(err) if err.code == exit::NOT_AUTHENTICATED || err.code == exit::NOT_FOUND => {
                 revoked = " (it was already revoked or expired)"
             }
+            // Removed from the crew: the server refuses the token for everything, but
+            // honours it again if the user is added back, so it must not look revoked.
+            Err(err) if err.code == exit::FORBIDDEN => {
+                return Err(CliError::new(
+                    exit::FORBIDDEN,
+                    format!(
+                        "The server refused to revoke token {id} ({}); it is still saved here: run `berth logout` to remove it, and ask a crew admin to run `berth tokens revoke {id}`",
+                        first_clause(&err.message),
+                        id = token.id
+                    ),
+                ))
+            }
             Err(err) => return Err(err),
         }
     }
@@ -138,6 +150,11 @@ pub fn logout(global: &GlobalArgs, args: LogoutArgs) -> CliResult {
         session.path.display()
     );
     Ok(())
+}
+
+/// An error sentence up to its first colon or semicolon, to quote inside another.
+fn first_clause(message: &str) -> &str {
+    message.split([':', ';']).next().unwrap_or(message).trim()
 }
 
 /// Show who the current token belongs to.
