@@ -368,6 +368,18 @@ pub fn resolve(flags: &GlobalArgs, env: Env, config: &Config) -> Settings {
 }
 
 impl Settings {
+    /// When the config file's token is used although a misnamed variable is set,
+    /// a line saying so: whoever set BERTH_API_TOKEN meant that token to be used.
+    pub fn token_note(&self) -> Option<String> {
+        let var = self.misnamed_token_var?;
+        match &self.token {
+            Some((_, TokenSource::Config)) => Some(format!(
+                "note: {var} is set, but berth reads its token from BERTH_TOKEN; using the token from the config file"
+            )),
+            _ => None,
+        }
+    }
+
     /// The token to send, checked for shape before any request.
     pub fn require_token(&self) -> Result<Token, CliError> {
         let Some((text, source)) = &self.token else {
@@ -531,6 +543,32 @@ mod tests {
         assert_eq!(
             err.message,
             "No token. Run `berth login` or `berth config set token TOKEN`"
+        );
+    }
+
+    #[test]
+    fn a_misnamed_variable_is_noted_when_the_config_token_is_used() {
+        let config = Config {
+            token: Some(Masked::new(FILE)),
+            ..Config::default()
+        };
+        let wrong = env_of(&[("BERTH_API_TOKEN", "x")]);
+        let note = resolve(&GlobalArgs::default(), &wrong, &config).token_note();
+        assert!(note.unwrap().contains("BERTH_API_TOKEN is set"));
+        let flags = GlobalArgs {
+            token: Some(FLAG.to_string()),
+            ..GlobalArgs::default()
+        };
+        assert_eq!(resolve(&flags, &wrong, &config).token_note(), None);
+        let both = env_of(&[("BERTH_API_TOKEN", "x"), ("BERTH_TOKEN", ENV)]);
+        assert_eq!(
+            resolve(&GlobalArgs::default(), &both, &config).token_note(),
+            None
+        );
+        let right = env_of(&[]);
+        assert_eq!(
+            resolve(&GlobalArgs::default(), &right, &config).token_note(),
+            None
         );
     }
 

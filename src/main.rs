@@ -300,7 +300,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", err.message);
+            cli::write_stderr(&format!("error: {}\n", err.message));
             ExitCode::from(err.code)
         }
     }

@@ -1,11 +1,27 @@
 //! `berth admin`: offline maintenance on the data directory, safe while the server runs.
 
+use std::path::PathBuf;
+
 use crate::api::check_simple_name;
 use crate::auth;
-use crate::cli::{read_password, CliError, CliResult};
+use crate::cli::{outln, read_password, CliError, CliResult};
 use crate::server::{data_dir, open_store};
-use crate::store::{Role, StoreError};
+use crate::store::{Role, Store, StoreError};
 use crate::AdminCommand;
+
+/// The store of a data directory that must already hold one: reading or changing
+/// users in a mistyped `--data` should fail, not create an empty store there.
+fn existing_store(flag: Option<PathBuf>) -> Result<Store, CliError> {
+    let dir = data_dir(flag)?;
+    // The file name `open_store` uses.
+    if !dir.join("berth.db").is_file() {
+        return Err(CliError::other(format!(
+            "No berth data in {}; pass the server's data directory with --data DIR or BERTH_DATA.",
+            dir.display()
+        )));
+    }
+    open_store(&dir)
+}
 
 pub fn run(cmd: AdminCommand) -> CliResult {
     match cmd {
@@ -46,11 +62,11 @@ pub fn run(cmd: AdminCommand) -> CliResult {
                     other => CliError::other(format!("could not create the user: {other}")),
                 })?;
             match crew {
-                Some(crew) => println!(
+                Some(crew) => outln!(
                     "Created user {username} ({} of crew {crew}).",
                     role.as_str()
                 ),
-                None => println!("Created user {username}."),
+                None => outln!("Created user {username}."),
             }
             Ok(())
         }
@@ -59,7 +75,7 @@ pub fn run(cmd: AdminCommand) -> CliResult {
             password_stdin,
             data,
         } => {
-            let store = open_store(&data_dir(data.data)?)?;
+            let store = existing_store(data.data)?;
             let user = store
                 .users()
                 .find_by_name(&username)
@@ -80,24 +96,22 @@ pub fn run(cmd: AdminCommand) -> CliResult {
                 .users()
                 .set_password(user.id, &hash)
                 .map_err(|e| CliError::other(format!("could not change the password: {e}")))?;
-            println!(
-                "Changed the password of {username}; their dashboard sessions are signed out."
-            );
+            outln!("Changed the password of {username}; their dashboard sessions are signed out.");
             Ok(())
         }
         AdminCommand::ListUsers { data } => {
-            let store = open_store(&data_dir(data.data)?)?;
+            let store = existing_store(data.data)?;
             let users = store
                 .users()
                 .list()
                 .map_err(|e| CliError::other(format!("could not read the database: {e}")))?;
-            println!("{:<6} {:<24} {:<22} CREWS", "ID", "USERNAME", "CREATED");
+            outln!("{:<6} {:<24} {:<22} CREWS", "ID", "USERNAME", "CREATED");
             for (user, crews) in users {
                 let crews: Vec<String> = crews
                     .iter()
                     .map(|(c, r)| format!("{c} ({})", r.as_str()))
                     .collect();
-                println!(
+                outln!(
                     "{:<6} {:<24} {:<22} {}",
                     user.id,
                     user.username,

@@ -4,7 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use serde_json::{json, Value};
 
-use crate::cli::CliResult;
+use crate::cli::{out, outln, CliResult};
 use crate::client::{exit, Auth, CliError, Client};
 use crate::config::{Masked, Session};
 use crate::token::Token;
@@ -28,7 +28,8 @@ pub fn login(global: &GlobalArgs, args: LoginArgs) -> CliResult {
             password,
         },
     )?;
-    let created = create_named_token(&client, &token_base_name(), args.crew.as_deref())?;
+    let created = create_named_token(&client, &token_base_name(), args.crew.as_deref())
+        .map_err(|err| without_crew(err, &username))?;
 
     let secret = created["secret"].as_str().unwrap_or_default().to_string();
     Token::parse(&secret).map_err(|_| {
@@ -54,11 +55,24 @@ pub fn login(global: &GlobalArgs, args: LoginArgs) -> CliResult {
             err.message
         ))
     })?;
-    println!(
+    outln!(
         "Logged in as {username} (crew {crew}). Token {id} \"{name}\" saved to {}",
         session.path.display()
     );
     Ok(())
+}
+
+/// At login, "No team context" means the user is in no crew at all (a crew they
+/// are not in is "not found"), so the generic "no longer a member" would mislead.
+fn without_crew(err: CliError, username: &str) -> CliError {
+    if err.code == exit::FORBIDDEN && err.message.starts_with("No team context") {
+        CliError::new(
+            exit::FORBIDDEN,
+            format!("{username} is not a member of any crew yet; ask a crew owner or admin to run `berth crews add-member CREW {username} --role member`, then log in again"),
+        )
+    } else {
+        err
+    }
 }
 
 /// POST a token named `base`, then `base (2)`, `base (3)`... while the name is taken.
@@ -90,7 +104,7 @@ fn create_named_token(client: &Client, base: &str, crew: Option<&str>) -> Result
 pub fn logout(global: &GlobalArgs, args: LogoutArgs) -> CliResult {
     let mut session = Session::load(global)?;
     let Some(saved) = session.config.token.clone() else {
-        println!(
+        outln!(
             "Not logged in: no token saved in {}",
             session.path.display()
         );
@@ -111,6 +125,18 @@ pub fn logout(global: &GlobalArgs, args: LogoutArgs) -> CliResult {
             Err(err) if err.code == exit::NOT_AUTHENTICATED || err.code == exit::NOT_FOUND => {
                 revoked = " (it was already revoked or expired)"
             }
+            // Removed from the crew: the server refuses the token for everything, but
+            // honours it again if the user is added back, so it must not look revoked.
+            Err(err) if err.code == exit::FORBIDDEN => {
+                return Err(CliError::new(
+                    exit::FORBIDDEN,
+                    format!(
+                        "The server refused to revoke token {id} ({}); it is still saved here: run `berth logout` to remove it, and ask a crew admin to run `berth tokens revoke {id}`",
+                        first_clause(&err.message),
+                        id = token.id
+                    ),
+                ))
+            }
             Err(err) => return Err(err),
         }
     }
@@ -119,11 +145,16 @@ pub fn logout(global: &GlobalArgs, args: LogoutArgs) -> CliResult {
     config.username = None;
     config.api_token_name = None;
     config.save(&session.path)?;
-    println!(
+    outln!(
         "Logged out: removed the token from {}{revoked}",
         session.path.display()
     );
     Ok(())
+}
+
+/// An error sentence up to its first colon or semicolon, to quote inside another.
+fn first_clause(message: &str) -> &str {
+    message.split([':', ';']).next().unwrap_or(message).trim()
 }
 
 /// Show who the current token belongs to.
@@ -132,9 +163,9 @@ pub fn whoami(global: &GlobalArgs) -> CliResult {
     let client = Client::with_token(&session.settings)?;
     let me = client.get("/api/v1/me", &[])?;
     if global.json {
-        println!("{}", pretty(&me));
+        outln!("{}", pretty(&me));
     } else {
-        print!("{}", whoami_text(&me, client.server()));
+        out!("{}", whoami_text(&me, client.server()));
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::cli::CliResult;
+use crate::cli::{out, outln, CliResult};
 use crate::client::{exit, CliError};
 use crate::config::{self, mask_token, Config, Key, VALID_KEYS};
 use crate::token::{Token, FORMAT_HINT};
@@ -23,7 +23,7 @@ pub fn run(global: &GlobalArgs, command: ConfigCommand) -> CliResult {
             let key = parse_key(&key)?;
             match file.get(key) {
                 Some(value) => {
-                    println!("{value}");
+                    outln!("{value}");
                     Ok(())
                 }
                 None => Err(CliError::other(format!(
@@ -43,9 +43,9 @@ pub fn run(global: &GlobalArgs, command: ConfigCommand) -> CliResult {
         }
         ConfigCommand::List => {
             if global.json {
-                println!("{}", list_json(&file));
+                outln!("{}", list_json(&file));
             } else {
-                print!("{}", list_text(&file));
+                out!("{}", list_text(&file));
             }
             Ok(())
         }

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use crate::cli::auth::{pretty, text};
 use crate::cli::tokens::{table, when};
-use crate::cli::CliResult;
+use crate::cli::{out, outln, CliResult};
 use crate::client::{CliError, Client};
 use crate::config::Session;
 use crate::{CrewsCommand, GlobalArgs};
@@ -20,18 +20,18 @@ pub fn run(global: &GlobalArgs, command: CrewsCommand) -> CliResult {
         CrewsCommand::List => {
             let crews = list_crews(&client)?;
             if global.json {
-                println!("{}", pretty(&Value::Array(crews)));
+                outln!("{}", pretty(&Value::Array(crews)));
             } else {
-                print!("{}", crews_table(&crews));
+                out!("{}", crews_table(&crews));
             }
         }
         CrewsCommand::Members { crew } => {
             let crew = find_crew(&client, &crew)?;
             let members = list_members(&client, &crew)?;
             if global.json {
-                println!("{}", pretty(&Value::Array(members)));
+                outln!("{}", pretty(&Value::Array(members)));
             } else {
-                print!("{}", members_table(&members));
+                out!("{}", members_table(&members));
             }
         }
         CrewsCommand::AddMember { crew, user, role } => {
@@ -61,7 +61,7 @@ pub fn run(global: &GlobalArgs, command: CrewsCommand) -> CliResult {
             let crew = find_crew(&client, &crew)?;
             let user_id = find_member(&client, &crew, &user)?;
             client.delete(&format!("/api/v1/crews/{}/members/{user_id}", crew.id))?;
-            println!("Removed {user} from crew {}", crew.name);
+            outln!("Removed {user} from crew {}", crew.name);
         }
     }
     Ok(())
@@ -69,9 +69,9 @@ pub fn run(global: &GlobalArgs, command: CrewsCommand) -> CliResult {
 
 fn print_member(global: &GlobalArgs, member: &Value, done: &str) {
     if global.json {
-        println!("{}", pretty(member));
+        outln!("{}", pretty(member));
     } else {
-        println!("{done}");
+        outln!("{done}");
     }
 }
 

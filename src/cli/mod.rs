@@ -6,12 +6,53 @@ pub mod config;
 pub mod crews;
 pub mod tokens;
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, ErrorKind, IsTerminal, Write};
 
 pub use crate::client::CliError;
 
 /// What every command returns.
 pub type CliResult = Result<(), CliError>;
+
+/// `print!` for command output: a reader that went away (`berth tokens list | head -1`)
+/// ends berth quietly instead of panicking as `print!` does.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(&format!($($arg)*))
+    };
+}
+
+/// `println!` for command output, with `out!`'s handling of a closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {out, outln};
+
+/// Write command output; a closed pipe exits 0 like other Unix tools' readers expect,
+/// any other failure (a full disk) exits 1 with one sentence.
+pub fn write_stdout(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => {}
+        Err(err) if err.kind() == ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(err) => {
+            write_stderr(&format!(
+                "error: could not write to standard output: {err}\n"
+            ));
+            std::process::exit(i32::from(crate::client::exit::OTHER))
+        }
+    }
+}
+
+/// Write to standard error; if even that fails there is nobody left to tell.
+pub fn write_stderr(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
 
 /// A password from one line of standard input, or a prompt on the terminal
 /// (asked twice when `confirm`, for a new password).

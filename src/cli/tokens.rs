@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::cli::auth::{id_or_name, pretty, read_password, text};
-use crate::cli::CliResult;
+use crate::cli::{out, outln, write_stderr, CliResult};
 use crate::client::{exit, Auth, CliError, Client};
 use crate::config::Session;
 use crate::time_fmt;
@@ -80,9 +80,9 @@ fn list(global: &GlobalArgs, client: &Client, crew: Option<&str>, all: bool) -> 
     let answer = client.get("/api/v1/tokens", &query)?;
     let tokens = answer["tokens"].as_array().cloned().unwrap_or_default();
     if global.json {
-        println!("{}", pretty(&Value::Array(tokens)));
+        outln!("{}", pretty(&Value::Array(tokens)));
     } else {
-        print!("{}", tokens_table(&tokens));
+        out!("{}", tokens_table(&tokens));
     }
     Ok(())
 }
@@ -183,17 +183,17 @@ fn create(global: &GlobalArgs, client: &Client, args: CreateTokenArgs) -> CliRes
     }
     let created = client.post("/api/v1/tokens", &body)?;
     if global.json {
-        println!("{}", pretty(&created));
+        outln!("{}", pretty(&created));
     } else {
-        println!("{}", text(&created["secret"]));
+        outln!("{}", text(&created["secret"]));
     }
     let token = &created["token"];
-    eprintln!(
-        "Token {} \"{}\" created in crew {}. Copy it now: it will not be shown again.",
+    write_stderr(&format!(
+        "Token {} \"{}\" created in crew {}. Copy it now: it will not be shown again.\n",
         text(&token["id"]),
         text(&token["name"]),
         text(&token["crew"]["name"]),
-    );
+    ));
     Ok(())
 }
 
@@ -239,8 +239,8 @@ fn bulk(client: &Client, args: &[String], action: Action) -> CliResult {
             .filter_map(Value::as_i64)
         {
             match action {
-                Action::Revoke => println!("Revoked {}", label(id)),
-                Action::SetRedaction(tier) => println!("Set redaction of {} to {tier}", label(id)),
+                Action::Revoke => outln!("Revoked {}", label(id)),
+                Action::SetRedaction(tier) => outln!("Set redaction of {} to {tier}", label(id)),
             }
         }
         for failed in answer["failed"].as_array().into_iter().flatten() {
@@ -260,7 +260,7 @@ fn report_failures(mut failures: Vec<CliError>, asked: usize) -> CliResult {
     }
     let code = failures[0].code;
     for failure in &failures {
-        eprintln!("error: {}", failure.message);
+        write_stderr(&format!("error: {}\n", failure.message));
     }
     Err(CliError::new(
         code,

@@ -65,7 +65,8 @@ impl Sandbox {
         let mut child = command.spawn().expect("spawn berth");
         if let Some(text) = stdin {
             let mut pipe = child.stdin.take().expect("stdin");
-            pipe.write_all(text.as_bytes()).expect("write stdin");
+            // berth may exit before reading (a usage error): not the test's failure.
+            let _ = pipe.write_all(text.as_bytes());
         }
         let output = child.wait_with_output().expect("wait for berth");
         Run {
