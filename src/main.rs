@@ -11,6 +11,7 @@ mod server;
 mod store;
 mod time_fmt;
 mod token;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -63,3 +63,32 @@ fn a_token_returned_by_the_api_survives_kill_9() {
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["token"]["name"], "survivor");
 }
+
+#[test]
+fn the_printed_setup_url_serves_the_setup_page_under_a_strict_csp() {
+    let server = Server::start();
+    let code = server.setup_code.clone().unwrap();
+    let get = |path: &str| {
+        server.raw(&format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            server.addr
+        ))
+    };
+    let (status, head, body) = get(&format!("/setup?code={code}"));
+    assert_eq!(status, 200, "{head}");
+    let lower = head.to_lowercase();
+    assert!(lower.contains("content-type: text/html"), "{head}");
+    assert!(
+        lower.contains("content-security-policy: default-src 'none'; script-src 'self'"),
+        "{head}"
+    );
+    assert!(body.contains("<form id=\"setup\""));
+    // Every script and stylesheet the page names is served from here.
+    for asset in ["/assets/setup.js", "/assets/berth.css"] {
+        assert!(body.contains(asset), "page names {asset}");
+        let (status, head, _) = get(asset);
+        assert_eq!(status, 200, "{asset}: {head}");
+    }
+    assert_eq!(get("/assets/..%2FCargo.toml").0, 404);
+    assert_eq!(get("/assets/nope.js").0, 404);
+}

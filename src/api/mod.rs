@@ -126,6 +126,8 @@ fn route(state: &ApiState, call: &mut Call, request: &mut Request) -> Result<Rep
             Ok(Response::from_string("ok\n").with_header(header("Content-Type", "text/plain")))
         }
         (["healthz"], _) => Err(ApiError::MethodNotAllowed),
+        (["setup"], Get) => page("setup.html"),
+        (["assets", name], Get) => page(name),
         (["api", "v1", rest @ ..], _) => {
             // Browsers say where a request comes from; no mutation, sign-in and
             // setup included (login CSRF), is taken from another site.
@@ -193,6 +195,20 @@ fn api_v1(
 }
 
 /// A path id: ASCII digits only (`+1` and ` 1` are not ids), positive, within i64.
+/// An embedded dashboard file, under the strict Content-Security-Policy.
+fn page(name: &str) -> Result<Reply, ApiError> {
+    let (bytes, kind) =
+        crate::web::file(name).ok_or_else(|| ApiError::NotFound(format!("Nothing at {name}.")))?;
+    Ok(Response::from_data(bytes.to_vec())
+        .with_header(header("Content-Type", kind))
+        .with_header(header(
+            "Content-Security-Policy",
+            crate::web::CONTENT_SECURITY_POLICY,
+        ))
+        .with_header(header("X-Frame-Options", "DENY"))
+        .with_header(header("Referrer-Policy", "no-referrer")))
+}
+
 fn parse_id(text: &str) -> Result<i64, ApiError> {
     Some(text)
         .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
