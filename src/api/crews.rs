@@ -64,7 +64,11 @@ fn in_crew(
             Action::LeaveCrew => "membership",
             _ => "a role",
         };
-        let scope = if who.token().is_some() {
+        let scoped = who
+            .scopes()
+            .iter()
+            .any(|s| s == "berth:*" || s == "crew:admin");
+        let scope = if !scoped {
             " and the crew:admin scope"
         } else {
             ""

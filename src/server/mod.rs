@@ -116,15 +116,15 @@ pub fn run(args: ServerArgs) -> CliResult {
             .spawn(move || door.serve(listener))
             .map_err(|e| CliError::other(format!("could not start the listener: {e}")))?
     };
-    println!(
+    say(format_args!(
         "berth listening on http://{bound} (public URL {public_url}, data {})",
         dir.display()
-    );
+    ));
     if let Some(code) = setup_code {
-        println!(
+        say(format_args!(
             "No users yet: finish setup at {public_url}/setup?code={code} or run: berth admin create-user USERNAME --crew CREW --role owner --data {}",
             dir.display()
-        );
+        ));
     }
 
     let flusher = {
@@ -140,7 +140,7 @@ pub fn run(args: ServerArgs) -> CliResult {
     drop(flusher);
 
     wait_for_signal()?;
-    println!("berth shutting down");
+    say(format_args!("berth shutting down"));
     door.stopping.store(true, Ordering::SeqCst);
     // Wake the accept loop so it sees the flag.
     let _ = TcpStream::connect_timeout(&wake_addr(bound), Duration::from_secs(1));
@@ -167,6 +167,12 @@ fn max_connections() -> Result<Option<usize>, CliError> {
             "BERTH_MAX_CONNECTIONS must be a positive whole number; unset it for the default of 1024.",
         )),
     }
+}
+
+/// A line on standard output; a closed stdout (`berth server | head -1`) is not fatal.
+fn say(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// A fresh setup code when the store has no users yet.
