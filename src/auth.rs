@@ -60,6 +60,8 @@ pub enum Action {
     ReadAudit,
     /// Take one's own user out of the crew.
     LeaveCrew,
+    /// Open a tunnel (`berth share`).
+    ShareTunnels,
 }
 
 impl Action {
@@ -76,6 +78,7 @@ impl Action {
             Action::CrewSettings => (Role::Owner, "crew:admin"),
             Action::ReadAudit => (Role::Admin, "crew:admin"),
             Action::LeaveCrew => (Role::Viewer, "crew:admin"),
+            Action::ShareTunnels => (Role::Member, "tunnels:share"),
         }
     }
 }

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod config;
 mod proxy;
+mod relay;
 mod server;
 mod store;
 mod time_fmt;
@@ -86,6 +87,24 @@ pub enum Command {
     /// Crews (teams) and their members
     #[command(subcommand)]
     Crews(CrewsCommand),
+    /// Open an HTTP tunnel to a local port and print its public URL
+    #[command(after_help = "Examples:
+  berth share 3000
+  berth share 8000 --subdomain myapp
+  berth share 5173 --host 127.0.0.1")]
+    Share(ShareArgs),
+}
+
+#[derive(Args)]
+pub struct ShareArgs {
+    /// Local port to share
+    pub port: u16,
+    /// Local host the service listens on
+    #[arg(long, value_name = "H", default_value = "localhost")]
+    pub host: String,
+    /// Subdomain to ask for [default: a random readable name]
+    #[arg(long, value_name = "S")]
+    pub subdomain: Option<String>,
 }
 
 /// `berth server` options; each also reads `BERTH_<NAME>`.
@@ -105,6 +124,14 @@ pub struct ServerArgs {
     /// URL that links and the CLI are told, when behind a port-forward
     #[arg(long, env = "BERTH_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// Domain tunnels live under: `NAME.DOMAIN`
+    #[arg(
+        long,
+        env = "BERTH_DOMAIN",
+        value_name = "D",
+        default_value = "localhost"
+    )]
+    pub domain: String,
 }
 
 #[derive(Subcommand)]
@@ -297,6 +324,14 @@ fn main() -> ExitCode {
         Command::Config(cmd) => cli::config::run(&global, cmd),
         Command::Tokens(cmd) => cli::tokens::run(&global, cmd),
         Command::Crews(cmd) => cli::crews::run(&global, cmd),
+        Command::Share(args) => cli::share::run(
+            &global,
+            cli::share::Share {
+                port: args.port,
+                host: args.host,
+                subdomain: args.subdomain,
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

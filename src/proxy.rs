@@ -76,7 +76,6 @@ pub struct RequestHead {
     pub body: Body,
     pub keep_alive: bool,
     /// The request asks to switch protocols (WebSocket and the like).
-    #[allow(dead_code)]
     pub upgrade: bool,
 }
 
@@ -89,10 +88,18 @@ impl RequestHead {
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
+    /// The Host, lowercased and without its port (checked by `parse_request`).
+    pub fn host(&self) -> String {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .and_then(|(_, v)| normalize_host(v))
+            .unwrap_or_default()
+    }
+
     /// The head as sent onward: hop-by-hop headers dropped, forwarding headers
     /// replaced by what the front door knows, and the connection kept alive.
     /// For tunnel traffic, whose bodies stream; the API gets `encode_for_api`.
-    #[allow(dead_code)]
     pub fn encode_forwarded(&self, client_ip: &str, proto: &str) -> Vec<u8> {
         let mut out = self.encode_start(&[]);
         if self.upgrade {

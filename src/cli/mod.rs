@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod crews;
+pub mod share;
 pub mod tokens;
 
 use std::io::{BufRead, ErrorKind, IsTerminal, Write};

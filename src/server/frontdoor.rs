@@ -1,6 +1,7 @@
 //! The front door: berth's own listener. It reads each request head with the strict
 //! parser, bounds open connections, and routes: the API and dashboard go to tiny_http
-//! on a Unix socket; tunnels and relay paths will plug in here, never into tiny_http.
+//! on a Unix socket; `NAME.DOMAIN` and the relay paths go to the relay, never
+//! into tiny_http.
 
 use std::io::{self, BufWriter, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -11,7 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::MAX_BODY_BYTES;
+use crate::auth::Auth;
 use crate::proxy::{self, Body, BodyError, Conn, HeadError, RequestHead};
+use crate::relay::ingress::{self, Forwarded, Leg};
+use crate::relay::Relay;
+
+/// The relay's paths on the server's own host.
+const CONNECT_PATH: &str = "/api/v1/tunnels/connect";
+const ACCEPT_PREFIX: &str = "/api/v1/tunnels/accept/";
 
 /// Open connections the front door serves at once; beyond, 503 and close.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -36,11 +44,26 @@ pub struct FrontDoor {
     pub open: AtomicUsize,
     pub stopping: AtomicBool,
     pub max_connections: usize,
+    pub relay: Arc<Relay>,
+    pub auth: Arc<Auth>,
+}
+
+/// Where one request goes.
+enum Route<'a> {
+    Api,
+    /// A public request to a tunnel's host.
+    Tunnel(String),
+    /// `tunnels/connect`: the connection becomes a control connection.
+    Control,
+    /// `tunnels/accept/{id}`: the connection becomes a data connection.
+    Accept(&'a str),
 }
 
 impl FrontDoor {
-    pub fn new(api_socket: PathBuf) -> FrontDoor {
+    pub fn new(api_socket: PathBuf, relay: Arc<Relay>, auth: Arc<Auth>) -> FrontDoor {
         FrontDoor {
+            relay,
+            auth,
             api_socket,
             open: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -87,6 +110,7 @@ impl FrontDoor {
         let mut client = Conn::new(reader);
         let mut out = BufWriter::new(&stream);
         let mut backend: Option<Backend> = None;
+        let mut leg: Option<Leg> = None;
         let set_timeout = |t: Option<Duration>| stream.set_read_timeout(t);
         // A new connection must start its first head as promptly as a head must
         // finish; only between requests may a kept-alive connection idle longer.
@@ -106,16 +130,52 @@ impl FrontDoor {
             };
             idle = proxy::IDLE_TIMEOUT;
             let _ = stream.set_read_timeout(Some(proxy::IDLE_TIMEOUT));
-            let outcome = self
-                .to_api(
+            let outcome = match self.route(&head) {
+                Route::Api => self.to_api(
                     &head,
                     &mut client,
                     &mut out,
                     &mut backend,
                     peer,
                     &set_timeout,
+                ),
+                Route::Tunnel(host) => ingress::forward(
+                    &self.relay,
+                    &head,
+                    &host,
+                    &mut client,
+                    &stream,
+                    &mut out,
+                    &mut leg,
+                    peer,
                 )
-                .unwrap_or(Outcome::Close);
+                .map(|forwarded| match forwarded {
+                    Forwarded::KeepAlive => Outcome::KeepAlive,
+                    Forwarded::Close => Outcome::Close,
+                    Forwarded::Refused => Outcome::Refused,
+                }),
+                Route::Control => {
+                    let _ = out.flush();
+                    let _ = ingress::serve_control(
+                        &self.relay,
+                        &self.auth,
+                        &head,
+                        &stream,
+                        &mut client,
+                        peer,
+                    );
+                    Ok(Outcome::Close)
+                }
+                Route::Accept(id) => {
+                    let _ = out.flush();
+                    if ingress::serve_accept(&self.relay, &head, id, &stream) {
+                        // The connection now belongs to the public side's thread.
+                        return;
+                    }
+                    Ok(Outcome::Close)
+                }
+            }
+            .unwrap_or(Outcome::Close);
             if outcome == Outcome::Refused {
                 refused = true;
             }
@@ -131,6 +191,22 @@ impl FrontDoor {
             linger(&stream);
         }
         let _ = stream.shutdown(Shutdown::Both);
+    }
+
+    /// Route by Host first (a tunnel's name wins over every path), then by path.
+    fn route<'a>(&self, head: &'a RequestHead) -> Route<'a> {
+        let host = head.host();
+        if self.relay.subdomain_of(&host).is_some() {
+            return Route::Tunnel(host);
+        }
+        let path = head.target.split('?').next().unwrap_or("");
+        if head.method == "GET" && path == CONNECT_PATH {
+            return Route::Control;
+        }
+        match path.strip_prefix(ACCEPT_PREFIX) {
+            Some(id) if head.method == "GET" && !id.is_empty() => Route::Accept(id),
+            _ => Route::Api,
+        }
     }
 
     /// Forward one request to the API and its response back.

@@ -17,6 +17,7 @@ use signal_hook::iterator::Signals;
 use crate::api::{self, ApiState};
 use crate::auth::Auth;
 use crate::cli::{CliError, CliResult};
+use crate::relay::Relay;
 use crate::store::Store;
 use crate::ServerArgs;
 
@@ -104,7 +105,8 @@ pub fn run(args: ServerArgs) -> CliResult {
     })?;
     let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600));
 
-    let mut door = FrontDoor::new(socket.clone());
+    let relay = Arc::new(Relay::new(&args.domain, &public_url));
+    let mut door = FrontDoor::new(socket.clone(), relay, auth.clone());
     if let Some(bound) = connection_bound {
         door.max_connections = bound;
     }

@@ -1,0 +1,381 @@
+//! `berth share`: open an HTTP tunnel from the server's relay to a local port.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use super::{outln, write_stderr, CliError, CliResult};
+use crate::client::error_from_response;
+use crate::config::Session;
+use crate::proxy::{self, Body, Conn};
+use crate::relay::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
+use crate::relay::{check_subdomain, ClaimError};
+use crate::GlobalArgs;
+
+/// Longest wait for a TCP connection to the server or the local service.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the server's answer to an upgrade request.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest error body read from a refused upgrade.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+/// How long the local service may take to start answering.
+const LOCAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// A data connection idle this long is dropped (the server closes it sooner).
+const LEG_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// First and longest wait between reconnection attempts.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What `berth share` was asked to do.
+pub struct Share {
+    pub port: u16,
+    pub host: String,
+    pub subdomain: Option<String>,
+}
+
+/// The server as a TCP address and a Host header.
+#[derive(Clone)]
+struct Server {
+    url: String,
+    authority: String,
+    bearer: String,
+}
+
+pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
+    let session = Session::load(global)?;
+    let token = session.settings.require_token()?;
+    if let Some(note) = session.settings.token_note() {
+        write_stderr(&format!("{note}\n"));
+    }
+    if let Some(Err(ClaimError::Invalid(why))) = share.subdomain.as_deref().map(check_subdomain) {
+        return Err(CliError::usage(why));
+    }
+    let server = Server::parse(&session.settings.server, token.expose())?;
+    let local = format!("{}:{}", share.host, share.port);
+    let mut subdomain = share.subdomain;
+    let mut backoff = BACKOFF_START;
+    let mut first = true;
+    loop {
+        match open_control(&server, subdomain.as_deref()) {
+            Ok((control, frames, url)) => {
+                if first {
+                    outln!("Forwarding {url} -> http://{local}");
+                } else {
+                    write_stderr(&format!("Reconnected: {url}\n"));
+                }
+                first = false;
+                backoff = BACKOFF_START;
+                subdomain = subdomain_of(&url).or(subdomain);
+                let why = run_control(&control, frames, &server, &local);
+                write_stderr(&format!("Lost the connection to {}: {why}\n", server.url));
+            }
+            Err(err) if first || matches!(err.code, 3 | 4) => return Err(err),
+            Err(err) => write_stderr(&format!("{}\n", err.message)),
+        }
+        write_stderr(&format!(
+            "Reconnecting in {} s (Ctrl-C to stop)\n",
+            backoff.as_secs()
+        ));
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+impl Server {
+    fn parse(url: &str, bearer: String) -> Result<Server, CliError> {
+        let Some(rest) = url.strip_prefix("http://") else {
+            return Err(CliError::usage(format!(
+                "berth share reaches the server over http:// only so far; `{url}` is not such a URL."
+            )));
+        };
+        let authority = rest.split('/').next().unwrap_or("").to_string();
+        if authority.is_empty() {
+            return Err(CliError::usage(format!("Server `{url}` has no host.")));
+        }
+        Ok(Server {
+            url: url.trim_end_matches('/').to_string(),
+            authority,
+            bearer,
+        })
+    }
+
+    /// A TCP connection to the server.
+    fn connect(&self) -> Result<TcpStream, CliError> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            CliError::other(format!("could not reach server {}: {e}", self.url))
+        };
+        let with_port = if self
+            .authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| !p.contains(']'))
+        {
+            self.authority.clone()
+        } else {
+            format!("{}:80", self.authority)
+        };
+        let addrs = with_port.to_socket_addrs().map_err(|e| unreachable(&e))?;
+        let mut last = io::Error::other("no address");
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(unreachable(&last))
+    }
+
+    /// Send an upgrade request for `path`; the stream and its reader after the 101.
+    fn upgrade(&self, path: &str, bearer: bool) -> Result<(TcpStream, Conn<TcpStream>), CliError> {
+        let mut stream = self.connect()?;
+        let lost = |e: io::Error| CliError::other(format!("lost the server {}: {e}", self.url));
+        let auth = if bearer {
+            format!("Authorization: Bearer {}\r\n", self.bearer)
+        } else {
+            String::new()
+        };
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: Upgrade\r\nUpgrade: {UPGRADE}\r\nUser-Agent: berth/{}\r\n\r\n",
+            self.authority,
+            env!("CARGO_PKG_VERSION")
+        );
+        stream.write_all(request.as_bytes()).map_err(lost)?;
+        let mut reader = Conn::new(stream.try_clone().map_err(lost)?);
+        let raw = reader
+            .read_head(HANDSHAKE_TIMEOUT, &|t| stream.set_read_timeout(t))
+            .map_err(|e| lost(io::Error::other(e.message())))?;
+        let response = proxy::parse_response(&raw, false).map_err(lost)?;
+        if response.status == 101 {
+            return Ok((stream, reader));
+        }
+        let mut body = Vec::new();
+        if let Body::Length(n) = response.body {
+            let _ = (&mut reader)
+                .take(n.min(MAX_ERROR_BODY))
+                .read_to_end(&mut body);
+        }
+        let retry_after = response
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("retry-after"))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+        Err(error_from_response(
+            response.status,
+            retry_after.as_deref(),
+            &String::from_utf8_lossy(&body),
+        ))
+    }
+}
+
+/// Open the control connection; the stream, its frames and the public URL.
+fn open_control(
+    server: &Server,
+    subdomain: Option<&str>,
+) -> Result<(TcpStream, FrameReader<Conn<TcpStream>>, String), CliError> {
+    let mut path = "/api/v1/tunnels/connect?kind=http".to_string();
+    if let Some(name) = subdomain {
+        path.push_str(&format!("&subdomain={name}"));
+    }
+    let (stream, reader) = server.upgrade(&path, true)?;
+    let mut frames = FrameReader::new(reader);
+    match frames.read() {
+        Ok(Frame::Ready { url, .. }) => Ok((stream, frames, url)),
+        _ => Err(CliError::other(format!(
+            "the server {} did not open the tunnel; is it a berth server?",
+            server.url
+        ))),
+    }
+}
+
+/// The first label of a tunnel URL's host.
+fn subdomain_of(url: &str) -> Option<String> {
+    let host = url.split("://").nth(1)?;
+    Some(host.split('.').next()?.to_string())
+}
+
+/// Serve the control connection until it ends; says why it ended.
+fn run_control(
+    control: &TcpStream,
+    mut frames: FrameReader<Conn<TcpStream>>,
+    server: &Server,
+    local: &str,
+) -> String {
+    if let Err(e) = control.set_read_timeout(Some(PING_EVERY)) {
+        return e.to_string();
+    }
+    let mut writer = control;
+    let mut heard = Instant::now();
+    let mut pinged = Instant::now();
+    loop {
+        let result = match frames.read() {
+            Ok(Frame::Connect { id }) => {
+                heard = Instant::now();
+                let (server, local) = (server.clone(), local.to_string());
+                let name = format!("share-{}", id.get(..8).unwrap_or(&id));
+                let _ = std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || serve_connection(&server, &id, &local));
+                Ok(())
+            }
+            Ok(Frame::Ping {}) => {
+                heard = Instant::now();
+                protocol::write_frame(&mut writer, &Frame::Pong {})
+            }
+            Ok(_) => {
+                heard = Instant::now();
+                Ok(())
+            }
+            Err(e) if protocol::is_timeout(&e) => Ok(()),
+            Err(e) => return describe(&e),
+        };
+        if let Err(e) = result {
+            return describe(&e);
+        }
+        if heard.elapsed() >= SILENCE_LIMIT {
+            return "the server was silent for 60 seconds".into();
+        }
+        if pinged.elapsed() >= PING_EVERY {
+            pinged = Instant::now();
+            if let Err(e) = protocol::write_frame(&mut writer, &Frame::Ping {}) {
+                return describe(&e);
+            }
+        }
+    }
+}
+
+fn describe(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        "the server closed the tunnel".into()
+    } else {
+        e.to_string()
+    }
+}
+
+/// One public connection: a data connection to the server and one to the
+/// local service, request by request, one line printed per request.
+fn serve_connection(server: &Server, id: &str, local: &str) {
+    let Ok((mut data, mut public)) = server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
+    else {
+        return;
+    };
+    let mut service: Option<(TcpStream, Conn<TcpStream>)> = None;
+    loop {
+        let raw = public.read_head(LEG_IDLE_TIMEOUT, &|t| data.set_read_timeout(t));
+        let Ok(head) = raw.as_deref().map_err(|_| ()).and_then(|raw| {
+            proxy::parse_request(raw)
+                .map(|h| (h, raw.to_vec()))
+                .map_err(|_| ())
+        }) else {
+            return;
+        };
+        let (head, raw) = head;
+        let started = Instant::now();
+        if service.is_none() {
+            match connect_local(local) {
+                Ok(conn) => service = Some(conn),
+                Err(e) => {
+                    let why = format!("berth share could not reach http://{local}: {e}");
+                    let _ = data.write_all(&proxy::error_response(502, "bad_gateway", &why));
+                    outln!(
+                        "{} {} 502 {}ms",
+                        head.method,
+                        head.target,
+                        started.elapsed().as_millis()
+                    );
+                    return;
+                }
+            }
+        }
+        let Some((local_stream, from_local)) = service.as_mut() else {
+            return;
+        };
+        match exchange(
+            &head,
+            &raw,
+            &mut public,
+            &mut data,
+            local_stream,
+            from_local,
+        ) {
+            Ok(Some((status, keep))) => {
+                outln!(
+                    "{} {} {status} {}ms",
+                    head.method,
+                    head.target,
+                    started.elapsed().as_millis()
+                );
+                if status == 101 {
+                    let Some((local_stream, from_local)) = service.take() else {
+                        return;
+                    };
+                    crate::relay::pipe(public, data, from_local, local_stream, "share-upgrade");
+                    return;
+                }
+                if !keep {
+                    return;
+                }
+            }
+            Ok(None) => {
+                let why = format!("The service at http://{local} did not answer.");
+                let _ = data.write_all(&proxy::error_response(502, "bad_gateway", &why));
+                outln!(
+                    "{} {} 502 {}ms",
+                    head.method,
+                    head.target,
+                    started.elapsed().as_millis()
+                );
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+fn connect_local(local: &str) -> io::Result<(TcpStream, Conn<TcpStream>)> {
+    let mut last = io::Error::other("no address");
+    for addr in local.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                let reader = Conn::new(stream.try_clone()?);
+                return Ok((stream, reader));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// One request to the local service and its response back; the status and
+/// whether the connection stays open, or `None` if the service did not answer.
+fn exchange(
+    head: &proxy::RequestHead,
+    raw: &[u8],
+    public: &mut Conn<TcpStream>,
+    data: &mut TcpStream,
+    local: &mut TcpStream,
+    from_local: &mut Conn<TcpStream>,
+) -> io::Result<Option<(u16, bool)>> {
+    if local.write_all(raw).is_err() {
+        return Ok(None);
+    }
+    proxy::copy_body(head.body, public, local)?;
+    let response = loop {
+        let raw = from_local.read_head(LOCAL_TIMEOUT, &|t| local.set_read_timeout(t));
+        let Ok(raw) = raw else { return Ok(None) };
+        let Ok(response) = proxy::parse_response(&raw, head.method == "HEAD") else {
+            return Ok(None);
+        };
+        data.write_all(&raw)?;
+        if response.status >= 200 || response.status == 101 {
+            break response;
+        }
+    };
+    if response.status != 101 {
+        proxy::copy_body(response.body, from_local, data)?;
+    }
+    data.flush()?;
+    Ok(Some((response.status, response.keep_alive)))
+}

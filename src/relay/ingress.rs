@@ -1,0 +1,297 @@
+//! The relay's side of the front door: control connections (`tunnels/connect`),
+//! data connections (`tunnels/accept/{id}`) and public requests to `NAME.DOMAIN`.
+
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use super::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
+use super::{ClaimError, Relay, SWITCHING};
+use crate::api::ApiError;
+use crate::auth::{self, Action, Auth};
+use crate::proxy::{self, Body, Conn, RequestHead};
+
+/// How long a tunnel's client may take to start answering a request.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A data connection to a tunnel's client, kept across requests of one public connection.
+pub struct Leg {
+    subdomain: String,
+    reader: Conn<TcpStream>,
+    writer: TcpStream,
+}
+
+/// What became of the public connection after a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Forwarded {
+    KeepAlive,
+    Close,
+    /// Answered without reading the request body: close after lingering.
+    Refused,
+}
+
+/// Write a JSON error of the API's shape.
+fn refuse(out: &mut impl Write, err: ApiError) -> io::Result<()> {
+    let (status, code, message) = err.parts();
+    out.write_all(&proxy::error_response(status, code, &message))?;
+    out.flush()
+}
+
+/// Whether the head asks to upgrade to the relay protocol.
+fn wants_relay(head: &RequestHead) -> bool {
+    head.upgrade
+        && head
+            .header("upgrade")
+            .is_some_and(|u| u.trim().eq_ignore_ascii_case(UPGRADE))
+}
+
+/// A query parameter's value (tunnel names and ids need no percent-decoding).
+fn query<'a>(target: &'a str, name: &str) -> Option<&'a str> {
+    let (_, query) = target.split_once('?')?;
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty())
+}
+
+/// `GET /api/v1/tunnels/connect`: check the token, claim the subdomain, answer
+/// 101 and `ready`, then keep the control connection until it closes.
+pub fn serve_control(
+    relay: &Relay,
+    auth: &Auth,
+    head: &RequestHead,
+    stream: &TcpStream,
+    client: &mut Conn<TcpStream>,
+    peer: SocketAddr,
+) -> io::Result<()> {
+    let mut out = stream;
+    if !wants_relay(head) {
+        let why = format!("Send Connection: Upgrade and Upgrade: {UPGRADE}.");
+        return refuse(&mut out, ApiError::BadRequest(why));
+    }
+    let bearer = head
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(bearer) = bearer else {
+        return refuse(&mut out, ApiError::NoToken);
+    };
+    let principal = match auth.verify_token(bearer, &peer.ip().to_string()) {
+        Ok(principal) => principal,
+        Err(err) => return refuse(&mut out, err.into()),
+    };
+    let Some(membership) = principal.token_context.as_ref() else {
+        return refuse(&mut out, ApiError::NoTeamContext);
+    };
+    if !auth::allows(membership.role, &principal.scopes(), Action::ShareTunnels) {
+        let why = "Opening tunnels needs the member role or above and the tunnels:share scope.";
+        return refuse(&mut out, ApiError::Forbidden(why.into()));
+    }
+    if query(&head.target, "kind").is_some_and(|kind| kind != "http") {
+        let why = "Only http tunnels are served so far; leave out --tcp.";
+        return refuse(&mut out, ApiError::BadRequest(why.into()));
+    }
+    let tunnel = match relay.claim(query(&head.target, "subdomain"), stream.try_clone()?) {
+        Ok(tunnel) => tunnel,
+        Err(ClaimError::Invalid(why)) => return refuse(&mut out, ApiError::BadRequest(why)),
+        Err(ClaimError::Taken(why)) => return refuse(&mut out, ApiError::Conflict(why)),
+        Err(ClaimError::Gone) => return Ok(()),
+    };
+    let result = control_loop(&tunnel, stream, client);
+    relay.release(&tunnel);
+    tunnel.close();
+    result
+}
+
+/// Answer pings, ping a quiet client, and end after `SILENCE_LIMIT` without a word.
+fn control_loop(
+    tunnel: &super::Tunnel,
+    stream: &TcpStream,
+    client: &mut Conn<TcpStream>,
+) -> io::Result<()> {
+    stream.set_read_timeout(Some(PING_EVERY))?;
+    let mut frames = FrameReader::new(client);
+    let mut heard = Instant::now();
+    loop {
+        match frames.read() {
+            Ok(Frame::Ping {}) => {
+                heard = Instant::now();
+                tunnel.send(&Frame::Pong {})?;
+            }
+            Ok(_) => heard = Instant::now(),
+            Err(e) if protocol::is_timeout(&e) => {
+                if heard.elapsed() >= SILENCE_LIMIT {
+                    return Ok(());
+                }
+                tunnel.send(&Frame::Ping {})?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `GET /api/v1/tunnels/accept/{id}`: answer 101 and hand the connection to
+/// the public connection waiting for it. Returns whether it was handed over.
+pub fn serve_accept(relay: &Relay, head: &RequestHead, id: &str, stream: &TcpStream) -> bool {
+    let mut out = stream;
+    if !wants_relay(head) {
+        let why = format!("Send Connection: Upgrade and Upgrade: {UPGRADE}.");
+        let _ = refuse(&mut out, ApiError::BadRequest(why));
+        return false;
+    }
+    if !relay.is_pending(id) {
+        let why = "No public connection waits for this id; it may have expired.";
+        let _ = refuse(&mut out, ApiError::NotFound(why.into()));
+        return false;
+    }
+    let Ok(handed) = stream.try_clone() else {
+        return false;
+    };
+    if out.write_all(SWITCHING.as_bytes()).is_err() {
+        return false;
+    }
+    match relay.deliver(id, handed) {
+        Ok(()) => true,
+        Err(stream) => {
+            let _ = stream.shutdown(Shutdown::Both);
+            false
+        }
+    }
+}
+
+/// One public request to `host` (a name under the relay's domain), forwarded
+/// through the tunnel's client and its response streamed back.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    relay: &Relay,
+    head: &RequestHead,
+    host: &str,
+    client: &mut Conn<TcpStream>,
+    client_stream: &TcpStream,
+    out: &mut impl Write,
+    leg: &mut Option<Leg>,
+    peer: SocketAddr,
+) -> io::Result<Forwarded> {
+    let subdomain = relay.subdomain_of(host).unwrap_or_default();
+    let Some(tunnel) = relay.find(subdomain) else {
+        out.write_all(&page(404, &format!("No tunnel is open at {host}.")))?;
+        return Ok(Forwarded::Refused);
+    };
+    if leg.as_ref().is_some_and(|l| l.subdomain != subdomain) {
+        *leg = None;
+    }
+    if leg.is_none() {
+        let Some(data) = relay.open_data(&tunnel) else {
+            let why = format!("The tunnel at {host} did not answer in time; try again.");
+            out.write_all(&page(502, &why))?;
+            return Ok(Forwarded::Refused);
+        };
+        data.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+        *leg = Some(Leg {
+            subdomain: subdomain.to_string(),
+            reader: Conn::new(data.try_clone()?),
+            writer: data,
+        });
+    }
+    let Some(data) = leg.as_mut() else {
+        return Ok(Forwarded::Close);
+    };
+    let result = exchange(head, client, client_stream, out, data, peer);
+    match result {
+        Ok(Some(forwarded)) => {
+            if forwarded != Forwarded::KeepAlive {
+                *leg = None;
+            }
+            Ok(forwarded)
+        }
+        Ok(None) => {
+            *leg = None;
+            let why = format!("The service behind {host} did not answer.");
+            out.write_all(&page(502, &why))?;
+            Ok(Forwarded::Close)
+        }
+        Err(err) => {
+            *leg = None;
+            Err(err)
+        }
+    }
+}
+
+/// Send the request on the leg and stream the response back; `None` when the
+/// leg failed before any response byte reached the client.
+fn exchange(
+    head: &RequestHead,
+    client: &mut Conn<TcpStream>,
+    client_stream: &TcpStream,
+    out: &mut impl Write,
+    leg: &mut Leg,
+    peer: SocketAddr,
+) -> io::Result<Option<Forwarded>> {
+    let continues = head
+        .header("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+    if leg
+        .writer
+        .write_all(&head.encode_forwarded(&peer.ip().to_string(), "http"))
+        .is_err()
+    {
+        return Ok(None);
+    }
+    if continues && head.body != Body::None {
+        out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        out.flush()?;
+    }
+    proxy::copy_body(head.body, client, &mut leg.writer)?;
+    let writer = &leg.writer;
+    let response = loop {
+        let raw = leg
+            .reader
+            .read_head(RESPONSE_TIMEOUT, &|t| writer.set_read_timeout(t));
+        let Ok(raw) = raw else { return Ok(None) };
+        let Ok(response) = proxy::parse_response(&raw, head.method == "HEAD") else {
+            return Ok(None);
+        };
+        if response.status >= 200 || response.status == 101 {
+            break response;
+        }
+    };
+    if response.status == 101 {
+        if !head.upgrade {
+            return Ok(None);
+        }
+        out.write_all(&response.encode(true))?;
+        out.flush()?;
+        let public = std::mem::replace(client, Conn::new(client_stream.try_clone()?));
+        let back = std::mem::replace(&mut leg.reader, Conn::new(leg.writer.try_clone()?));
+        let data = leg.writer.try_clone()?;
+        super::pipe(public, client_stream.try_clone()?, back, data, "upgrade");
+        return Ok(Some(Forwarded::Close));
+    }
+    let keep = response.keep_alive && head.keep_alive;
+    out.write_all(&response.encode(keep))?;
+    proxy::copy_body(response.body, &mut leg.reader, out)?;
+    Ok(Some(if keep {
+        Forwarded::KeepAlive
+    } else {
+        Forwarded::Close
+    }))
+}
+
+/// A small HTML page for the public side, closing the connection.
+fn page(status: u16, message: &str) -> Vec<u8> {
+    let reason = proxy::reason(status);
+    let text = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let body = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{status} {reason}</title></head>\n<body><h1>{status} {reason}</h1><p>{text}</p><p>berth</p></body></html>\n"
+    );
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}

@@ -1,0 +1,147 @@
+//! The relay's control protocol: newline-delimited JSON frames of one serde enum.
+
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The `Upgrade` token of both relay paths.
+pub const UPGRADE: &str = "berth-relay/1";
+/// Largest control frame, newline included; a longer one closes the control connection.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Each side sends a ping after this long without sending anything.
+pub const PING_EVERY: Duration = Duration::from_secs(20);
+/// A control connection silent for this long is closed.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+
+/// One control frame, written as one JSON line: `{"connect":{"id":"..."}}`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Frame {
+    /// Server → client, once after the 101: the tunnel is live at `url`.
+    Ready { tunnel_id: String, url: String },
+    /// Server → client: a public connection waits; open `accept/{id}` for it.
+    Connect { id: String },
+    /// Either way: are you there?
+    Ping {},
+    /// Either way: the answer to a ping.
+    Pong {},
+}
+
+/// Write one frame and flush it.
+pub fn write_frame(to: &mut impl Write, frame: &Frame) -> io::Result<()> {
+    let mut line = serde_json::to_vec(frame).map_err(io::Error::other)?;
+    line.push(b'\n');
+    to.write_all(&line)?;
+    to.flush()
+}
+
+/// Reads frames from a stream, keeping a partial line across read timeouts.
+pub struct FrameReader<R> {
+    stream: R,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> FrameReader<R> {
+    pub fn new(stream: R) -> FrameReader<R> {
+        FrameReader {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next frame. A read timeout surfaces as `WouldBlock`/`TimedOut` and
+    /// loses nothing; EOF, a frame over `MAX_FRAME_BYTES` or bad JSON is an error.
+    pub fn read(&mut self) -> io::Result<Frame> {
+        loop {
+            if let Some(at) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=at).collect();
+                return serde_json::from_slice(&line[..at])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            if self.buf.len() >= MAX_FRAME_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "control frame larger than 64 KiB",
+                ));
+            }
+            let mut chunk = [0u8; 4096];
+            let want = chunk.len().min(MAX_FRAME_BYTES - self.buf.len());
+            match self.stream.read(&mut chunk[..want]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Whether an error is a read timeout rather than a failure.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(frame: &Frame) -> String {
+        let mut out = Vec::new();
+        write_frame(&mut out, frame).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn frames_have_the_documented_shape() {
+        let ready = Frame::Ready {
+            tunnel_id: "t1".into(),
+            url: "http://a.localhost:8080".into(),
+        };
+        assert_eq!(
+            wire(&ready),
+            "{\"ready\":{\"tunnel_id\":\"t1\",\"url\":\"http://a.localhost:8080\"}}\n"
+        );
+        assert_eq!(
+            wire(&Frame::Connect { id: "ab".into() }),
+            "{\"connect\":{\"id\":\"ab\"}}\n"
+        );
+        assert_eq!(wire(&Frame::Ping {}), "{\"ping\":{}}\n");
+        assert_eq!(wire(&Frame::Pong {}), "{\"pong\":{}}\n");
+    }
+
+    #[test]
+    fn frames_read_back_one_per_line() {
+        let text = format!("{}{}", wire(&Frame::Ping {}), wire(&Frame::Pong {}));
+        let mut reader = FrameReader::new(text.as_bytes());
+        assert_eq!(reader.read().unwrap(), Frame::Ping {});
+        assert_eq!(reader.read().unwrap(), Frame::Pong {});
+        assert!(reader.read().is_err());
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused() {
+        let id = "a".repeat(MAX_FRAME_BYTES);
+        let text = wire(&Frame::Connect { id });
+        let mut reader = FrameReader::new(text.as_bytes());
+        assert_eq!(
+            reader.read().unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        let id = "a".repeat(MAX_FRAME_BYTES - 100);
+        let text = wire(&Frame::Connect { id: id.clone() });
+        assert_eq!(
+            FrameReader::new(text.as_bytes()).read().unwrap(),
+            Frame::Connect { id }
+        );
+    }
+
+    #[test]
+    fn unknown_frames_are_errors() {
+        let mut reader = FrameReader::new(&b"{\"launch\":{}}\n"[..]);
+        assert!(reader.read().is_err());
+    }
+}

@@ -1,0 +1,458 @@
+//! The HTTP relay end to end: the real server, `berth share` as a child process,
+//! a local HTTP service, and curl as the public client.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use common::{Server, BIN};
+
+/// Size of the large bodies sent both ways.
+const BIG: usize = 1024 * 1024;
+
+fn big_body() -> Vec<u8> {
+    (0..BIG).map(|i| (i % 251) as u8).collect()
+}
+
+/// A tiny keep-alive HTTP/1.1 service: `/echo` returns the request body,
+/// `/big` 1 MiB, anything else a line describing the request.
+struct Service {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Service {
+    fn start() -> Service {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                std::thread::spawn(move || serve(stream, n));
+            }
+        });
+        Service { port, connections }
+    }
+}
+
+fn serve(stream: TcpStream, connection: usize) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push(line.trim_end().to_string());
+        }
+        let header = |name: &str| {
+            head.iter()
+                .skip(1)
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                })
+                .unwrap_or_default()
+        };
+        let body = if header("transfer-encoding").eq_ignore_ascii_case("chunked") {
+            read_chunked(&mut reader)
+        } else {
+            let mut body = vec![0; header("content-length").parse().unwrap_or(0)];
+            reader.read_exact(&mut body).map(|()| body).ok()
+        };
+        let Some(body) = body else { return };
+        let path = head[0].split_whitespace().nth(1).unwrap_or("").to_string();
+        let reply = match path.as_str() {
+            "/echo" => body,
+            "/big" => big_body(),
+            _ => format!(
+                "path={path} host={} xff={} xfh={} xfp={} conn={connection}",
+                header("host"),
+                header("x-forwarded-for"),
+                header("x-forwarded-host"),
+                header("x-forwarded-proto"),
+            )
+            .into_bytes(),
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            reply.len()
+        );
+        if out.write_all(head.as_bytes()).is_err() || out.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// A chunked request body, de-chunked (no trailers).
+fn read_chunked(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let size = usize::from_str_radix(line.trim(), 16).ok()?;
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+/// `berth share` running in the background, killed on Drop.
+struct Share {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    url: String,
+}
+
+impl Share {
+    fn start(server: &Server, port: u16, token: &str, subdomain: Option<&str>) -> Share {
+        let mut args = vec![
+            "share".to_string(),
+            port.to_string(),
+            "--host".into(),
+            "127.0.0.1".into(),
+        ];
+        if let Some(name) = subdomain {
+            args.extend(["--subdomain".into(), name.to_string()]);
+        }
+        let mut child = share_command(server, token, &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn berth share");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("share printed its URL");
+        let url = first
+            .strip_prefix("Forwarding ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_string();
+        Share { child, lines, url }
+    }
+
+    /// The next line share prints (one per request).
+    fn next_line(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("share printed a line")
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `berth ARGS` against the server with a token and no config file.
+fn share_command(server: &Server, token: &str, args: &[String]) -> Command {
+    let dir = std::env::temp_dir().join(format!("berth-relay-{}", std::process::id()));
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_clear()
+        .env("BERTH_CONFIG", dir.join("none.json"))
+        .env("BERTH_SERVER", &server.url)
+        .env("BERTH_TOKEN", token)
+        .stdin(Stdio::null());
+    command
+}
+
+/// Run `berth share` expecting it to fail; its exit code and stderr.
+fn share_fails(server: &Server, token: &str, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["share".to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let out = share_command(server, token, &all)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// curl to the server with a Host header; returns stdout bytes.
+fn curl(server: &Server, host: &str, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-s", "-S", "--max-time", "30", "-H"])
+        .arg(format!("Host: {host}"))
+        .args(args)
+        .output()
+        .expect("run curl");
+    let _ = server;
+    out.stdout
+}
+
+fn url(server: &Server, path: &str) -> String {
+    format!("{}{path}", server.url)
+}
+
+/// A server with an owner `alice` (token returned) in crew `home`.
+fn setup() -> (Server, String) {
+    let server = Server::start();
+    server.create_user("alice", "home", "owner");
+    let token = server.token_for("alice", "home", "share");
+    (server, token)
+}
+
+#[test]
+fn requests_reach_the_local_service_with_forwarding_headers() {
+    let (server, token) = setup();
+    let service = Service::start();
+    let share = Share::start(&server, service.port, &token, Some("demo"));
+    let port = server.addr.rsplit(':').next().unwrap();
+    assert_eq!(share.url, format!("http://demo.localhost:{port}"));
+    let body = curl(
+        &server,
+        "Demo.Localhost:1234",
+        &[&url(&server, "/hello?x=1")],
+    );
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.starts_with("path=/hello?x=1 "), "{text}");
+    assert!(text.contains("host=Demo.Localhost:1234"), "{text}");
+    assert!(text.contains("xff=127.0.0.1"), "{text}");
+    assert!(text.contains("xfh=Demo.Localhost:1234"), "{text}");
+    assert!(text.contains("xfp=http"), "{text}");
+    let line = share.next_line();
+    assert!(line.starts_with("GET /hello?x=1 200 "), "{line}");
+    assert!(line.ends_with("ms"), "{line}");
+}
+
+#[test]
+fn a_random_readable_name_when_none_is_asked_for() {
+    let (server, token) = setup();
+    let service = Service::start();
+    let share = Share::start(&server, service.port, &token, None);
+    let host = share.url.strip_prefix("http://").unwrap();
+    let name = host.split('.').next().unwrap();
+    assert_eq!(name.split('-').count(), 3, "{name}");
+    let body = curl(&server, host, &[&url(&server, "/r")]);
+    assert!(String::from_utf8_lossy(&body).starts_with("path=/r "));
+}
+
+#[test]
+fn an_unknown_subdomain_gets_a_404_page_naming_the_host() {
+    let (server, _) = setup();
+    let out = Command::new("curl")
+        .args(["-s", "-i", "-H", "Host: nobody.localhost"])
+        .arg(url(&server, "/"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+    assert!(text.contains("nobody.localhost"), "{text}");
+    // The server's own host still reaches the API.
+    let (status, _) = server.call("GET", "/api/v1/me", None, None);
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn a_taken_subdomain_exits_6() {
+    let (server, token) = setup();
+    let service = Service::start();
+    let _share = Share::start(&server, service.port, &token, Some("taken"));
+    let port = service.port.to_string();
+    let (code, stderr) = share_fails(&server, &token, &[&port, "--subdomain", "taken"]);
+    assert_eq!(code, 6, "{stderr}");
+    assert!(stderr.contains("taken"), "{stderr}");
+}
+
+#[test]
+fn of_two_racing_claims_exactly_one_wins() {
+    let (server, token) = setup();
+    let attempts: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, token) = (server.addr.clone(), token.clone());
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(&addr).unwrap();
+                let request = format!(
+                    "GET /api/v1/tunnels/connect?subdomain=race HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: berth-relay/1\r\n\r\n"
+                );
+                stream.write_all(request.as_bytes()).unwrap();
+                stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut first = [0u8; 12];
+                stream.read_exact(&mut first).unwrap();
+                (String::from_utf8_lossy(&first).into_owned(), stream)
+            })
+        })
+        .collect();
+    // Both connections stay open until both answers are in.
+    let answers: Vec<(String, TcpStream)> =
+        attempts.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut statuses: Vec<&str> = answers.iter().map(|(s, _)| s.as_str()).collect();
+    statuses.sort();
+    assert_eq!(statuses, ["HTTP/1.1 101", "HTTP/1.1 409"]);
+}
+
+#[test]
+fn a_bad_subdomain_is_a_usage_error() {
+    let (server, token) = setup();
+    for bad in ["-x", "www", "UPPER", "a.b"] {
+        let (code, stderr) = share_fails(&server, &token, &["80", "--subdomain", bad]);
+        assert_eq!(code, 2, "{bad}: {stderr}");
+    }
+}
+
+#[test]
+fn a_revoked_token_exits_3() {
+    let (server, token) = setup();
+    let id = token.split('|').next().unwrap();
+    let (status, _) = server.call(
+        "DELETE",
+        &format!("/api/v1/tokens/{id}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 200);
+    let (code, stderr) = share_fails(&server, &token, &["80"]);
+    assert_eq!(code, 3, "{stderr}");
+}
+
+#[test]
+fn a_viewer_exits_4() {
+    let (server, _) = setup();
+    server.create_user("vera", "home", "viewer");
+    let token = server.token_for("vera", "home", "viewer share");
+    let (code, stderr) = share_fails(&server, &token, &["80"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("member"), "{stderr}");
+}
+
+#[test]
+fn keep_alive_holds_on_both_legs() {
+    let (server, token) = setup();
+    let service = Service::start();
+    let _share = Share::start(&server, service.port, &token, Some("keep"));
+    let body = curl(
+        &server,
+        "keep.localhost",
+        &[&url(&server, "/one"), &url(&server, "/two")],
+    );
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("path=/one") && text.contains("path=/two"),
+        "{text}"
+    );
+    // Both requests went over one local connection: one data connection, kept.
+    assert_eq!(text.matches("conn=1").count(), 2, "{text}");
+    assert_eq!(service.connections.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_1_mib_body_arrives_intact_both_ways() {
+    let (server, token) = setup();
+    let service = Service::start();
+    let _share = Share::start(&server, service.port, &token, Some("big"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("up.bin");
+    std::fs::write(&file, big_body()).unwrap();
+    let echoed = curl(
+        &server,
+        "big.localhost",
+        &[
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &url(&server, "/echo"),
+        ],
+    );
+    assert!(
+        echoed == big_body(),
+        "echo of {} bytes differs",
+        echoed.len()
+    );
+    let chunked = curl(
+        &server,
+        "big.localhost",
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &url(&server, "/echo"),
+        ],
+    );
+    assert!(
+        chunked == big_body(),
+        "chunked echo of {} bytes differs",
+        chunked.len()
+    );
+    let down = curl(&server, "big.localhost", &[&url(&server, "/big")]);
+    assert!(
+        down == big_body(),
+        "download of {} bytes differs",
+        down.len()
+    );
+}
+
+#[test]
+fn an_unclaimed_connection_gets_502_after_the_timeout() {
+    let (server, token) = setup();
+    // A client that opens the control connection but never answers `connect`.
+    let mut control = TcpStream::connect(&server.addr).unwrap();
+    let request = format!(
+        "GET /api/v1/tunnels/connect?subdomain=mute HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: berth-relay/1\r\n\r\n",
+        server.addr
+    );
+    control.write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(control.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 101"), "{line}");
+    while line != "\r\n" {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+    }
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("{\"ready\":{\"tunnel_id\":"), "{line}");
+    let started = Instant::now();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Host: mute.localhost",
+        ])
+        .arg(url(&server, "/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "502");
+    assert!(started.elapsed() >= Duration::from_secs(9));
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("{\"connect\":{\"id\":\""), "{line}");
+    let id = line.split('"').nth(5).unwrap();
+    assert_eq!(id.len(), 32, "{id}");
+}
