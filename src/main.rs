@@ -27,7 +27,8 @@ use clap::{Args, Parser, Subcommand};
   berth server                           run the appliance on :8080
   berth login --username alice           mint a token for this machine
   berth tokens create \"CI - deploy\"      create a token for automation
-  berth tokens list --json               list your tokens")]
+  berth tokens list --json               list your tokens
+  berth share 3000                       share localhost:3000 through a tunnel")]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

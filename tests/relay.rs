@@ -74,6 +74,14 @@ fn serve(stream: TcpStream, connection: usize) {
             reader.read_exact(&mut body).map(|()| body).ok()
         };
         let Some(body) = body else { return };
+        if !header("upgrade").is_empty() {
+            // Switch to an echo of raw bytes, as a WebSocket server would switch.
+            let _ = out.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+            );
+            let _ = std::io::copy(&mut reader, &mut out);
+            return;
+        }
         let path = head[0].split_whitespace().nth(1).unwrap_or("").to_string();
         let reply = match path.as_str() {
             "/echo" => body,
@@ -113,6 +121,50 @@ fn read_chunked(reader: &mut impl BufRead) -> Option<Vec<u8>> {
     }
 }
 
+/// A TCP forwarder to the server whose connections the test can cut, as a
+/// network failure would.
+struct Cutter {
+    url: String,
+    open: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Cutter {
+    fn start(target: &str) -> Cutter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let open = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (target, streams) = (target.to_string(), open.clone());
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { continue };
+                let Ok(outbound) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut held = streams.lock().unwrap();
+                held.push(inbound.try_clone().unwrap());
+                held.push(outbound.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                    (outbound, inbound),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Cutter { url, open }
+    }
+
+    /// Break every connection made so far.
+    fn cut(&self) {
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 /// `berth share` running in the background, killed on Drop.
 struct Share {
     child: Child,
@@ -122,6 +174,11 @@ struct Share {
 
 impl Share {
     fn start(server: &Server, port: u16, token: &str, subdomain: Option<&str>) -> Share {
+        Share::start_via(&server.url, port, token, subdomain)
+    }
+
+    /// Share through the server at `server_url` (the server itself or a forwarder).
+    fn start_via(server_url: &str, port: u16, token: &str, subdomain: Option<&str>) -> Share {
         let mut args = vec![
             "share".to_string(),
             port.to_string(),
@@ -131,7 +188,7 @@ impl Share {
         if let Some(name) = subdomain {
             args.extend(["--subdomain".into(), name.to_string()]);
         }
-        let mut child = share_command(server, token, &args)
+        let mut child = share_command(server_url, token, &args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -172,14 +229,14 @@ impl Drop for Share {
 }
 
 /// `berth ARGS` against the server with a token and no config file.
-fn share_command(server: &Server, token: &str, args: &[String]) -> Command {
+fn share_command(server_url: &str, token: &str, args: &[String]) -> Command {
     let dir = std::env::temp_dir().join(format!("berth-relay-{}", std::process::id()));
     let mut command = Command::new(BIN);
     command
         .args(args)
         .env_clear()
         .env("BERTH_CONFIG", dir.join("none.json"))
-        .env("BERTH_SERVER", &server.url)
+        .env("BERTH_SERVER", server_url)
         .env("BERTH_TOKEN", token)
         .stdin(Stdio::null());
     command
@@ -189,7 +246,7 @@ fn share_command(server: &Server, token: &str, args: &[String]) -> Command {
 fn share_fails(server: &Server, token: &str, args: &[&str]) -> (i32, String) {
     let mut all = vec!["share".to_string()];
     all.extend(args.iter().map(|a| a.to_string()));
-    let out = share_command(server, token, &all)
+    let out = share_command(&server.url, token, &all)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
@@ -455,4 +512,51 @@ fn an_unclaimed_connection_gets_502_after_the_timeout() {
     assert!(line.starts_with("{\"connect\":{\"id\":\""), "{line}");
     let id = line.split('"').nth(5).unwrap();
     assert_eq!(id.len(), 32, "{id}");
+}
+
+#[test]
+fn share_reconnects_keeping_its_subdomain() {
+    let (server, token) = setup();
+    let service = Service::start();
+    let cutter = Cutter::start(&server.addr);
+    let _share = Share::start_via(&cutter.url, service.port, &token, Some("steady"));
+    let get = || curl(&server, "steady.localhost", &[&url(&server, "/again")]);
+    assert!(String::from_utf8_lossy(&get()).starts_with("path=/again "));
+    cutter.cut();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if String::from_utf8_lossy(&get()).starts_with("path=/again ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "share did not come back");
+    }
+}
+
+#[test]
+fn an_upgrade_passes_through_the_tunnel() {
+    let (server, token) = setup();
+    let service = Service::start();
+    let _share = Share::start(&server, service.port, &token, Some("ws"));
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(b"GET /socket HTTP/1.1\r\nHost: ws.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 101"), "{line}");
+    while line != "\r\n" {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+    }
+    for message in ["hello\n", "both ways\n"] {
+        stream.write_all(message.as_bytes()).unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, message);
+    }
 }

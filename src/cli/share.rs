@@ -5,7 +5,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::{outln, write_stderr, CliError, CliResult};
-use crate::client::error_from_response;
+use crate::client::{error_from_response, exit};
 use crate::config::Session;
 use crate::proxy::{self, Body, Conn};
 use crate::relay::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
@@ -69,7 +69,10 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
                 let why = run_control(&control, frames, &server, &local);
                 write_stderr(&format!("Lost the connection to {}: {why}\n", server.url));
             }
-            Err(err) if first || matches!(err.code, 3 | 4) => return Err(err),
+            // A refused token will not get better by waiting.
+            Err(err) if first || [exit::NOT_AUTHENTICATED, exit::FORBIDDEN].contains(&err.code) => {
+                return Err(err)
+            }
             Err(err) => write_stderr(&format!("{}\n", err.message)),
         }
         write_stderr(&format!(
