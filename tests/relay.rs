@@ -560,3 +560,24 @@ fn an_upgrade_passes_through_the_tunnel() {
         assert_eq!(line, message);
     }
 }
+
+#[test]
+fn smuggling_and_oversized_heads_never_reach_the_tunnel() {
+    let (server, token) = setup();
+    let service = Service::start();
+    let _share = Share::start(&server, service.port, &token, Some("guarded"));
+    let (status, _, _) = server.raw(
+        "POST / HTTP/1.1\r\nHost: guarded.localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    assert_eq!(status, 400);
+    let (status, _, _) = server.raw(
+        "POST / HTTP/1.1\r\nHost: guarded.localhost\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+    );
+    assert_eq!(status, 400);
+    let big = "a".repeat(33 * 1024);
+    let (status, _, _) = server.raw(&format!(
+        "GET / HTTP/1.1\r\nHost: guarded.localhost\r\nX-Big: {big}\r\n\r\n"
+    ));
+    assert_eq!(status, 431);
+    assert_eq!(service.connections.load(Ordering::SeqCst), 0);
+}

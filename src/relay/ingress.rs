@@ -99,21 +99,23 @@ pub fn serve_control(
         Err(ClaimError::Taken(why)) => return refuse(&mut out, ApiError::Conflict(why)),
         Err(ClaimError::Gone) => return Ok(()),
     };
-    let result = control_loop(&tunnel, stream, client);
+    let result = control_loop(&tunnel, stream, client, (PING_EVERY, SILENCE_LIMIT));
     relay.release(&tunnel);
     tunnel.close();
     result
 }
 
-/// Answer pings, ping a quiet client, and end after `SILENCE_LIMIT` without a word.
+/// Ping every `ping_every`, answer pings, and end after `silence` without a word.
 fn control_loop(
     tunnel: &super::Tunnel,
     stream: &TcpStream,
     client: &mut Conn<TcpStream>,
+    (ping_every, silence): (Duration, Duration),
 ) -> io::Result<()> {
-    stream.set_read_timeout(Some(PING_EVERY))?;
+    stream.set_read_timeout(Some(ping_every))?;
     let mut frames = FrameReader::new(client);
     let mut heard = Instant::now();
+    let mut pinged = Instant::now();
     loop {
         match frames.read() {
             Ok(Frame::Ping {}) => {
@@ -121,13 +123,15 @@ fn control_loop(
                 tunnel.send(&Frame::Pong {})?;
             }
             Ok(_) => heard = Instant::now(),
-            Err(e) if protocol::is_timeout(&e) => {
-                if heard.elapsed() >= SILENCE_LIMIT {
-                    return Ok(());
-                }
-                tunnel.send(&Frame::Ping {})?;
-            }
+            Err(e) if protocol::is_timeout(&e) => {}
             Err(e) => return Err(e),
+        }
+        if heard.elapsed() >= silence {
+            return Ok(());
+        }
+        if pinged.elapsed() >= ping_every {
+            pinged = Instant::now();
+            tunnel.send(&Frame::Ping {})?;
         }
     }
 }
@@ -294,4 +298,77 @@ fn page(status: u16, message: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+    use std::sync::Arc;
+
+    /// A claimed tunnel's server side and the client's end of its control connection.
+    fn control_pair(relay: &Relay) -> (Arc<super::super::Tunnel>, TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let tunnel = relay
+            .claim(Some("quiet"), server.try_clone().unwrap())
+            .unwrap();
+        (tunnel, server, client)
+    }
+
+    #[test]
+    fn a_silent_client_is_pinged_then_dropped() {
+        let relay = Relay::new("localhost", "http://localhost:8080");
+        let (tunnel, server, client) = control_pair(&relay);
+        let timing = (Duration::from_millis(50), Duration::from_millis(300));
+        let started = Instant::now();
+        let mut reader = Conn::new(server.try_clone().unwrap());
+        control_loop(&tunnel, &server, &mut reader, timing).unwrap();
+        assert!(started.elapsed() >= timing.1);
+        let mut lines = BufReader::new(client);
+        let mut line = String::new();
+        while line != "\r\n" {
+            line.clear();
+            lines.read_line(&mut line).unwrap();
+        }
+        line.clear();
+        lines.read_line(&mut line).unwrap();
+        assert!(line.starts_with("{\"ready\""), "{line}");
+        line.clear();
+        lines.read_line(&mut line).unwrap();
+        assert_eq!(line, "{\"ping\":{}}\n");
+    }
+
+    #[test]
+    fn a_client_that_answers_stays_and_gets_pongs() {
+        let relay = Relay::new("localhost", "http://localhost:8080");
+        let (tunnel, server, mut client) = control_pair(&relay);
+        let timing = (Duration::from_millis(50), Duration::from_millis(300));
+        let looping = std::thread::spawn(move || {
+            let mut reader = Conn::new(server.try_clone().unwrap());
+            let started = Instant::now();
+            let _ = control_loop(&tunnel, &server, &mut reader, timing);
+            started.elapsed()
+        });
+        let mut lines = BufReader::new(client.try_clone().unwrap());
+        let mut pongs = 0;
+        let until = Instant::now() + Duration::from_millis(900);
+        while Instant::now() < until {
+            protocol::write_frame(&mut client, &Frame::Ping {}).unwrap();
+            let mut line = String::new();
+            while !line.starts_with("{\"pong\"") {
+                line.clear();
+                lines.read_line(&mut line).unwrap();
+            }
+            pongs += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(pongs >= 5, "{pongs}");
+        drop(client);
+        drop(lines);
+        // Alive past the silence limit while it heard pings; ends once the client goes.
+        assert!(looping.join().unwrap() >= Duration::from_millis(900));
+    }
 }
