@@ -581,3 +581,35 @@ fn smuggling_and_oversized_heads_never_reach_the_tunnel() {
     assert_eq!(status, 431);
     assert_eq!(service.connections.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn a_local_service_that_is_down_gets_a_502_naming_it() {
+    let (server, token) = setup();
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let share = Share::start(&server, port, &token, Some("down"));
+    let out = Command::new("curl")
+        .args(["-s", "-i", "-H", "Host: down.localhost"])
+        .arg(url(&server, "/x"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(share.next_line().starts_with("GET /x 502 "));
+}
+
+#[test]
+fn shutdown_does_not_wait_for_open_tunnels() {
+    let (mut server, token) = setup();
+    let service = Service::start();
+    let _share = Share::start(&server, service.port, &token, Some("bye"));
+    let started = Instant::now();
+    assert_eq!(server.terminate(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

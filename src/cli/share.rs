@@ -265,15 +265,13 @@ fn serve_connection(server: &Server, id: &str, local: &str) {
     };
     let mut service: Option<(TcpStream, Conn<TcpStream>)> = None;
     loop {
-        let raw = public.read_head(LEG_IDLE_TIMEOUT, &|t| data.set_read_timeout(t));
-        let Ok(head) = raw.as_deref().map_err(|_| ()).and_then(|raw| {
-            proxy::parse_request(raw)
-                .map(|h| (h, raw.to_vec()))
-                .map_err(|_| ())
-        }) else {
+        // The server checked the head already; parsing again gives its framing.
+        let Ok(raw) = public.read_head(LEG_IDLE_TIMEOUT, &|t| data.set_read_timeout(t)) else {
             return;
         };
-        let (head, raw) = head;
+        let Ok(head) = proxy::parse_request(&raw) else {
+            return;
+        };
         let started = Instant::now();
         if service.is_none() {
             match connect_local(local) {

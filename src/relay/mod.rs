@@ -164,6 +164,15 @@ impl Relay {
         }
     }
 
+    /// Close every control connection (shutdown): the clients reconnect elsewhere
+    /// or later, and the front door's drain need not wait for them.
+    pub fn close_all(&self) {
+        let tunnels: Vec<Arc<Tunnel>> = lock(&self.tunnels).drain().map(|(_, t)| t).collect();
+        for tunnel in tunnels {
+            tunnel.close();
+        }
+    }
+
     /// The live tunnel at a subdomain.
     pub fn find(&self, subdomain: &str) -> Option<Arc<Tunnel>> {
         lock(&self.tunnels).get(subdomain).cloned()

@@ -144,6 +144,7 @@ pub fn run(args: ServerArgs) -> CliResult {
     wait_for_signal()?;
     say(format_args!("berth shutting down"));
     door.stopping.store(true, Ordering::SeqCst);
+    door.relay.close_all();
     // Wake the accept loop so it sees the flag.
     let _ = TcpStream::connect_timeout(&wake_addr(bound), Duration::from_secs(1));
     let _ = serving.join();
