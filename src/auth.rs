@@ -193,12 +193,14 @@ impl Auth {
     pub fn verify_token(&self, text: &str, address: &str) -> Result<Principal, AuthError> {
         let parsed = Token::parse(text).map_err(|_| AuthError::InvalidToken)?;
         let presented = parsed.secret.hash();
-        let row = self.store.tokens().find_by_id(parsed.id)?;
+        let found = self.store.tokens().find_for_auth(parsed.id)?;
         // Compare against something even for an unknown id, so both take the same time.
-        let stored = row.as_ref().map_or(&[0u8; 32][..], |r| &r.secret_hash[..]);
+        let stored = found
+            .as_ref()
+            .map_or(&[0u8; 32][..], |(r, _, _)| &r.secret_hash[..]);
         let matches = token::hashes_match(&presented, stored);
-        let row = match row {
-            Some(row) if matches => row,
+        let (row, user, role) = match found {
+            Some(found) if matches => found,
             _ => return Err(AuthError::InvalidToken),
         };
         if row.revoked_at.is_some() {
@@ -207,16 +209,10 @@ impl Auth {
         if row.expires_at.as_deref().is_some_and(time_fmt::is_past) {
             return Err(AuthError::TokenExpired);
         }
-        let membership = self
-            .store
-            .crews()
-            .membership(row.crew.id, row.user_id)?
-            .ok_or(AuthError::NoTeamContext)?;
-        let user = self
-            .store
-            .users()
-            .find_by_id(row.user_id)?
-            .ok_or(AuthError::InvalidToken)?;
+        let membership = Membership {
+            crew: row.crew.clone(),
+            role: role.ok_or(AuthError::NoTeamContext)?,
+        };
         self.last_used.touch(&self.store, row.id, address);
         Ok(Principal {
             user,

@@ -140,7 +140,8 @@ impl Crews<'_> {
 
     pub fn find_by_id(&self, id: i64) -> Result<Option<Crew>> {
         self.0.read(|c| {
-            c.query_row("SELECT * FROM crews WHERE id = ?1", [id], Crew::from_row)
+            c.prepare_cached("SELECT * FROM crews WHERE id = ?1")?
+                .query_row([id], Crew::from_row)
                 .optional()
         })
     }
@@ -148,12 +149,9 @@ impl Crews<'_> {
     #[cfg(test)]
     pub fn find_by_name(&self, name: &str) -> Result<Option<Crew>> {
         self.0.read(|c| {
-            c.query_row(
-                "SELECT * FROM crews WHERE name = ?1",
-                [name],
-                Crew::from_row,
-            )
-            .optional()
+            c.prepare_cached("SELECT * FROM crews WHERE name = ?1")?
+                .query_row([name], Crew::from_row)
+                .optional()
         })
     }
 
@@ -177,17 +175,16 @@ impl Crews<'_> {
     /// The user's membership of one crew, if any.
     pub fn membership(&self, crew_id: i64, user_id: i64) -> Result<Option<Membership>> {
         self.0.read(|c| {
-            c.query_row(
+            c.prepare_cached(
                 "SELECT c.*, m.role FROM memberships m JOIN crews c ON c.id = m.crew_id
                  WHERE m.crew_id = ?1 AND m.user_id = ?2",
-                [crew_id, user_id],
-                |row| {
-                    Ok(Membership {
-                        crew: Crew::from_row(row)?,
-                        role: role_of(row, "role")?,
-                    })
-                },
-            )
+            )?
+            .query_row([crew_id, user_id], |row| {
+                Ok(Membership {
+                    crew: Crew::from_row(row)?,
+                    role: role_of(row, "role")?,
+                })
+            })
             .optional()
         })
     }

@@ -2,7 +2,7 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{Crew, Redaction, Result, Store, StoreError};
+use super::{Crew, Redaction, Result, Role, Store, StoreError, User};
 use crate::time_fmt;
 
 /// How many distinct client addresses a token remembers.
@@ -112,6 +112,11 @@ const SELECT: &str = "SELECT t.*, u.username, c.name AS crew_name,
     c.default_redaction AS crew_redaction, c.created_at AS crew_created_at
     FROM tokens t JOIN users u ON u.id = t.user_id JOIN crews c ON c.id = t.crew_id";
 
+const SELECT_FOR_AUTH: &str = "SELECT t.*, u.username, c.name AS crew_name,
+    c.default_redaction AS crew_redaction, c.created_at AS crew_created_at,
+    u.password_hash, u.created_at AS user_created_at, m.role AS member_role
+    FROM tokens t JOIN users u ON u.id = t.user_id JOIN crews c ON c.id = t.crew_id";
+
 pub struct Tokens<'a>(pub(super) &'a Store);
 
 impl Tokens<'_> {
@@ -145,6 +150,30 @@ impl Tokens<'_> {
             c.prepare_cached(&format!("{SELECT} WHERE t.id = ?1"))?
                 .query_row([id], TokenRow::from_row)
                 .optional()
+        })
+    }
+
+    /// For verification in one read: the token, its user, and the user's current
+    /// role in the token's crew (None once they have left it).
+    pub fn find_for_auth(&self, id: i64) -> Result<Option<(TokenRow, User, Option<Role>)>> {
+        self.0.read(|c| {
+            c.prepare_cached(&format!(
+                "{SELECT_FOR_AUTH} LEFT JOIN memberships m
+                   ON m.crew_id = t.crew_id AND m.user_id = t.user_id
+                 WHERE t.id = ?1"
+            ))?
+            .query_row([id], |row| {
+                let token = TokenRow::from_row(row)?;
+                let user = User {
+                    id: token.user_id,
+                    username: token.username.clone(),
+                    password_hash: row.get("password_hash")?,
+                    created_at: row.get("user_created_at")?,
+                };
+                let role: Option<String> = row.get("member_role")?;
+                Ok((token, user, role.as_deref().and_then(Role::parse)))
+            })
+            .optional()
         })
     }
 

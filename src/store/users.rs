@@ -67,25 +67,25 @@ impl Users<'_> {
 
     pub fn find_by_name(&self, username: &str) -> Result<Option<User>> {
         self.0.read(|c| {
-            c.query_row(
-                "SELECT * FROM users WHERE username = ?1",
-                [username],
-                User::from_row,
-            )
-            .optional()
+            c.prepare_cached("SELECT * FROM users WHERE username = ?1")?
+                .query_row([username], User::from_row)
+                .optional()
         })
     }
 
     pub fn find_by_id(&self, id: i64) -> Result<Option<User>> {
         self.0.read(|c| {
-            c.query_row("SELECT * FROM users WHERE id = ?1", [id], User::from_row)
+            c.prepare_cached("SELECT * FROM users WHERE id = ?1")?
+                .query_row([id], User::from_row)
                 .optional()
         })
     }
 
     pub fn count(&self) -> Result<i64> {
-        self.0
-            .read(|c| c.query_row("SELECT count(*) FROM users", [], |r| r.get(0)))
+        self.0.read(|c| {
+            c.prepare_cached("SELECT count(*) FROM users")?
+                .query_row([], |r| r.get(0))
+        })
     }
 
     /// Every user with their crews and roles, by username.
