@@ -580,6 +580,12 @@ fn smuggling_and_oversized_heads_never_reach_the_tunnel() {
     ));
     assert_eq!(status, 431);
     assert_eq!(service.connections.load(Ordering::SeqCst), 0);
+    // A bad chunk size is found while streaming: refused all the same.
+    let (status, _, text) = server.raw(
+        "POST /echo HTTP/1.1\r\nHost: guarded.localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("chunked"), "{text}");
 }
 
 #[test]

@@ -247,7 +247,15 @@ fn exchange(
         out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         out.flush()?;
     }
-    proxy::copy_body(head.body, client, &mut leg.writer)?;
+    if let Err(err) = proxy::copy_body(head.body, client, &mut leg.writer) {
+        // Broken chunk framing is the client's fault and no response has started.
+        if err.kind() != io::ErrorKind::InvalidData {
+            return Err(err);
+        }
+        let why = "The chunked request body is malformed.";
+        out.write_all(&proxy::error_response(400, "bad_request", why))?;
+        return Ok(Some(Forwarded::Refused));
+    }
     let writer = &leg.writer;
     let response = loop {
         let raw = leg
