@@ -619,3 +619,55 @@ fn shutdown_does_not_wait_for_open_tunnels() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_token_without_the_share_scope_exits_4() {
+    let (server, _) = setup();
+    let (status, body) = server.call_basic(
+        "POST",
+        "/api/v1/tokens",
+        "alice",
+        common::PASSWORD,
+        Some(&serde_json::json!({"name": "read only", "crew": "home", "scopes": ["tokens:read"]})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let token = body["secret"].as_str().unwrap();
+    let (code, stderr) = share_fails(&server, token, &["80"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("tunnels:share"), "{stderr}");
+}
+
+#[test]
+fn ctrl_c_closes_the_tunnel_and_frees_its_name() {
+    let (server, token) = setup();
+    let service = Service::start();
+    let mut share = Share::start(&server, service.port, &token, Some("again"));
+    let status = Command::new("kill")
+        .args(["-INT", &share.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = share.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "Host: again.localhost",
+            ])
+            .arg(url(&server, "/"))
+            .output()
+            .unwrap();
+        if out.stdout == b"404" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tunnel stayed open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _again = Share::start(&server, service.port, &token, Some("again"));
+}
