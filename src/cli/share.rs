@@ -278,14 +278,7 @@ fn serve_connection(server: &Server, id: &str, local: &str) {
                 Ok(conn) => service = Some(conn),
                 Err(e) => {
                     let why = format!("berth share could not reach http://{local}: {e}");
-                    let _ = data.write_all(&proxy::error_response(502, "bad_gateway", &why));
-                    outln!(
-                        "{} {} 502 {}ms",
-                        head.method,
-                        head.target,
-                        started.elapsed().as_millis()
-                    );
-                    return;
+                    return bad_gateway(&mut data, &why, &head, started);
                 }
             }
         }
@@ -301,12 +294,7 @@ fn serve_connection(server: &Server, id: &str, local: &str) {
             from_local,
         ) {
             Ok(Some((status, keep))) => {
-                outln!(
-                    "{} {} {status} {}ms",
-                    head.method,
-                    head.target,
-                    started.elapsed().as_millis()
-                );
+                log_request(&head, status, started);
                 if status == 101 {
                     let Some((local_stream, from_local)) = service.take() else {
                         return;
@@ -320,18 +308,23 @@ fn serve_connection(server: &Server, id: &str, local: &str) {
             }
             Ok(None) => {
                 let why = format!("The service at http://{local} did not answer.");
-                let _ = data.write_all(&proxy::error_response(502, "bad_gateway", &why));
-                outln!(
-                    "{} {} 502 {}ms",
-                    head.method,
-                    head.target,
-                    started.elapsed().as_millis()
-                );
-                return;
+                return bad_gateway(&mut data, &why, &head, started);
             }
             Err(_) => return,
         }
     }
+}
+
+/// The one line printed per request: method, path, status, milliseconds.
+fn log_request(head: &proxy::RequestHead, status: u16, started: Instant) {
+    let ms = started.elapsed().as_millis();
+    outln!("{} {} {status} {ms}ms", head.method, head.target);
+}
+
+/// Answer the public side with a 502 saying why, closing the connection.
+fn bad_gateway(data: &mut TcpStream, why: &str, head: &proxy::RequestHead, started: Instant) {
+    let _ = data.write_all(&proxy::error_response(502, "bad_gateway", why));
+    log_request(head, 502, started);
 }
 
 fn connect_local(local: &str) -> io::Result<(TcpStream, Conn<TcpStream>)> {
