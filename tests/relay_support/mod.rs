@@ -1,0 +1,161 @@
+//! Fixtures for the relay tests: a tiny local HTTP service and a forwarder
+//! whose connections a test can cut.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Size of the large bodies sent both ways.
+pub const BIG: usize = 1024 * 1024;
+
+pub fn big_body() -> Vec<u8> {
+    (0..BIG).map(|i| (i % 251) as u8).collect()
+}
+
+/// A tiny keep-alive HTTP/1.1 service: `/echo` returns the request body,
+/// `/big` 1 MiB, anything else a line describing the request.
+pub struct Service {
+    pub port: u16,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl Service {
+    pub fn start() -> Service {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                std::thread::spawn(move || serve(stream, n));
+            }
+        });
+        Service { port, connections }
+    }
+}
+
+fn serve(stream: TcpStream, connection: usize) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push(line.trim_end().to_string());
+        }
+        let header = |name: &str| {
+            head.iter()
+                .skip(1)
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                })
+                .unwrap_or_default()
+        };
+        let body = if header("transfer-encoding").eq_ignore_ascii_case("chunked") {
+            read_chunked(&mut reader)
+        } else {
+            let mut body = vec![0; header("content-length").parse().unwrap_or(0)];
+            reader.read_exact(&mut body).map(|()| body).ok()
+        };
+        let Some(body) = body else { return };
+        if !header("upgrade").is_empty() {
+            // Switch to an echo of raw bytes, as a WebSocket server would switch.
+            let _ = out.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+            );
+            let _ = std::io::copy(&mut reader, &mut out);
+            return;
+        }
+        let path = head[0].split_whitespace().nth(1).unwrap_or("").to_string();
+        let reply = match path.as_str() {
+            "/echo" => body,
+            "/big" => big_body(),
+            _ => format!(
+                "path={path} host={} xff={} xfh={} xfp={} conn={connection}",
+                header("host"),
+                header("x-forwarded-for"),
+                header("x-forwarded-host"),
+                header("x-forwarded-proto"),
+            )
+            .into_bytes(),
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            reply.len()
+        );
+        if out.write_all(head.as_bytes()).is_err() || out.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// A chunked request body, de-chunked (no trailers).
+fn read_chunked(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let size = usize::from_str_radix(line.trim(), 16).ok()?;
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+/// A TCP forwarder to the server whose connections the test can cut, as a
+/// network failure would.
+pub struct Cutter {
+    pub url: String,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Cutter {
+    pub fn start(target: &str) -> Cutter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (target, streams) = (target.to_string(), open.clone());
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { continue };
+                let Ok(outbound) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut held = streams.lock().unwrap();
+                held.push(inbound.try_clone().unwrap());
+                held.push(outbound.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                    (outbound, inbound),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Cutter { url, open }
+    }
+
+    /// Break every connection made so far.
+    pub fn cut(&self) {
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
