@@ -1,0 +1,506 @@
+//! HTTP/1.1 forwarding: connections read through a buffer, heads read under their
+//! limits and deadlines, and bodies framed and streamed between two connections.
+
+mod head;
+
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+pub use head::{parse_request, parse_response, HeadError, RequestHead};
+
+/// Largest request head accepted (431 beyond).
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// A request head must arrive whole within this time of its first byte (slowloris).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a keep-alive connection may sit idle between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most header lines accepted in one head.
+pub const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line accepted, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Copy buffer for bodies: bodies stream, never buffered whole.
+const COPY_BUF: usize = 16 * 1024;
+
+/// How a message body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    None,
+    Length(u64),
+    Chunked,
+    /// Responses only: until the server closes.
+    UntilClose,
+}
+
+/// Why a request body could not be read whole.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// Larger than the limit (413).
+    TooLarge,
+    /// Broken chunked framing (400).
+    Bad,
+    /// Not all there within the deadline (408).
+    Timeout,
+    /// The client went away.
+    Closed,
+}
+
+/// Read a request body whole, de-chunked, refusing more than `max` bytes and
+/// anything slower than `within`. `set_timeout` bounds each read of the
+/// connection so the deadline holds however the bytes trickle in.
+pub fn read_body_whole<S: Read>(
+    body: Body,
+    from: &mut Conn<S>,
+    max: u64,
+    within: Duration,
+    set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
+) -> Result<Vec<u8>, BodyError> {
+    let mut timed = Timed {
+        conn: from,
+        deadline: Instant::now() + within,
+        set_timeout,
+    };
+    match body {
+        Body::None | Body::UntilClose => Ok(Vec::new()),
+        Body::Length(n) if n > max => Err(BodyError::TooLarge),
+        Body::Length(n) => {
+            let mut out = vec![0; n as usize];
+            timed.read_exact(&mut out).map_err(body_error)?;
+            Ok(out)
+        }
+        Body::Chunked => {
+            let mut out = Vec::new();
+            loop {
+                let line = timed.read_line(MAX_CHUNK_LINE)?;
+                let size = parse_chunk_line(&line).map_err(|_| BodyError::Bad)?;
+                if size == 0 {
+                    // Trailers are dropped: the API reads none.
+                    loop {
+                        let trailer = timed.read_line(MAX_HEAD_BYTES)?;
+                        if !trailer.ends_with(b"\r\n") {
+                            return Err(BodyError::Bad);
+                        }
+                        if trailer == b"\r\n" {
+                            return Ok(out);
+                        }
+                    }
+                }
+                if out.len() as u64 + size > max {
+                    return Err(BodyError::TooLarge);
+                }
+                let start = out.len();
+                out.resize(start + size as usize, 0);
+                timed.read_exact(&mut out[start..]).map_err(body_error)?;
+                let mut crlf = [0u8; 2];
+                timed.read_exact(&mut crlf).map_err(body_error)?;
+                if &crlf != b"\r\n" {
+                    return Err(BodyError::Bad);
+                }
+            }
+        }
+    }
+}
+
+fn body_error(e: io::Error) -> BodyError {
+    if is_timeout(&e) {
+        BodyError::Timeout
+    } else {
+        BodyError::Closed
+    }
+}
+
+/// A connection read under one deadline for all its reads.
+struct Timed<'a, S> {
+    conn: &'a mut Conn<S>,
+    deadline: Instant,
+    set_timeout: &'a dyn Fn(Option<Duration>) -> io::Result<()>,
+}
+
+impl<S: Read> Read for Timed<'_, S> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.conn.buffered().is_empty() {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            (self.set_timeout)(Some(left))?;
+        }
+        self.conn.read(out)
+    }
+}
+
+impl<S: Read> Timed<'_, S> {
+    /// One line of at most `max` bytes, ending in LF (checked by the caller).
+    fn read_line(&mut self, max: usize) -> Result<Vec<u8>, BodyError> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while line.last() != Some(&b'\n') {
+            if line.len() > max {
+                return Err(BodyError::Bad);
+            }
+            self.read_exact(&mut byte).map_err(body_error)?;
+            line.push(byte[0]);
+        }
+        Ok(line)
+    }
+}
+
+/// A connection read through a buffer, so bytes after a head stay for its body.
+pub struct Conn<S> {
+    pub stream: S,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl<S: Read> Conn<S> {
+    pub fn new(stream: S) -> Conn<S> {
+        Conn {
+            stream,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Read more bytes into the buffer; 0 means the peer closed.
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let start = self.buf.len();
+        self.buf.resize(start + COPY_BUF, 0);
+        let read = loop {
+            match self.stream.read(&mut self.buf[start..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        self.buf.truncate(start + *read.as_ref().unwrap_or(&0));
+        read
+    }
+
+    /// Read until the blank line ending a head; returns the head's bytes.
+    /// `set_timeout` bounds each read so the whole head meets its deadline.
+    pub fn read_head(
+        &mut self,
+        idle: Duration,
+        set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
+    ) -> Result<Vec<u8>, HeadError> {
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if let Some(end) = find_head_end(self.buffered()) {
+                // The end may arrive in the same read that crosses the limit.
+                if end > MAX_HEAD_BYTES {
+                    return Err(HeadError::TooLarge);
+                }
+                let head = self.buffered()[..end].to_vec();
+                self.pos += end;
+                return Ok(head);
+            }
+            if self.buffered().len() > MAX_HEAD_BYTES {
+                return Err(HeadError::TooLarge);
+            }
+            let wait = match deadline {
+                None if self.buffered().is_empty() => idle,
+                None => {
+                    deadline = Some(Instant::now() + HEAD_TIMEOUT);
+                    HEAD_TIMEOUT
+                }
+                Some(end) => end.saturating_duration_since(Instant::now()),
+            };
+            if wait.is_zero() {
+                return Err(HeadError::Timeout);
+            }
+            set_timeout(Some(wait)).map_err(|_| HeadError::Io)?;
+            match self.fill() {
+                Ok(0) if self.buffered().is_empty() => return Err(HeadError::Closed),
+                Ok(0) => {
+                    return Err(HeadError::Bad(
+                        "The connection closed in the middle of a request head.",
+                    ))
+                }
+                Ok(_) => {
+                    if deadline.is_none() {
+                        deadline = Some(Instant::now() + HEAD_TIMEOUT);
+                    }
+                }
+                Err(e) if is_timeout(&e) => {
+                    return Err(if self.buffered().is_empty() {
+                        HeadError::Closed
+                    } else {
+                        HeadError::Timeout
+                    })
+                }
+                Err(_) => return Err(HeadError::Io),
+            }
+        }
+    }
+
+    /// Read one CRLF-terminated line of at most `max` bytes (chunk framing).
+    fn read_line(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(at) = self.buffered().iter().position(|&b| b == b'\n') {
+                let line = self.buffered()[..=at].to_vec();
+                self.pos += at + 1;
+                return Ok(line);
+            }
+            if self.buffered().len() > max {
+                return Err(invalid("chunk line too long"));
+            }
+            if self.fill()? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+}
+
+impl<S: Read> Read for Conn<S> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.buffered().is_empty() {
+            return self.stream.read(out);
+        }
+        let n = self.buffered().len().min(out.len());
+        out[..n].copy_from_slice(&self.buffered()[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn invalid(why: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
+
+/// Index just past the `\r\n\r\n` (or `\n\n`, refused later as bare LF) ending a head.
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    for i in 0..buf.len() {
+        if buf[i] == b'\n' {
+            if buf[i + 1..].starts_with(b"\r\n") {
+                return Some(i + 3);
+            }
+            if buf[i + 1..].starts_with(b"\n") {
+                return Some(i + 2);
+            }
+        }
+    }
+    None
+}
+
+/// Copy one body from `from` to `to` as framed; chunked bodies are checked
+/// chunk by chunk and passed on in the same framing.
+pub fn copy_body<S: Read>(body: Body, from: &mut Conn<S>, to: &mut impl Write) -> io::Result<u64> {
+    match body {
+        Body::None => Ok(0),
+        Body::Length(n) => {
+            let copied = io::copy(&mut from.take(n), to)?;
+            if copied < n {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            Ok(copied)
+        }
+        Body::UntilClose => io::copy(from, to),
+        Body::Chunked => copy_chunked(from, to),
+    }
+}
+
+fn copy_chunked<S: Read>(from: &mut Conn<S>, to: &mut impl Write) -> io::Result<u64> {
+    let mut total = 0;
+    loop {
+        let line = from.read_line(MAX_CHUNK_LINE)?;
+        let size = parse_chunk_line(&line)?;
+        to.write_all(&line)?;
+        if size == 0 {
+            // Trailers, then the blank line.
+            loop {
+                let trailer = from.read_line(MAX_HEAD_BYTES)?;
+                if !trailer.ends_with(b"\r\n") || trailer[..trailer.len() - 2].contains(&b'\r') {
+                    return Err(invalid("bad chunked trailer"));
+                }
+                to.write_all(&trailer)?;
+                if trailer == b"\r\n" {
+                    return Ok(total);
+                }
+            }
+        }
+        let copied = io::copy(&mut from.take(size), to)?;
+        if copied < size {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        total += size;
+        let mut crlf = [0u8; 2];
+        from.read_exact(&mut crlf)?;
+        if &crlf != b"\r\n" {
+            return Err(invalid("chunk data not followed by CRLF"));
+        }
+        to.write_all(&crlf)?;
+    }
+}
+
+/// The size in a `HEX[;ext]\r\n` line; anything looser is refused.
+fn parse_chunk_line(line: &[u8]) -> io::Result<u64> {
+    let line = line
+        .strip_suffix(b"\r\n")
+        .ok_or_else(|| invalid("chunk size line must end in CRLF"))?;
+    let hex = match line.iter().position(|&b| b == b';') {
+        Some(at) => &line[..at],
+        None => line,
+    };
+    if hex.is_empty() || hex.len() > 15 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return Err(invalid("bad chunk size"));
+    }
+    u64::from_str_radix(std::str::from_utf8(hex).unwrap_or("x"), 16)
+        .map_err(|_| invalid("bad chunk size"))
+}
+
+/// The reason phrase of a status.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        507 => "Insufficient Storage",
+        _ => "Status",
+    }
+}
+
+/// A complete JSON error response of DESIGN §4's shape, closing the connection.
+pub fn error_response(status: u16, code: &str, message: &str) -> Vec<u8> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        reason(status),
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(bytes: &[u8]) -> Conn<io::Cursor<Vec<u8>>> {
+        Conn::new(io::Cursor::new(bytes.to_vec()))
+    }
+
+    fn no_timeout(_: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
+
+    #[test]
+    fn heads_are_read_whole_and_bodies_stay_buffered() {
+        let mut c = conn(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET");
+        let raw = c.read_head(IDLE_TIMEOUT, &no_timeout).unwrap();
+        let head = parse_request(&raw).unwrap();
+        let mut out = Vec::new();
+        copy_body(head.body, &mut c, &mut out).unwrap();
+        assert_eq!(out, b"abc");
+        assert!(matches!(
+            c.read_head(IDLE_TIMEOUT, &no_timeout),
+            Err(HeadError::Bad(_))
+        ));
+        assert!(matches!(
+            conn(b"").read_head(IDLE_TIMEOUT, &no_timeout),
+            Err(HeadError::Closed)
+        ));
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_too_large() {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES + 1));
+        assert!(matches!(
+            conn(&raw).read_head(IDLE_TIMEOUT, &no_timeout),
+            Err(HeadError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn a_head_ending_past_the_limit_in_one_read_is_too_large() {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES));
+        raw.extend_from_slice(b"\r\n\r\n");
+        assert!(matches!(
+            conn(&raw).read_head(IDLE_TIMEOUT, &no_timeout),
+            Err(HeadError::TooLarge)
+        ));
+    }
+
+    fn whole(body: Body, bytes: &[u8], max: u64) -> Result<Vec<u8>, BodyError> {
+        read_body_whole(body, &mut conn(bytes), max, HEAD_TIMEOUT, &no_timeout)
+    }
+
+    #[test]
+    fn bodies_are_read_whole_and_dechunked_within_the_limit() {
+        let chunked = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+        assert_eq!(whole(Body::Chunked, chunked, 100).unwrap(), b"Wikipedia");
+        assert_eq!(whole(Body::Length(3), b"abcdef", 100).unwrap(), b"abc");
+        assert_eq!(whole(Body::None, b"abc", 100).unwrap(), b"");
+        assert_eq!(whole(Body::Length(101), b"", 100), Err(BodyError::TooLarge));
+        assert_eq!(whole(Body::Chunked, chunked, 8), Err(BodyError::TooLarge));
+        assert_eq!(whole(Body::Length(5), b"ab", 100), Err(BodyError::Closed));
+        for bad in [
+            &b"g\r\nx\r\n0\r\n\r\n"[..],
+            b"4\r\nWikiXX0\r\n\r\n",
+            b"4\nWiki\r\n",
+        ] {
+            assert_eq!(
+                whole(Body::Chunked, bad, 100),
+                Err(BodyError::Bad),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_pass_through_and_bad_sizes_fail() {
+        let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        let mut out = Vec::new();
+        assert_eq!(
+            copy_body(Body::Chunked, &mut conn(body), &mut out).unwrap(),
+            9
+        );
+        assert_eq!(out, body);
+        for bad in [
+            &b"g\r\nx\r\n0\r\n\r\n"[..],
+            b"-1\r\n",
+            b"4\nWiki\r\n0\r\n\r\n",
+            b"4\r\nWikiXX0\r\n\r\n",
+            b"\r\n",
+            b"10000000000000000\r\n",
+        ] {
+            assert!(
+                copy_body(Body::Chunked, &mut conn(bad), &mut Vec::new()).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}
