@@ -346,3 +346,64 @@ fn viewers_list_but_close_only_with_rights_and_other_crews_see_nothing() {
     assert_eq!(body["active"], false);
     assert_eq!(share.exits().0, 1);
 }
+
+#[test]
+fn bulk_revoke_with_disconnect_closes_tunnels_and_checks_the_flag() {
+    let (server, token, admin) = setup();
+    let service = Service::start();
+    let mut share = Share::start(&server, service.port, &token);
+    let token_id: i64 = token.split('|').next().unwrap().parse().unwrap();
+    let bad = json!({"action": "revoke", "ids": [token_id], "disconnect": "yes"});
+    let (status, _) = server.call("POST", "/api/v1/tokens/bulk", Some(&admin), Some(&bad));
+    assert_eq!(status, 400);
+    let body = json!({"action": "revoke", "ids": [token_id], "disconnect": true});
+    let (status, reply) = server.call("POST", "/api/v1/tokens/bulk", Some(&admin), Some(&body));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["updated"], json!([token_id]));
+    assert_eq!(share.exits().0, 1);
+    assert_eq!(public_status(&server, share.host()), 404);
+}
+
+#[test]
+fn an_admins_close_is_audited_as_the_admins() {
+    let (server, token, admin) = setup();
+    let service = Service::start();
+    let mut share = Share::start(&server, service.port, &token);
+    let id = tunnels(&server, &admin, "")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = server.call(
+        "DELETE",
+        &format!("/api/v1/tunnels/{id}"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(share.exits().0, 1);
+    let admin_id: i64 = admin.split('|').next().unwrap().parse().unwrap();
+    let closer: i64 = server
+        .db()
+        .query_row(
+            "SELECT token_id FROM audit WHERE action = 'tunnel.close'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(closer, admin_id);
+}
+
+#[test]
+fn a_restart_marks_tunnels_left_open_as_closed() {
+    let (mut server, token, admin) = setup();
+    let service = Service::start();
+    let share = Share::start(&server, service.port, &token);
+    assert_eq!(tunnels(&server, &admin, "?active=1").len(), 1);
+    server.kill9();
+    drop(share);
+    let server = Server::start_in(&server.data.clone(), &[]);
+    assert!(tunnels(&server, &admin, "?active=1").is_empty());
+    let all = tunnels(&server, &admin, "");
+    assert_eq!(all.len(), 1);
+    assert!(all[0]["closed_at"].is_string());
+}
