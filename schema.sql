@@ -69,3 +69,18 @@ CREATE TABLE audit (
     address    TEXT
 );
 CREATE INDEX audit_by_crew ON audit(crew_id, id);
+
+-- migration: 2
+-- Tunnel history: one row per tunnel opened; closed_at is null while it is live.
+CREATE TABLE tunnels (
+    id         TEXT PRIMARY KEY,           -- the relay's tunnel id (hex), as in the `ready` frame
+    crew_id    INTEGER NOT NULL REFERENCES crews(id) ON DELETE CASCADE,
+    user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    token_id   INTEGER NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,
+    kind       TEXT NOT NULL CHECK (kind IN ('http', 'tcp')),
+    subdomain  TEXT NOT NULL,
+    url        TEXT NOT NULL,
+    opened_at  TEXT NOT NULL,
+    closed_at  TEXT
+);
+CREATE INDEX tunnels_by_crew ON tunnels(crew_id, opened_at);

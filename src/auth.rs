@@ -62,6 +62,12 @@ pub enum Action {
     LeaveCrew,
     /// Open a tunnel (`berth share`).
     ShareTunnels,
+    /// See the crew's tunnels.
+    ReadTunnels,
+    /// Close a tunnel one opened oneself.
+    CloseOwnTunnels,
+    /// Close anyone's tunnel in the crew.
+    CloseCrewTunnels,
 }
 
 impl Action {
@@ -79,6 +85,9 @@ impl Action {
             Action::ReadAudit => (Role::Admin, "crew:admin"),
             Action::LeaveCrew => (Role::Viewer, "crew:admin"),
             Action::ShareTunnels => (Role::Member, "tunnels:share"),
+            Action::ReadTunnels => (Role::Viewer, "tunnels:read"),
+            Action::CloseOwnTunnels => (Role::Member, "tunnels:share"),
+            Action::CloseCrewTunnels => (Role::Admin, "crew:admin"),
         }
     }
 }
@@ -187,6 +196,11 @@ impl Auth {
             last_used: LastUsed::default(),
             dummy_password_hash,
         }
+    }
+
+    /// The store credentials are checked against.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Verify a bearer token (DESIGN §2) and note its use from `address`.
@@ -467,6 +481,11 @@ mod tests {
             (Role::Owner, CrewSettings, true),
             (Role::Member, ReadAudit, false),
             (Role::Admin, ReadAudit, true),
+            (Role::Viewer, ReadTunnels, true),
+            (Role::Viewer, CloseOwnTunnels, false),
+            (Role::Member, CloseOwnTunnels, true),
+            (Role::Member, CloseCrewTunnels, false),
+            (Role::Admin, CloseCrewTunnels, true),
         ];
         for (role, action, expected) in cases {
             assert_eq!(

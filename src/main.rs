@@ -88,6 +88,9 @@ pub enum Command {
     /// Crews (teams) and their members
     #[command(subcommand)]
     Crews(CrewsCommand),
+    /// The crew's live and recent tunnels
+    #[command(subcommand)]
+    Tunnels(TunnelsCommand),
     /// Open an HTTP tunnel to a local port and print its public URL
     #[command(after_help = "Examples:
   berth share 3000
@@ -238,10 +241,14 @@ pub enum TokensCommand {
     /// Revoke tokens by id or name
     #[command(after_help = "Examples:
   berth tokens revoke 17
-  berth tokens revoke \"old laptop - CLI\" 18 19")]
+  berth tokens revoke \"old laptop - CLI\" 18 19
+  berth tokens revoke --disconnect 17")]
     Revoke {
         #[arg(required = true, value_name = "ID_OR_NAME")]
         tokens: Vec<String>,
+        /// Also close the live tunnels these tokens opened (a compromised token)
+        #[arg(long)]
+        disconnect: bool,
     },
     /// Revoke a token by name (alias of revoke; with USERNAME, signs in with a password)
     #[command(after_help = "Examples:
@@ -290,6 +297,22 @@ pub struct CreateTokenArgs {
 }
 
 #[derive(Subcommand)]
+pub enum TunnelsCommand {
+    /// Live and recent tunnels of the crew, newest first
+    #[command(after_help = "Examples:
+  berth tunnels list
+  berth tunnels list --json")]
+    List,
+    /// Close a live tunnel: your own (member), anyone's (admin, owner)
+    #[command(after_help = "Examples:
+  berth tunnels close 3f2a9c01d4e5b6a7")]
+    Close {
+        /// The tunnel's id, as `berth tunnels list` shows it
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum CrewsCommand {
     /// Crews you belong to
     List,
@@ -325,6 +348,7 @@ fn main() -> ExitCode {
         Command::Config(cmd) => cli::config::run(&global, cmd),
         Command::Tokens(cmd) => cli::tokens::run(&global, cmd),
         Command::Crews(cmd) => cli::crews::run(&global, cmd),
+        Command::Tunnels(cmd) => cli::tunnels::run(&global, cmd),
         Command::Share(args) => cli::share::run(
             &global,
             cli::share::Share {

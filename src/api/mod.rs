@@ -5,6 +5,7 @@ mod crews;
 mod error;
 mod session;
 mod tokens;
+mod tunnels;
 
 use std::collections::HashMap;
 use std::io::{Cursor, Read};
@@ -19,6 +20,7 @@ pub use error::ApiError;
 pub use session::check_simple_name;
 
 use crate::auth::{Auth, AuthError, Principal};
+use crate::relay::Relay;
 use crate::store::{Membership, NewAuditEvent, Store};
 
 /// Largest request body the API reads.
@@ -36,6 +38,8 @@ pub struct ApiState {
     pub setup_code: Mutex<Option<String>>,
     /// Cookies get `Secure` and the `__Host-` prefix.
     pub secure_cookies: bool,
+    /// The live tunnels, shared with the front door's relay threads.
+    pub relay: Arc<Relay>,
 }
 
 impl ApiState {
@@ -177,6 +181,8 @@ fn api_v1(
         (["tokens", id], Get) => tokens::show(state, call, parse_id(id)?),
         (["tokens", id], Patch) => tokens::update(state, call, parse_id(id)?),
         (["tokens", id], Delete) => tokens::revoke(state, call, parse_id(id)?),
+        (["tunnels"], Get) => tunnels::list(state, call),
+        (["tunnels", id], Delete) => tunnels::close(state, call, id),
         (
             ["me"]
             | ["session"]
@@ -187,7 +193,9 @@ fn api_v1(
             | ["crews", _, "members", _]
             | ["audit"]
             | ["tokens"]
-            | ["tokens", _],
+            | ["tokens", _]
+            | ["tunnels"]
+            | ["tunnels", _],
             _,
         ) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound(format!("Nothing at {}.", call.path))),

@@ -228,12 +228,26 @@ pub fn revoke(state: &ApiState, call: &Call, id: i64) -> Result<Reply, ApiError>
         "token.revoke",
         format!("token {} \"{}\"", row.id, row.name),
     );
-    Ok(json_reply(200, &token_json(state, &row)))
+    let mut reply = token_json(state, &row);
+    if flag(call.query.get("disconnect").map(String::as_str)) {
+        let closed = super::tunnels::close_for_token(state, call, &who, row.id);
+        reply["tunnels_closed"] = json!(closed);
+    }
+    Ok(json_reply(200, &reply))
 }
 
 pub fn bulk(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
-    call.only_fields(&["action", "ids", "redaction"])?;
+    call.only_fields(&["action", "ids", "redaction", "disconnect"])?;
     let who = call.principal(state, true)?;
+    let disconnect = match call.field("disconnect") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "Field `disconnect` must be true or false.".into(),
+            ))
+        }
+    };
     let action = call.required_str("action")?;
     let tier = match action {
         "revoke" => None,
@@ -293,6 +307,9 @@ pub fn bulk(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
                     what,
                     format!("token {} (bulk)", row.id),
                 );
+                if disconnect && tier.is_none() {
+                    super::tunnels::close_for_token(state, call, &who, row.id);
+                }
                 updated.push(id);
             }
             Err(err) => {
@@ -305,6 +322,11 @@ pub fn bulk(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         200,
         &json!({"updated": updated, "failed": failed}),
     ))
+}
+
+/// A query flag: `1` or `true`.
+fn flag(value: Option<&str>) -> bool {
+    matches!(value, Some("1" | "true"))
 }
 
 /// What a caller wants to do with a token.

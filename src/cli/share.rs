@@ -66,8 +66,17 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
                 first = false;
                 backoff = BACKOFF_START;
                 subdomain = subdomain_of(&url).or(subdomain);
-                let why = run_control(&control, frames, &server, &local);
-                write_stderr(&format!("Lost the connection to {}: {why}\n", server.url));
+                match run_control(&control, frames, &server, &local) {
+                    Ended::Lost(why) => {
+                        write_stderr(&format!("Lost the connection to {}: {why}\n", server.url))
+                    }
+                    // Closed on purpose on the server: reconnecting would undo it.
+                    Ended::Closed(reason) => {
+                        return Err(CliError::other(format!(
+                            "The server closed the tunnel: {reason}. Run berth share again to open a new one."
+                        )))
+                    }
+                }
             }
             // A refused token will not get better by waiting.
             Err(err) if first || [exit::NOT_AUTHENTICATED, exit::FORBIDDEN].contains(&err.code) => {
@@ -198,15 +207,23 @@ fn subdomain_of(url: &str) -> Option<String> {
     Some(host.split('.').next()?.to_string())
 }
 
+/// How a control connection ended.
+enum Ended {
+    /// The connection was lost: reconnect.
+    Lost(String),
+    /// The server closed the tunnel on purpose (a `closed` frame): do not reconnect.
+    Closed(String),
+}
+
 /// Serve the control connection until it ends; says why it ended.
 fn run_control(
     control: &TcpStream,
     mut frames: FrameReader<Conn<TcpStream>>,
     server: &Server,
     local: &str,
-) -> String {
+) -> Ended {
     if let Err(e) = control.set_read_timeout(Some(PING_EVERY)) {
-        return e.to_string();
+        return Ended::Lost(e.to_string());
     }
     let mut writer = control;
     let mut heard = Instant::now();
@@ -226,23 +243,24 @@ fn run_control(
                 heard = Instant::now();
                 protocol::write_frame(&mut writer, &Frame::Pong {})
             }
+            Ok(Frame::Closed { reason }) => return Ended::Closed(reason),
             Ok(_) => {
                 heard = Instant::now();
                 Ok(())
             }
             Err(e) if protocol::is_timeout(&e) => Ok(()),
-            Err(e) => return describe(&e),
+            Err(e) => return Ended::Lost(describe(&e)),
         };
         if let Err(e) = result {
-            return describe(&e);
+            return Ended::Lost(describe(&e));
         }
         if heard.elapsed() >= SILENCE_LIMIT {
-            return "the server was silent for 60 seconds".into();
+            return Ended::Lost("the server was silent for 60 seconds".into());
         }
         if pinged.elapsed() >= PING_EVERY {
             pinged = Instant::now();
             if let Err(e) = protocol::write_frame(&mut writer, &Frame::Ping {}) {
-                return describe(&e);
+                return Ended::Lost(describe(&e));
             }
         }
     }

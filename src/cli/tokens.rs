@@ -30,10 +30,10 @@ pub fn run(global: &GlobalArgs, command: TokensCommand) -> CliResult {
         TokensCommand::Create(args) => {
             create(global, &Client::with_token(&session.settings)?, args)
         }
-        TokensCommand::Revoke { tokens } => bulk(
+        TokensCommand::Revoke { tokens, disconnect } => bulk(
             &Client::with_token(&session.settings)?,
             &tokens,
-            Action::Revoke,
+            Action::Revoke { disconnect },
         ),
         TokensCommand::Destroy {
             mut args,
@@ -41,7 +41,7 @@ pub fn run(global: &GlobalArgs, command: TokensCommand) -> CliResult {
         } => {
             let name = args.pop().unwrap_or_default();
             let client = client_for(&session, args.pop(), password_stdin)?;
-            bulk(&client, &[name], Action::Revoke)
+            bulk(&client, &[name], Action::Revoke { disconnect: false })
         }
         TokensCommand::SetRedaction { tier, tokens } => {
             let tier = checked_tier(&tier)?;
@@ -207,7 +207,10 @@ fn checked_tier(tier: &str) -> Result<&str, CliError> {
 
 /// What a bulk call does to the tokens it names.
 enum Action<'a> {
-    Revoke,
+    /// With `disconnect`, also close the live tunnels the tokens opened.
+    Revoke {
+        disconnect: bool,
+    },
     SetRedaction(&'a str),
 }
 
@@ -218,7 +221,12 @@ fn bulk(client: &Client, args: &[String], action: Action) -> CliResult {
         let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
         let mut body = json!({ "ids": ids });
         match action {
-            Action::Revoke => body["action"] = json!("revoke"),
+            Action::Revoke { disconnect } => {
+                body["action"] = json!("revoke");
+                if disconnect {
+                    body["disconnect"] = json!(true);
+                }
+            }
             Action::SetRedaction(tier) => {
                 body["action"] = json!("set_redaction");
                 body["redaction"] = json!(tier);
@@ -239,7 +247,10 @@ fn bulk(client: &Client, args: &[String], action: Action) -> CliResult {
             .filter_map(Value::as_i64)
         {
             match action {
-                Action::Revoke => outln!("Revoked {}", label(id)),
+                Action::Revoke { disconnect: false } => outln!("Revoked {}", label(id)),
+                Action::Revoke { disconnect: true } => {
+                    outln!("Revoked {} and closed its live tunnels", label(id))
+                }
                 Action::SetRedaction(tier) => outln!("Set redaction of {} to {tier}", label(id)),
             }
         }

@@ -6,10 +6,11 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
-use super::{ClaimError, Relay, SWITCHING};
+use super::{ClaimError, Relay, Tunnel, SWITCHING};
 use crate::api::ApiError;
-use crate::auth::{self, Action, Auth};
+use crate::auth::{self, Action, Auth, Principal};
 use crate::proxy::{self, Body, Conn, RequestHead};
+use crate::store::{NewAuditEvent, NewTunnel, Store};
 
 /// How long a tunnel's client may take to start answering a request.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -93,16 +94,86 @@ pub fn serve_control(
         let why = "Only http tunnels are served so far; leave out --tcp.";
         return refuse(&mut out, ApiError::BadRequest(why.into()));
     }
-    let tunnel = match relay.claim(query(&head.target, "subdomain"), stream.try_clone()?) {
+    let token_id = principal.token().map_or(0, |t| t.id);
+    let wanted = query(&head.target, "subdomain");
+    let record = History {
+        store: auth.store(),
+        crew_id: membership.crew.id,
+        principal: &principal,
+        address: peer.ip().to_string(),
+    };
+    let mut opened = None;
+    let claimed = relay.claim(wanted, stream.try_clone()?, token_id, |tunnel| {
+        record.opened(relay, tunnel);
+        opened = Some(tunnel.id.clone());
+    });
+    let tunnel = match claimed {
         Ok(tunnel) => tunnel,
         Err(ClaimError::Invalid(why)) => return refuse(&mut out, ApiError::BadRequest(why)),
         Err(ClaimError::Taken(why)) => return refuse(&mut out, ApiError::Conflict(why)),
-        Err(ClaimError::Gone) => return Ok(()),
+        Err(ClaimError::Gone) => {
+            if let Some(id) = opened {
+                record.closed(&id);
+            }
+            return Ok(());
+        }
     };
     let result = control_loop(&tunnel, stream, client, (PING_EVERY, SILENCE_LIMIT));
     relay.release(&tunnel);
     tunnel.close();
+    record.closed(&tunnel.id);
     result
+}
+
+/// Writes a tunnel's history row and its `tunnel.open` / `tunnel.close` audit events.
+struct History<'a> {
+    store: &'a Store,
+    crew_id: i64,
+    principal: &'a Principal,
+    address: String,
+}
+
+impl History<'_> {
+    fn opened(&self, relay: &Relay, tunnel: &Tunnel) {
+        let url = relay.url_of(&tunnel.subdomain);
+        let row = NewTunnel {
+            id: &tunnel.id,
+            crew_id: self.crew_id,
+            user_id: self.principal.user.id,
+            token_id: tunnel.token_id,
+            kind: "http",
+            subdomain: &tunnel.subdomain,
+            url: &url,
+        };
+        if let Err(err) = self.store.tunnels().open(&row) {
+            eprintln!("berth: could not record tunnel {}: {err}", tunnel.id);
+        }
+        self.audit("tunnel.open", format!("tunnel {} {url}", tunnel.id));
+    }
+
+    /// Record the close, unless someone (an admin, a revocation) already did.
+    fn closed(&self, id: &str) {
+        match self.store.tunnels().close(id) {
+            Ok(true) => self.audit("tunnel.close", format!("tunnel {id}")),
+            Ok(false) => {}
+            Err(err) => eprintln!("berth: could not record tunnel {id} closed: {err}"),
+        }
+    }
+
+    fn audit(&self, action: &str, detail: String) {
+        let event = NewAuditEvent {
+            crew_id: Some(self.crew_id),
+            user_id: Some(self.principal.user.id),
+            username: Some(&self.principal.user.username),
+            token_id: self.principal.token().map(|t| t.id),
+            action,
+            detail,
+            address: Some(&self.address),
+        };
+        if let Err(err) = self.store.audit().record(&event) {
+            eprintln!("berth: could not record audit event {action}: {err}");
+        }
+    }
 }
 
 /// Ping every `ping_every`, answer pings, and end after `silence` without a word.
@@ -321,7 +392,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let tunnel = relay
-            .claim(Some("quiet"), server.try_clone().unwrap())
+            .claim(Some("quiet"), server.try_clone().unwrap(), 1, |_| {})
             .unwrap();
         (tunnel, server, client)
     }

@@ -51,6 +51,8 @@ const NOUNS: [&str; 16] = [
 pub struct Tunnel {
     pub id: String,
     pub subdomain: String,
+    /// The token that opened it (`tokens revoke --disconnect` closes by token).
+    pub token_id: i64,
     control: Mutex<TcpStream>,
 }
 
@@ -64,6 +66,14 @@ impl Tunnel {
     /// Close the control connection (the client reconnects or ends).
     pub fn close(&self) {
         let _ = lock(&self.control).shutdown(Shutdown::Both);
+    }
+
+    /// Tell the client why, so it does not reconnect, then close.
+    pub fn close_for(&self, reason: &str) {
+        let _ = self.send(&Frame::Closed {
+            reason: reason.to_string(),
+        });
+        self.close();
     }
 }
 
@@ -104,10 +114,13 @@ impl Relay {
 
     /// Claim a subdomain (or a random free one) for a control connection and
     /// greet the client (101, then `ready`); atomic: of two racing claims exactly one wins.
+    /// `claimed` runs before the greeting (to record the tunnel before anyone can ask for it).
     pub fn claim(
         &self,
         wanted: Option<&str>,
         control: TcpStream,
+        token_id: i64,
+        claimed: impl FnOnce(&Tunnel),
     ) -> Result<Arc<Tunnel>, ClaimError> {
         if let Some(name) = wanted {
             check_subdomain(name)?;
@@ -131,6 +144,7 @@ impl Relay {
         let tunnel = Arc::new(Tunnel {
             id: random_hex::<8>(),
             subdomain: subdomain.clone(),
+            token_id,
             control: Mutex::new(control),
         });
         // The 101 and `ready` go out before any `connect`: hold the control
@@ -138,6 +152,7 @@ impl Relay {
         let mut control = lock(&tunnel.control);
         tunnels.insert(subdomain.clone(), tunnel.clone());
         drop(tunnels);
+        claimed(&tunnel);
         let ready = Frame::Ready {
             tunnel_id: tunnel.id.clone(),
             url: self.url_of(&subdomain),
@@ -171,6 +186,28 @@ impl Relay {
         for tunnel in tunnels {
             tunnel.close();
         }
+    }
+
+    /// Close the live tunnel with this id, telling its client why; false if none is live.
+    pub fn close_by_id(&self, id: &str, reason: &str) -> bool {
+        let found = lock(&self.tunnels).values().find(|t| t.id == id).cloned();
+        match found {
+            Some(tunnel) => {
+                self.release(&tunnel);
+                tunnel.close_for(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The ids of the live tunnels a token opened.
+    pub fn ids_of_token(&self, token_id: i64) -> Vec<String> {
+        lock(&self.tunnels)
+            .values()
+            .filter(|t| t.token_id == token_id)
+            .map(|t| t.id.clone())
+            .collect()
     }
 
     /// The live tunnel at a subdomain.
@@ -340,7 +377,7 @@ mod tests {
             .map(|_| {
                 let relay = relay.clone();
                 let control = socket();
-                std::thread::spawn(move || relay.claim(Some("race"), control).is_ok())
+                std::thread::spawn(move || relay.claim(Some("race"), control, 1, |_| {}).is_ok())
             })
             .collect();
         let wins = handles
@@ -352,7 +389,7 @@ mod tests {
         let tunnel = relay.find("race").unwrap();
         relay.release(&tunnel);
         assert!(relay.find("race").is_none());
-        assert!(relay.claim(Some("race"), socket()).is_ok());
+        assert!(relay.claim(Some("race"), socket(), 1, |_| {}).is_ok());
     }
 
     #[test]
@@ -369,10 +406,28 @@ mod tests {
     #[test]
     fn an_unclaimed_id_expires() {
         let relay = Relay::new("localhost", "http://localhost:1");
-        let tunnel = relay.claim(Some("slow"), socket()).unwrap();
+        let tunnel = relay.claim(Some("slow"), socket(), 1, |_| {}).unwrap();
         let started = std::time::Instant::now();
         assert!(relay.open_data(&tunnel).is_none());
         assert!(started.elapsed() >= PENDING_TIMEOUT);
         assert!(relay.deliver("nope", socket()).is_err());
+    }
+
+    #[test]
+    fn tunnels_close_by_id_and_by_token() {
+        let relay = Relay::new("localhost", "http://localhost:1");
+        let a = relay.claim(Some("a"), socket(), 1, |_| {}).unwrap();
+        relay.claim(Some("b"), socket(), 2, |_| {}).unwrap();
+        relay.claim(Some("c"), socket(), 2, |_| {}).unwrap();
+        assert!(relay.close_by_id(&a.id, "test"));
+        assert!(!relay.close_by_id(&a.id, "test"));
+        assert!(relay.find("a").is_none());
+        let mut ids = relay.ids_of_token(2);
+        assert_eq!(ids.len(), 2);
+        for id in ids.drain(..) {
+            assert!(relay.close_by_id(&id, "test"));
+        }
+        assert!(relay.find("b").is_none() && relay.find("c").is_none());
+        assert!(relay.ids_of_token(2).is_empty());
     }
 }

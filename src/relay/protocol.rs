@@ -22,6 +22,9 @@ pub enum Frame {
     Ready { tunnel_id: String, url: String },
     /// Server → client: a public connection waits; open `accept/{id}` for it.
     Connect { id: String },
+    /// Server → client, last: the tunnel was closed on purpose (an admin, a
+    /// revoked token); the client should not reconnect.
+    Closed { reason: String },
     /// Either way: are you there?
     Ping {},
     /// Either way: the answer to a ping.
@@ -108,6 +111,12 @@ mod tests {
         assert_eq!(
             wire(&Frame::Connect { id: "ab".into() }),
             "{\"connect\":{\"id\":\"ab\"}}\n"
+        );
+        assert_eq!(
+            wire(&Frame::Closed {
+                reason: "closed by an admin".into()
+            }),
+            "{\"closed\":{\"reason\":\"closed by an admin\"}}\n"
         );
         assert_eq!(wire(&Frame::Ping {}), "{\"ping\":{}}\n");
         assert_eq!(wire(&Frame::Pong {}), "{\"pong\":{}}\n");

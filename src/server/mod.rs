@@ -90,12 +90,19 @@ pub fn run(args: ServerArgs) -> CliResult {
         .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| default_public_url(bound));
 
+    // No tunnel outlives the server that relayed it.
+    store
+        .tunnels()
+        .close_all()
+        .map_err(|e| CliError::other(format!("could not update the database: {e}")))?;
     let setup_code = first_run_code(&store)?;
+    let relay = Arc::new(Relay::new(&args.domain, &public_url));
     let state = Arc::new(ApiState {
         store: store.clone(),
         auth: auth.clone(),
         setup_code: Mutex::new(setup_code.clone()),
         secure_cookies: false,
+        relay: relay.clone(),
     });
     let api = api::start(&socket, state).map_err(|e| {
         CliError::other(format!(
@@ -105,7 +112,6 @@ pub fn run(args: ServerArgs) -> CliResult {
     })?;
     let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600));
 
-    let relay = Arc::new(Relay::new(&args.domain, &public_url));
     let mut door = FrontDoor::new(socket.clone(), relay, auth.clone());
     if let Some(bound) = connection_bound {
         door.max_connections = bound;

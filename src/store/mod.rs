@@ -5,6 +5,7 @@ mod audit;
 mod crews;
 mod sessions;
 mod tokens;
+mod tunnels;
 mod users;
 
 use std::fmt;
@@ -19,6 +20,7 @@ pub use audit::{Audit, NewAuditEvent};
 pub use crews::{Crew, Crews, Member, Membership, Redaction, Role};
 pub use sessions::{Session, Sessions};
 pub use tokens::{NewToken, TokenRow, TokenUpdate, Tokens};
+pub use tunnels::{NewTunnel, TunnelRow, Tunnels};
 pub use users::{User, Users};
 
 /// The migrations, embedded from the repository root.
@@ -154,6 +156,10 @@ impl Store {
 
     pub fn sessions(&self) -> Sessions<'_> {
         Sessions(self)
+    }
+
+    pub fn tunnels(&self) -> Tunnels<'_> {
+        Tunnels(self)
     }
 
     pub fn audit(&self) -> Audit<'_> {

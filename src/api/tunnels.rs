@@ -1,0 +1,127 @@
+//! `/api/v1/tunnels`: the crew's live and recent tunnels, and closing one.
+
+use serde_json::{json, Value};
+
+use super::{json_reply, user_json, ApiError, ApiState, Call, Reply};
+use crate::auth::{allows, Action, Principal};
+use crate::store::{Role, TunnelRow};
+
+/// The tunnel object of DESIGN §4.
+pub fn tunnel_json(row: &TunnelRow) -> Value {
+    json!({
+        "id": row.id,
+        "kind": row.kind,
+        "url": row.url,
+        "subdomain": row.subdomain,
+        "crew": {"id": row.crew_id, "name": row.crew_name},
+        "user": user_json(row.user_id, &row.username),
+        "token": {"id": row.token_id, "name": row.token_name},
+        "opened_at": row.opened_at,
+        "closed_at": row.closed_at,
+        "active": row.active(),
+    })
+}
+
+/// `GET /api/v1/tunnels[?active=1]`: the caller's crew's tunnels, newest first.
+pub fn list(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    let who = call.principal(state, false)?;
+    let ctx = call.context(state, &who, call.crew_selector()?.as_deref())?;
+    if !allows(ctx.role, &who.scopes(), Action::ReadTunnels) {
+        return Err(ApiError::Forbidden(
+            "Listing tunnels needs the tunnels:read scope.".into(),
+        ));
+    }
+    let active = matches!(
+        call.query.get("active").map(String::as_str),
+        Some("1" | "true")
+    );
+    let rows = state.store.tunnels().list_for_crew(ctx.crew.id, active)?;
+    let tunnels: Vec<Value> = rows.iter().map(tunnel_json).collect();
+    Ok(json_reply(200, &json!({ "tunnels": tunnels })))
+}
+
+/// `DELETE /api/v1/tunnels/{id}`: close a live tunnel. 409 if it is already closed.
+pub fn close(state: &ApiState, call: &Call, id: &str) -> Result<Reply, ApiError> {
+    let who = call.principal(state, false)?;
+    let missing = || {
+        ApiError::NotFound(format!(
+            "No tunnel {id} in your crew; see `berth tunnels list`."
+        ))
+    };
+    let row = state.store.tunnels().find_by_id(id)?.ok_or_else(missing)?;
+    let role = role_in(state, &who, row.crew_id)?.ok_or_else(missing)?;
+    let scopes = who.scopes();
+    let own = row.user_id == who.user.id;
+    let allowed = (own && allows(role, &scopes, Action::CloseOwnTunnels))
+        || allows(role, &scopes, Action::CloseCrewTunnels);
+    if !allowed {
+        return Err(ApiError::Forbidden(if own {
+            "Closing your tunnel needs the member role or above and the tunnels:share scope.".into()
+        } else {
+            "Closing another member's tunnel needs the admin or owner role and the crew:admin scope."
+                .into()
+        }));
+    }
+    if !row.active() {
+        return Err(ApiError::Conflict(format!(
+            "Tunnel {id} is already closed."
+        )));
+    }
+    // Recorded before the relay lets go, so the close is the caller's in the audit.
+    if state.store.tunnels().close(&row.id)? {
+        state.audit(
+            call,
+            Some(&who),
+            Some(row.crew_id),
+            "tunnel.close",
+            format!("tunnel {} {}", row.id, row.url),
+        );
+    }
+    let reason = format!("closed by {} (berth tunnels close)", who.user.username);
+    state.relay.close_by_id(&row.id, &reason);
+    let row = state.store.tunnels().find_by_id(id)?.ok_or_else(missing)?;
+    Ok(json_reply(200, &tunnel_json(&row)))
+}
+
+/// Close the live tunnels a token opened (`tokens revoke --disconnect`); how many.
+pub fn close_for_token(state: &ApiState, call: &Call, who: &Principal, token_id: i64) -> usize {
+    let reason = format!("its token was revoked by {}", who.user.username);
+    let live = state.relay.ids_of_token(token_id);
+    for id in &live {
+        let recorded = state.store.tunnels().close(id);
+        state.relay.close_by_id(id, &reason);
+        match recorded {
+            Ok(true) => {
+                let crew_id = state
+                    .store
+                    .tunnels()
+                    .find_by_id(id)
+                    .ok()
+                    .flatten()
+                    .map(|row| row.crew_id);
+                state.audit(
+                    call,
+                    Some(who),
+                    crew_id,
+                    "tunnel.close",
+                    format!("tunnel {id} (token {token_id} revoked)"),
+                );
+            }
+            Ok(false) => {}
+            Err(err) => eprintln!("berth: could not record tunnel {id} closed: {err}"),
+        }
+    }
+    live.len()
+}
+
+/// The caller's role in a crew: a token speaks only for its own crew.
+fn role_in(state: &ApiState, who: &Principal, crew_id: i64) -> Result<Option<Role>, ApiError> {
+    if let Some(ctx) = &who.token_context {
+        return Ok((ctx.crew.id == crew_id).then_some(ctx.role));
+    }
+    Ok(state
+        .store
+        .crews()
+        .membership(crew_id, who.user.id)?
+        .map(|m| m.role))
+}

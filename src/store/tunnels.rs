@@ -1,0 +1,192 @@
+//! Tunnel history: a row per tunnel opened, closed_at set when it ends.
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{Result, Store};
+use crate::time_fmt;
+
+/// A tunnel to record as opened.
+pub struct NewTunnel<'a> {
+    pub id: &'a str,
+    pub crew_id: i64,
+    pub user_id: i64,
+    pub token_id: i64,
+    pub kind: &'a str,
+    pub subdomain: &'a str,
+    pub url: &'a str,
+}
+
+/// A recorded tunnel with its crew's, user's and token's names.
+#[derive(Clone, Debug)]
+pub struct TunnelRow {
+    pub id: String,
+    pub kind: String,
+    pub subdomain: String,
+    pub url: String,
+    pub crew_id: i64,
+    pub crew_name: String,
+    pub user_id: i64,
+    pub username: String,
+    pub token_id: i64,
+    pub token_name: String,
+    pub opened_at: String,
+    pub closed_at: Option<String>,
+}
+
+impl TunnelRow {
+    fn from_row(row: &Row) -> rusqlite::Result<TunnelRow> {
+        Ok(TunnelRow {
+            id: row.get("id")?,
+            kind: row.get("kind")?,
+            subdomain: row.get("subdomain")?,
+            url: row.get("url")?,
+            crew_id: row.get("crew_id")?,
+            crew_name: row.get("crew_name")?,
+            user_id: row.get("user_id")?,
+            username: row.get("username")?,
+            token_id: row.get("token_id")?,
+            token_name: row.get("token_name")?,
+            opened_at: row.get("opened_at")?,
+            closed_at: row.get("closed_at")?,
+        })
+    }
+
+    /// Whether the tunnel is still open.
+    pub fn active(&self) -> bool {
+        self.closed_at.is_none()
+    }
+}
+
+const SELECT: &str = "SELECT t.id, t.kind, t.subdomain, t.url, t.crew_id, c.name AS crew_name,
+        t.user_id, u.username, t.token_id, k.name AS token_name, t.opened_at, t.closed_at
+    FROM tunnels t
+    JOIN crews c ON c.id = t.crew_id
+    JOIN users u ON u.id = t.user_id
+    JOIN tokens k ON k.id = t.token_id";
+
+pub struct Tunnels<'a>(pub(super) &'a Store);
+
+impl Tunnels<'_> {
+    /// Record a tunnel as opened now.
+    pub fn open(&self, tunnel: &NewTunnel) -> Result<()> {
+        self.0.write(|tx| {
+            tx.execute(
+                "INSERT INTO tunnels (id, crew_id, user_id, token_id, kind, subdomain, url, opened_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    tunnel.id,
+                    tunnel.crew_id,
+                    tunnel.user_id,
+                    tunnel.token_id,
+                    tunnel.kind,
+                    tunnel.subdomain,
+                    tunnel.url,
+                    time_fmt::now()
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Mark a tunnel closed now; false if it was already closed (or unknown).
+    pub fn close(&self, id: &str) -> Result<bool> {
+        self.0.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE tunnels SET closed_at = ?2 WHERE id = ?1 AND closed_at IS NULL",
+                params![id, time_fmt::now()],
+            )?;
+            Ok(changed > 0)
+        })
+    }
+
+    /// Mark every open tunnel closed: at server start, none is live any more.
+    pub fn close_all(&self) -> Result<usize> {
+        self.0.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE tunnels SET closed_at = ?1 WHERE closed_at IS NULL",
+                params![time_fmt::now()],
+            )?)
+        })
+    }
+
+    pub fn find_by_id(&self, id: &str) -> Result<Option<TunnelRow>> {
+        self.0.read(|c| {
+            c.prepare_cached(&format!("{SELECT} WHERE t.id = ?1"))?
+                .query_row(params![id], TunnelRow::from_row)
+                .optional()
+        })
+    }
+
+    /// A crew's tunnels, newest first; only the open ones when `active_only`.
+    pub fn list_for_crew(&self, crew_id: i64, active_only: bool) -> Result<Vec<TunnelRow>> {
+        self.0.read(|c| {
+            c.prepare_cached(&format!(
+                "{SELECT} WHERE t.crew_id = ?1 AND (?2 = 0 OR t.closed_at IS NULL)
+                 ORDER BY t.opened_at DESC, t.rowid DESC"
+            ))?
+            .query_map(params![crew_id, active_only], TunnelRow::from_row)?
+            .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewToken, Redaction, Role};
+
+    #[test]
+    fn a_tunnel_opens_closes_once_and_lists_newest_first() {
+        let store = Store::open_in_memory().unwrap();
+        let user = store
+            .users()
+            .create("ana", "x", Some(("dock", Role::Member)))
+            .unwrap();
+        let crew = store.crews().find_by_name("dock").unwrap().unwrap();
+        let token = store
+            .tokens()
+            .create(&NewToken {
+                user_id: user.id,
+                crew_id: crew.id,
+                name: "ci",
+                secret_hash: &[0; 32],
+                scopes: &["berth:*".to_string()],
+                redaction: Redaction::Inherit,
+                region: None,
+                server: None,
+                expires_at: None,
+            })
+            .unwrap();
+        for id in ["a1", "b2"] {
+            store
+                .tunnels()
+                .open(&NewTunnel {
+                    id,
+                    crew_id: crew.id,
+                    user_id: user.id,
+                    token_id: token.id,
+                    kind: "http",
+                    subdomain: id,
+                    url: "http://x.localhost",
+                })
+                .unwrap();
+        }
+        let all = store.tunnels().list_for_crew(crew.id, false).unwrap();
+        assert_eq!(
+            all.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+            ["b2", "a1"]
+        );
+        assert_eq!(all[0].token_name, "ci");
+        assert!(store.tunnels().close("a1").unwrap());
+        assert!(!store.tunnels().close("a1").unwrap());
+        let live = store.tunnels().list_for_crew(crew.id, true).unwrap();
+        assert_eq!(live.len(), 1);
+        assert!(!store.tunnels().find_by_id("a1").unwrap().unwrap().active());
+        assert_eq!(store.tunnels().close_all().unwrap(), 1);
+        assert!(store
+            .tunnels()
+            .list_for_crew(crew.id, true)
+            .unwrap()
+            .is_empty());
+    }
+}
