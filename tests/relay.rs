@@ -42,23 +42,7 @@ impl Share {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn berth share");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let first = lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("share printed its URL");
-        let url = first
-            .strip_prefix("Forwarding ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .to_string();
+        let (lines, url) = relay_support::share_output(&mut child);
         Share { child, lines, url }
     }
 

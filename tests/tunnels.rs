@@ -4,9 +4,8 @@
 mod common;
 mod relay_support;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{run_with_stdin, Output, Server, BIN};
@@ -32,23 +31,7 @@ impl Share {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn berth share");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let first = lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("share printed its URL");
-        let url = first
-            .strip_prefix("Forwarding ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .to_string();
+        let (_lines, url) = relay_support::share_output(&mut child);
         Share { child, url }
     }
 

@@ -7,6 +7,31 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// The lines a spawned `berth share` prints, read on a thread, and the public
+/// URL from its first line ("Forwarding URL -> ...").
+pub fn share_output(
+    child: &mut std::process::Child,
+) -> (std::sync::mpsc::Receiver<String>, String) {
+    let stdout = child.stdout.take().expect("share's stdout is piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("share printed its URL");
+    let url = first
+        .strip_prefix("Forwarding ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_string();
+    (lines, url)
+}
+
 /// Size of the large bodies sent both ways.
 pub const BIG: usize = 1024 * 1024;
 
