@@ -10,7 +10,9 @@ mod proxy;
 mod relay;
 mod server;
 mod store;
+mod stream;
 mod time_fmt;
+mod tls;
 mod token;
 mod web;
 
