@@ -181,7 +181,7 @@ impl TlsStream {
     }
 }
 
-impl Read for TlsStream {
+impl Read for &TlsStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -193,7 +193,7 @@ impl Read for TlsStream {
                 return Ok(n);
             }
             let mut chunk = [0u8; READ_CHUNK];
-            let n = self.tcp.read(&mut chunk)?;
+            let n = (&self.tcp).read(&mut chunk)?;
             let mut state = lock(&self.shared.state);
             if n == 0 {
                 // Tell rustls the socket ended; its reader then says how.
@@ -205,7 +205,7 @@ impl Read for TlsStream {
     }
 }
 
-impl Write for TlsStream {
+impl Write for &TlsStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let written = {
             let mut state = lock(&self.shared.state);
@@ -219,6 +219,22 @@ impl Write for TlsStream {
 
     fn flush(&mut self) -> io::Result<()> {
         self.send(true)
+    }
+}
+
+impl Read for TlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl Write for TlsStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self).flush()
     }
 }
 
