@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64ct::{Base64, Encoding};
 use serde_json::Value;
-use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::Agent;
 
 use crate::config::{Masked, Settings};
@@ -109,8 +109,8 @@ impl Client {
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(CALL_TIMEOUT))
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca_cert) = &settings.ca_cert {
-            let roots = load_roots(ca_cert)?;
+        if server.starts_with("https://") || settings.ca_cert.is_some() {
+            let roots = load_roots(settings.ca_cert.as_deref())?;
             config = config.tls_config(TlsConfig::builder().root_certs(roots).build());
         }
         Ok(Client {
@@ -198,28 +198,13 @@ impl Client {
     }
 }
 
-/// The private CA certificates in a PEM file, as the only roots to trust.
-fn load_roots(path: &Path) -> Result<RootCerts, CliError> {
-    let pem = std::fs::read(path).map_err(|err| {
-        CliError::other(format!(
-            "could not read CA certificate {}: {err}",
-            path.display()
-        ))
-    })?;
-    let mut certs = Vec::new();
-    for item in parse_pem(&pem) {
-        match item {
-            Ok(PemItem::Certificate(cert)) => certs.push(cert),
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    if certs.is_empty() {
-        return Err(CliError::other(format!(
-            "No PEM certificate found in {}; --ca-cert needs the CA certificate as PEM",
-            path.display()
-        )));
-    }
+/// The system's roots, or only the private CA's: the same trust as `share`'s.
+fn load_roots(ca_cert: Option<&Path>) -> Result<RootCerts, CliError> {
+    let certs = crate::tls::trusted(ca_cert).map_err(CliError::other)?;
+    let certs: Vec<Certificate<'static>> = certs
+        .iter()
+        .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+        .collect();
     Ok(RootCerts::new_with_certs(&certs))
 }
 

@@ -127,6 +127,20 @@ pub struct ServerArgs {
         default_value = "0.0.0.0:8080"
     )]
     pub listen: SocketAddr,
+    /// Address of the TLS listener, used when --tls-cert and --tls-key are given
+    #[arg(
+        long,
+        env = "BERTH_LISTEN_TLS",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub listen_tls: SocketAddr,
+    /// PEM certificate chain for TLS (a wildcard for *.DOMAIN covers tunnels); re-read on SIGHUP
+    #[arg(long, env = "BERTH_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, env = "BERTH_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// URL that links and the CLI are told, when behind a port-forward
     #[arg(long, env = "BERTH_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,

@@ -334,41 +334,29 @@ pub fn server_config(certs: Arc<CertFiles>) -> Arc<ServerConfig> {
     Arc::new(config)
 }
 
-/// Trust for the CLI: the system's roots, or only the given CA file.
-pub fn roots(ca_cert: Option<&Path>) -> Result<RootCertStore, String> {
-    let mut store = RootCertStore::empty();
-    match ca_cert {
-        Some(path) => {
-            let pem = fs::read(path).map_err(|e| {
-                format!("Could not read the CA certificate {}: {e}.", path.display())
-            })?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert =
-                    cert.map_err(|e| format!("{} is not a PEM certificate: {e}.", path.display()))?;
-                store.add(cert).map_err(|e| {
-                    format!(
-                        "{} holds a certificate rustls refuses: {e}.",
-                        path.display()
-                    )
-                })?;
-            }
-            if store.is_empty() {
-                return Err(format!(
-                    "No PEM certificate found in {}; --ca-cert needs the CA certificate as PEM.",
-                    path.display()
-                ));
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            store.add_parsable_certificates(found.certs);
-        }
+/// What the CLI trusts: the system's roots, or only the CAs in the given PEM file.
+pub fn trusted(ca_cert: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, String> {
+    let Some(path) = ca_cert else {
+        return Ok(rustls_native_certs::load_native_certs().certs);
+    };
+    let pem = fs::read(path)
+        .map_err(|e| format!("Could not read the CA certificate {}: {e}.", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not a PEM certificate: {e}.", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "No PEM certificate found in {}; --ca-cert needs the CA certificate as PEM.",
+            path.display()
+        ));
     }
-    Ok(store)
+    Ok(certs)
 }
 
-/// The `share` client's TLS settings.
-pub fn client_config(roots: RootCertStore) -> Arc<ClientConfig> {
+/// The `share` client's TLS settings, trusting `certs`.
+pub fn client_config(certs: Vec<CertificateDer<'static>>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(certs);
     let mut config =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -428,7 +416,7 @@ openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cer
             let (tcp, _) = listener.accept()?;
             TlsStream::accept(config, tcp)
         });
-        let client = client_config(roots(Some(ca)).unwrap());
+        let client = client_config(trusted(Some(ca)).unwrap());
         let client = TlsStream::connect(client, "localhost", TcpStream::connect(addr)?);
         let server = server.join().unwrap();
         Ok((client?, server?))
@@ -518,7 +506,7 @@ openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cer
         let other = TestPki::new();
         let mismatch = CertFiles::load(&pki.path("cert.pem"), &other.path("key.pem")).unwrap_err();
         assert!(mismatch.contains("does not fit"), "{mismatch}");
-        let empty = roots(Some(&pki.path("ext"))).unwrap_err();
+        let empty = trusted(Some(&pki.path("ext"))).unwrap_err();
         assert!(empty.contains("No PEM certificate found"), "{empty}");
     }
 }

@@ -276,7 +276,7 @@ fn missing_ca_certificate_is_a_sentence() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
         run.stderr
-            .contains("could not read CA certificate /nonexistent/ca.pem"),
+            .contains("Could not read the CA certificate /nonexistent/ca.pem"),
         "{run:?}"
     );
 }

@@ -37,7 +37,6 @@ pub struct ApiState {
     /// The one-time setup code, while there are no users.
     pub setup_code: Mutex<Option<String>>,
     /// Cookies get `Secure` and the `__Host-` prefix.
-    pub secure_cookies: bool,
     /// The live tunnels, shared with the front door's relay threads.
     pub relay: Arc<Relay>,
 }
@@ -269,6 +268,8 @@ pub struct Call {
     pub mutation: bool,
     /// The client's address, from the front door's X-Forwarded-For.
     pub client_ip: String,
+    /// Whether the client came over TLS (the front door's X-Forwarded-Proto).
+    pub secure: bool,
     body: Map<String, Value>,
 }
 
@@ -290,6 +291,9 @@ impl Call {
             .find(|(n, _)| n == "x-forwarded-for")
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| "unknown".to_string());
+        let secure = headers
+            .iter()
+            .any(|(n, v)| n == "x-forwarded-proto" && v == "https");
         Call {
             path: path.to_string(),
             query: parse_query(query),
@@ -299,6 +303,7 @@ impl Call {
                 Method::Get | Method::Head | Method::Options
             ),
             client_ip,
+            secure,
             body: Map::new(),
         }
     }
@@ -438,7 +443,7 @@ impl Call {
                 "Authorization must be Bearer <token> or Basic.".into(),
             ));
         }
-        if let Some(session_id) = self.cookie(state) {
+        if let Some(session_id) = self.cookie() {
             let principal = state
                 .auth
                 .verify_session(&session_id)
@@ -455,8 +460,8 @@ impl Call {
     }
 
     /// The session id from the Cookie header.
-    pub fn cookie(&self, state: &ApiState) -> Option<String> {
-        let name = session::cookie_name(state);
+    pub fn cookie(&self) -> Option<String> {
+        let name = session::cookie_name(self);
         self.headers
             .iter()
             .filter(|(n, _)| n == "cookie")

@@ -17,8 +17,9 @@ use crate::token;
 /// How long a dashboard session lasts.
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
 
-pub fn cookie_name(state: &ApiState) -> String {
-    if state.secure_cookies {
+/// Under TLS the cookie is `__Host-` prefixed: only this host, only over https.
+pub fn cookie_name(call: &Call) -> String {
+    if call.secure {
         format!("__Host-{SESSION_COOKIE}")
     } else {
         SESSION_COOKIE.to_string()
@@ -65,6 +66,7 @@ pub fn me(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
 /// Start a session for `who` and answer with its cookie.
 fn start_session(
     state: &ApiState,
+    call: &Call,
     who: &Principal,
     status: u16,
     mut body: serde_json::Value,
@@ -77,10 +79,10 @@ fn start_session(
         .sessions()
         .create(&token::hash(&id), who.user.id, &csrf, &expires)?;
     body["csrf_token"] = json!(csrf);
-    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    let secure = if call.secure { "; Secure" } else { "" };
     let cookie = format!(
         "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-        cookie_name(state),
+        cookie_name(call),
         SESSION_LIFETIME.as_secs()
     );
     Ok(json_reply(status, &body).with_header(header("Set-Cookie", &cookie)))
@@ -131,6 +133,7 @@ pub fn sign_in(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     }
     start_session(
         state,
+        call,
         &who,
         200,
         json!({"user": user_json(who.user.id, &who.user.username)}),
@@ -145,13 +148,13 @@ pub fn sign_out(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
                 .into(),
         ));
     }
-    if let Some(id) = call.cookie(state) {
+    if let Some(id) = call.cookie() {
         state.store.sessions().delete(&token::hash(&id))?;
     }
-    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    let secure = if call.secure { "; Secure" } else { "" };
     let cookie = format!(
         "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}",
-        cookie_name(state)
+        cookie_name(call)
     );
     Ok(no_content().with_header(header("Set-Cookie", &cookie)))
 }
@@ -218,7 +221,7 @@ pub fn setup(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         "user": user_json(who.user.id, &who.user.username),
         "crew": membership.map(|m| crew_json(&m.crew)),
     });
-    start_session(state, &who, 201, body)
+    start_session(state, call, &who, 201, body)
 }
 
 /// Usernames: 1 to 64 of letters, digits, `.`, `_`, `-`.

@@ -2,6 +2,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{outln, write_stderr, CliError, CliResult};
@@ -10,7 +12,10 @@ use crate::config::Session;
 use crate::proxy::{self, Body, Conn};
 use crate::relay::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
 use crate::relay::{check_subdomain, ClaimError};
+use crate::stream::Stream;
+use crate::tls::{self, TlsStream};
 use crate::GlobalArgs;
+use rustls::ClientConfig;
 
 /// Longest wait for a TCP connection to the server or the local service.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,11 +38,14 @@ pub struct Share {
     pub subdomain: Option<String>,
 }
 
-/// The server as a TCP address and a Host header.
+/// The server as a TCP address, a Host header and, for https, TLS settings.
 #[derive(Clone)]
 struct Server {
     url: String,
     authority: String,
+    /// The host name the certificate must match (https only).
+    host: String,
+    tls: Option<Arc<ClientConfig>>,
     bearer: String,
 }
 
@@ -50,7 +58,11 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
     if let Some(Err(ClaimError::Invalid(why))) = share.subdomain.as_deref().map(check_subdomain) {
         return Err(CliError::usage(why));
     }
-    let server = Server::parse(&session.settings.server, token.expose())?;
+    let server = Server::parse(
+        &session.settings.server,
+        session.settings.ca_cert.as_deref(),
+        token.expose(),
+    )?;
     let local = format!("{}:{}", share.host, share.port);
     let mut subdomain = share.subdomain;
     let mut backoff = BACKOFF_START;
@@ -94,25 +106,62 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
 }
 
 impl Server {
-    fn parse(url: &str, bearer: String) -> Result<Server, CliError> {
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(CliError::usage(format!(
-                "berth share reaches the server over http:// only so far; `{url}` is not such a URL."
-            )));
+    fn parse(url: &str, ca_cert: Option<&Path>, bearer: String) -> Result<Server, CliError> {
+        let (rest, secure) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => {
+                return Err(CliError::usage(format!(
+                    "Server `{url}` is not a URL; use e.g. --server https://berth.example:8443"
+                )))
+            }
         };
         let authority = rest.split('/').next().unwrap_or("").to_string();
         if authority.is_empty() {
             return Err(CliError::usage(format!("Server `{url}` has no host.")));
         }
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => host,
+            _ => authority.as_str(),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let tls = if secure {
+            Some(tls::client_config(tls::trusted(ca_cert).map_err(CliError::other)?))
+        } else {
+            None
+        };
         Ok(Server {
             url: url.trim_end_matches('/').to_string(),
             authority,
+            host,
+            tls,
             bearer,
         })
     }
 
-    /// A TCP connection to the server.
-    fn connect(&self) -> Result<TcpStream, CliError> {
+    /// A connection to the server, over TLS for https.
+    fn connect(&self) -> Result<Stream, CliError> {
+        let tcp = self.connect_tcp()?;
+        let Some(config) = &self.tls else {
+            return Ok(Stream::Tcp(tcp));
+        };
+        TlsStream::connect(config.clone(), &self.host, tcp)
+            .map(Stream::Tls)
+            .map_err(|e| {
+                let hint = if e.to_string().contains("certificate") {
+                    "; if the server uses a private CA, pass --ca-cert FILE (or set BERTH_CA_CERT)"
+                } else {
+                    ""
+                };
+                CliError::other(format!(
+                    "could not reach server {}: TLS with {} failed: {e}{hint}",
+                    self.url, self.host
+                ))
+            })
+    }
+
+    /// A TCP connection to the server's address.
+    fn connect_tcp(&self) -> Result<TcpStream, CliError> {
         let unreachable = |e: &dyn std::fmt::Display| {
             CliError::other(format!("could not reach server {}: {e}", self.url))
         };
@@ -123,7 +172,8 @@ impl Server {
         {
             self.authority.clone()
         } else {
-            format!("{}:80", self.authority)
+            let port = if self.tls.is_some() { 443 } else { 80 };
+            format!("{}:{port}", self.authority)
         };
         let addrs = with_port.to_socket_addrs().map_err(|e| unreachable(&e))?;
         let mut last = io::Error::other("no address");
@@ -140,7 +190,7 @@ impl Server {
     }
 
     /// Send an upgrade request for `path`; the stream and its reader after the 101.
-    fn upgrade(&self, path: &str, bearer: bool) -> Result<(TcpStream, Conn<TcpStream>), CliError> {
+    fn upgrade(&self, path: &str, bearer: bool) -> Result<(Stream, Conn<Stream>), CliError> {
         let mut stream = self.connect()?;
         let lost = |e: io::Error| CliError::other(format!("lost the server {}: {e}", self.url));
         let auth = if bearer {
@@ -185,7 +235,7 @@ impl Server {
 fn open_control(
     server: &Server,
     subdomain: Option<&str>,
-) -> Result<(TcpStream, FrameReader<Conn<TcpStream>>, String), CliError> {
+) -> Result<(Stream, FrameReader<Conn<Stream>>, String), CliError> {
     let mut path = "/api/v1/tunnels/connect?kind=http".to_string();
     if let Some(name) = subdomain {
         path.push_str(&format!("&subdomain={name}"));
@@ -217,8 +267,8 @@ enum Ended {
 
 /// Serve the control connection until it ends; says why it ended.
 fn run_control(
-    control: &TcpStream,
-    mut frames: FrameReader<Conn<TcpStream>>,
+    control: &Stream,
+    mut frames: FrameReader<Conn<Stream>>,
     server: &Server,
     local: &str,
 ) -> Ended {
@@ -317,6 +367,7 @@ fn serve_connection(server: &Server, id: &str, local: &str) {
                     let Some((local_stream, from_local)) = service.take() else {
                         return;
                     };
+                    let local_stream = Stream::Tcp(local_stream);
                     crate::relay::pipe(public, data, from_local, local_stream, "share-upgrade");
                     return;
                 }
@@ -340,7 +391,7 @@ fn log_request(head: &proxy::RequestHead, status: u16, started: Instant) {
 }
 
 /// Answer the public side with a 502 saying why, closing the connection.
-fn bad_gateway(data: &mut TcpStream, why: &str, head: &proxy::RequestHead, started: Instant) {
+fn bad_gateway(data: &mut Stream, why: &str, head: &proxy::RequestHead, started: Instant) {
     let _ = data.write_all(&proxy::error_response(502, "bad_gateway", why));
     log_request(head, 502, started);
 }
@@ -365,8 +416,8 @@ fn connect_local(local: &str) -> io::Result<(TcpStream, Conn<TcpStream>)> {
 fn exchange(
     head: &proxy::RequestHead,
     raw: &[u8],
-    public: &mut Conn<TcpStream>,
-    data: &mut TcpStream,
+    public: &mut Conn<Stream>,
+    data: &mut Stream,
     local: &mut TcpStream,
     from_local: &mut Conn<TcpStream>,
 ) -> io::Result<Option<(u16, bool)>> {

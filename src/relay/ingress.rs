@@ -2,7 +2,7 @@
 //! data connections (`tunnels/accept/{id}`) and public requests to `NAME.DOMAIN`.
 
 use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
@@ -11,6 +11,7 @@ use crate::api::ApiError;
 use crate::auth::{self, Action, Auth, Principal};
 use crate::proxy::{self, Body, Conn, RequestHead};
 use crate::store::{NewAuditEvent, NewTunnel, Store};
+use crate::stream::Stream;
 
 /// How long a tunnel's client may take to start answering a request.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -18,8 +19,8 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A data connection to a tunnel's client, kept across requests of one public connection.
 pub struct Leg {
     subdomain: String,
-    reader: Conn<TcpStream>,
-    writer: TcpStream,
+    reader: Conn<Stream>,
+    writer: Stream,
 }
 
 /// What became of the public connection after a request.
@@ -63,8 +64,8 @@ pub fn serve_control(
     relay: &Relay,
     auth: &Auth,
     head: &RequestHead,
-    stream: &TcpStream,
-    client: &mut Conn<TcpStream>,
+    stream: &Stream,
+    client: &mut Conn<Stream>,
     peer: SocketAddr,
 ) -> io::Result<()> {
     let mut out = stream;
@@ -179,8 +180,8 @@ impl History<'_> {
 /// Ping every `ping_every`, answer pings, and end after `silence` without a word.
 fn control_loop(
     tunnel: &super::Tunnel,
-    stream: &TcpStream,
-    client: &mut Conn<TcpStream>,
+    stream: &Stream,
+    client: &mut Conn<Stream>,
     (ping_every, silence): (Duration, Duration),
 ) -> io::Result<()> {
     stream.set_read_timeout(Some(ping_every))?;
@@ -209,7 +210,7 @@ fn control_loop(
 
 /// `GET /api/v1/tunnels/accept/{id}`: answer 101 and hand the connection to
 /// the public connection waiting for it. Returns whether it was handed over.
-pub fn serve_accept(relay: &Relay, head: &RequestHead, id: &str, stream: &TcpStream) -> bool {
+pub fn serve_accept(relay: &Relay, head: &RequestHead, id: &str, stream: &Stream) -> bool {
     let mut out = stream;
     if !wants_relay(head) {
         let why = format!("Send Connection: Upgrade and Upgrade: {UPGRADE}.");
@@ -243,8 +244,8 @@ pub fn forward(
     relay: &Relay,
     head: &RequestHead,
     host: &str,
-    client: &mut Conn<TcpStream>,
-    client_stream: &TcpStream,
+    client: &mut Conn<Stream>,
+    client_stream: &Stream,
     out: &mut impl Write,
     leg: &mut Option<Leg>,
     peer: SocketAddr,
@@ -294,12 +295,21 @@ pub fn forward(
     }
 }
 
+/// The scheme the public client used, for X-Forwarded-Proto.
+pub fn scheme(stream: &Stream) -> &'static str {
+    if stream.is_tls() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 /// Send the request on the leg and stream the response back; `None` when the
 /// leg failed before any response byte reached the client.
 fn exchange(
     head: &RequestHead,
-    client: &mut Conn<TcpStream>,
-    client_stream: &TcpStream,
+    client: &mut Conn<Stream>,
+    client_stream: &Stream,
     out: &mut impl Write,
     leg: &mut Leg,
     peer: SocketAddr,
@@ -309,7 +319,7 @@ fn exchange(
         .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
     if leg
         .writer
-        .write_all(&head.encode_forwarded(&peer.ip().to_string(), "http"))
+        .write_all(&head.encode_forwarded(&peer.ip().to_string(), scheme(client_stream)))
         .is_err()
     {
         return Ok(None);
@@ -387,9 +397,9 @@ mod tests {
     use std::sync::Arc;
 
     /// A claimed tunnel's server side and the client's end of its control connection.
-    fn control_pair(relay: &Relay) -> (Arc<super::super::Tunnel>, TcpStream, TcpStream) {
+    fn control_pair(relay: &Relay) -> (Arc<super::super::Tunnel>, Stream, Stream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let client = Stream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let tunnel = relay
             .claim(Some("quiet"), server.try_clone().unwrap(), 1, |_| {})

@@ -6,12 +6,14 @@ pub mod protocol;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use protocol::Frame;
+
+use crate::stream::Stream;
 
 /// An unclaimed data connection id expires after this long (the public side gets 502).
 pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,7 +55,7 @@ pub struct Tunnel {
     pub subdomain: String,
     /// The token that opened it (`tokens revoke --disconnect` closes by token).
     pub token_id: i64,
-    control: Mutex<TcpStream>,
+    control: Mutex<Stream>,
 }
 
 impl Tunnel {
@@ -99,7 +101,7 @@ pub struct Relay {
     /// Scheme, and port when not the default, of public tunnel URLs.
     pub public_url: String,
     tunnels: Mutex<HashMap<String, Arc<Tunnel>>>,
-    pending: Mutex<HashMap<String, SyncSender<TcpStream>>>,
+    pending: Mutex<HashMap<String, SyncSender<Stream>>>,
 }
 
 impl Relay {
@@ -118,7 +120,7 @@ impl Relay {
     pub fn claim(
         &self,
         wanted: Option<&str>,
-        control: TcpStream,
+        control: Stream,
         token_id: i64,
         claimed: impl FnOnce(&Tunnel),
     ) -> Result<Arc<Tunnel>, ClaimError> {
@@ -238,9 +240,9 @@ impl Relay {
     }
 
     /// Ask the tunnel's client for a data connection and wait for it.
-    pub fn open_data(&self, tunnel: &Tunnel) -> Option<TcpStream> {
+    pub fn open_data(&self, tunnel: &Tunnel) -> Option<Stream> {
         let id = random_hex::<16>();
-        let (tx, rx): (_, Receiver<TcpStream>) = mpsc::sync_channel(1);
+        let (tx, rx): (_, Receiver<Stream>) = mpsc::sync_channel(1);
         lock(&self.pending).insert(id.clone(), tx);
         let sent = tunnel.send(&Frame::Connect { id: id.clone() });
         let stream = match sent {
@@ -253,7 +255,7 @@ impl Relay {
 
     /// Hand a client's data connection to the public connection waiting for `id`;
     /// false if no one waits (unknown or expired id).
-    pub fn deliver(&self, id: &str, stream: TcpStream) -> Result<(), TcpStream> {
+    pub fn deliver(&self, id: &str, stream: Stream) -> Result<(), Stream> {
         let waiting = lock(&self.pending).remove(id);
         match waiting {
             Some(tx) => tx.send(stream).map_err(|e| e.0),
@@ -311,9 +313,9 @@ fn random_hex<const N: usize>() -> String {
 /// Copy bytes both ways until either side closes: one named thread per direction.
 pub fn pipe(
     a_read: impl Read + Send + 'static,
-    a: TcpStream,
+    a: Stream,
     b_read: impl Read + Send + 'static,
-    b: TcpStream,
+    b: Stream,
     name: &str,
 ) {
     let (a_write, b_write) = match (a.try_clone(), b.try_clone()) {
@@ -332,7 +334,7 @@ pub fn pipe(
 }
 
 /// Copy until EOF, then end the write side so the peer sees it.
-fn copy_then_close(mut from: impl Read, mut to: TcpStream) {
+fn copy_then_close(mut from: impl Read, mut to: Stream) {
     let _ = io::copy(&mut from, &mut to);
     let _ = to.flush();
     let _ = to.shutdown(Shutdown::Write);
@@ -344,10 +346,10 @@ mod tests {
     use std::net::TcpListener;
 
     /// A connected socket whose far end stays open (its listener lives on).
-    fn socket() -> TcpStream {
+    fn socket() -> Stream {
         static LISTENER: std::sync::OnceLock<TcpListener> = std::sync::OnceLock::new();
         let listener = LISTENER.get_or_init(|| TcpListener::bind("127.0.0.1:0").unwrap());
-        TcpStream::connect(listener.local_addr().unwrap()).unwrap()
+        Stream::connect(listener.local_addr().unwrap()).unwrap()
     }
 
     #[test]

@@ -16,6 +16,9 @@ use crate::auth::Auth;
 use crate::proxy::{self, Body, BodyError, Conn, HeadError, RequestHead};
 use crate::relay::ingress::{self, Forwarded, Leg};
 use crate::relay::Relay;
+use crate::stream::Stream;
+use crate::tls::TlsStream;
+use rustls::ServerConfig;
 
 /// The relay's paths on the server's own host.
 const CONNECT_PATH: &str = "/api/v1/tunnels/connect";
@@ -71,8 +74,9 @@ impl FrontDoor {
         }
     }
 
-    /// Accept connections until asked to stop.
-    pub fn serve(self: &Arc<Self>, listener: TcpListener) {
+    /// Accept connections until asked to stop; with `tls`, each one is a TLS
+    /// connection whose handshake runs on the connection's own thread.
+    pub fn serve(self: &Arc<Self>, listener: TcpListener, tls: Option<Arc<ServerConfig>>) {
         for stream in listener.incoming() {
             if self.stopping.load(Ordering::SeqCst) {
                 break;
@@ -83,15 +87,24 @@ impl FrontDoor {
             };
             if self.open.fetch_add(1, Ordering::SeqCst) >= self.max_connections {
                 self.open.fetch_sub(1, Ordering::SeqCst);
-                refuse_busy(stream);
+                refuse_busy(stream, tls.is_some());
                 continue;
             }
             let door = self.clone();
+            let tls = tls.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("conn-{peer}"))
                 .stack_size(CONN_STACK)
                 .spawn(move || {
-                    door.handle(stream, peer);
+                    let stream = match tls {
+                        None => Some(Stream::Tcp(stream)),
+                        // A failed handshake (a plain-HTTP client, an untrusting
+                        // one, a timeout) has no channel to answer on: close.
+                        Some(config) => TlsStream::accept(config, stream).ok().map(Stream::Tls),
+                    };
+                    if let Some(stream) = stream {
+                        door.handle(stream, peer);
+                    }
                     door.open.fetch_sub(1, Ordering::SeqCst);
                 });
             if spawned.is_err() {
@@ -101,7 +114,7 @@ impl FrontDoor {
     }
 
     /// Serve one client connection: a loop of request heads, each routed.
-    fn handle(&self, stream: TcpStream, peer: SocketAddr) {
+    fn handle(&self, stream: Stream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let Ok(reader) = stream.try_clone() else {
@@ -137,6 +150,7 @@ impl FrontDoor {
                     &mut out,
                     &mut backend,
                     peer,
+                    ingress::scheme(&stream),
                     &set_timeout,
                 ),
                 Route::Tunnel(host) => ingress::forward(
@@ -213,10 +227,11 @@ impl FrontDoor {
     fn to_api(
         &self,
         head: &RequestHead,
-        client: &mut Conn<TcpStream>,
+        client: &mut Conn<Stream>,
         out: &mut impl Write,
         backend: &mut Option<Backend>,
         peer: SocketAddr,
+        scheme: &str,
         set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
     ) -> io::Result<Outcome> {
         let refuse = |out: &mut dyn Write, status: u16, code: &str, message: &str| {
@@ -294,7 +309,7 @@ impl FrontDoor {
         let Some(api) = backend.as_mut() else {
             return Ok(Outcome::Close);
         };
-        let result = exchange(head, &body, out, api, &peer.ip().to_string());
+        let result = exchange(head, &body, out, api, &peer.ip().to_string(), scheme);
         match result {
             Ok(Exchange {
                 keep_backend,
@@ -370,9 +385,10 @@ fn exchange(
     out: &mut impl Write,
     api: &mut Backend,
     client_ip: &str,
+    scheme: &str,
 ) -> Result<Exchange, ExchangeError> {
     let before = |_: io::Error| ExchangeError::BeforeResponse;
-    let mut request = head.encode_for_api(client_ip, "http", body.len());
+    let mut request = head.encode_for_api(client_ip, scheme, body.len());
     request.extend_from_slice(body);
     api.writer.write_all(&request).map_err(before)?;
     let response = loop {
@@ -413,14 +429,19 @@ fn refuse(out: &mut impl Write, err: &HeadError) {
 /// Stop sending, then read and drop what the client still sends (bounded in time
 /// and bytes): closing with unread bytes would reset the connection and could
 /// destroy the refusal before the client reads it.
-fn linger(stream: &TcpStream) {
+fn linger(stream: &Stream) {
     let _ = stream.shutdown(Shutdown::Write);
     let _ = stream.set_read_timeout(Some(LINGER_TIME));
     let _ = io::copy(&mut io::Read::take(stream, LINGER_BYTES), &mut io::sink());
 }
 
-/// Tell a connection beyond the bound to come back later.
-fn refuse_busy(stream: TcpStream) {
+/// Tell a connection beyond the bound to come back later (in plain HTTP; a TLS
+/// client just sees the connection close, without spending a handshake on it).
+fn refuse_busy(stream: TcpStream, tls: bool) {
+    if tls {
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    }
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = (&stream).write_all(&proxy::error_response(
         503,

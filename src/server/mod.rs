@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::api::{self, ApiState};
@@ -19,6 +19,7 @@ use crate::auth::Auth;
 use crate::cli::{CliError, CliResult};
 use crate::relay::Relay;
 use crate::store::Store;
+use crate::tls::CertFiles;
 use crate::ServerArgs;
 
 pub use frontdoor::FrontDoor;
@@ -64,7 +65,7 @@ pub fn open_store(dir: &Path) -> Result<Store, CliError> {
 
 pub fn run(args: ServerArgs) -> CliResult {
     let connection_bound = max_connections()?;
-    let dir = data_dir(args.data)?;
+    let dir = data_dir(args.data.clone())?;
     let store = Arc::new(open_store(&dir)?);
     let auth = Arc::new(Auth::new(store.clone()));
     let socket = dir.join("api.sock");
@@ -85,6 +86,7 @@ pub fn run(args: ServerArgs) -> CliResult {
     let bound = listener
         .local_addr()
         .map_err(|e| CliError::other(format!("could not read the listening address: {e}")))?;
+    let tls = tls_listener(&args)?;
     let public_url = args
         .public_url
         .map(|u| u.trim_end_matches('/').to_string())
@@ -101,7 +103,6 @@ pub fn run(args: ServerArgs) -> CliResult {
         store: store.clone(),
         auth: auth.clone(),
         setup_code: Mutex::new(setup_code.clone()),
-        secure_cookies: false,
         relay: relay.clone(),
     });
     let api = api::start(&socket, state).map_err(|e| {
@@ -121,8 +122,23 @@ pub fn run(args: ServerArgs) -> CliResult {
         let door = door.clone();
         std::thread::Builder::new()
             .name("front-door".into())
-            .spawn(move || door.serve(listener))
+            .spawn(move || door.serve(listener, None))
             .map_err(|e| CliError::other(format!("could not start the listener: {e}")))?
+    };
+    let serving_tls = match &tls {
+        Some(tls) => {
+            let (door, listener) = (door.clone(), tls.listener.try_clone());
+            let listener = listener
+                .map_err(|e| CliError::other(format!("could not start the TLS listener: {e}")))?;
+            let config = crate::tls::server_config(tls.certs.clone());
+            let thread = std::thread::Builder::new()
+                .name("front-door-tls".into())
+                .spawn(move || door.serve(listener, Some(config)))
+                .map_err(|e| CliError::other(format!("could not start the TLS listener: {e}")))?;
+            say(format_args!("berth listening on https://{}", tls.bound));
+            Some((thread, tls.bound))
+        }
+        None => None,
     };
     say(format_args!(
         "berth listening on http://{bound} (public URL {public_url}, data {})",
@@ -147,13 +163,17 @@ pub fn run(args: ServerArgs) -> CliResult {
     };
     drop(flusher);
 
-    wait_for_signal()?;
+    wait_for_signal(tls.as_ref().map(|t| &*t.certs))?;
     say(format_args!("berth shutting down"));
     door.stopping.store(true, Ordering::SeqCst);
     door.relay.close_all();
     // Wake the accept loop so it sees the flag.
     let _ = TcpStream::connect_timeout(&wake_addr(bound), Duration::from_secs(1));
     let _ = serving.join();
+    if let Some((thread, bound)) = serving_tls {
+        let _ = TcpStream::connect_timeout(&wake_addr(bound), Duration::from_secs(1));
+        let _ = thread.join();
+    }
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while door.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -218,9 +238,50 @@ fn wake_addr(bound: SocketAddr) -> SocketAddr {
     addr
 }
 
-fn wait_for_signal() -> CliResult {
-    let mut signals = Signals::new([SIGTERM, SIGINT])
+/// Wait for SIGTERM or SIGINT; on SIGHUP re-read the TLS certificate (connections
+/// already open keep the one they started with).
+fn wait_for_signal(certs: Option<&CertFiles>) -> CliResult {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| CliError::other(format!("could not install signal handlers: {e}")))?;
-    signals.forever().next();
+    for signal in signals.forever() {
+        if signal != SIGHUP {
+            break;
+        }
+        match certs.map(CertFiles::reload) {
+            Some(Ok(())) => say(format_args!("berth reloaded the TLS certificate")),
+            Some(Err(why)) => say(format_args!(
+                "berth kept the TLS certificate in use: {why}"
+            )),
+            None => {}
+        }
+    }
     Ok(())
+}
+
+/// The TLS listener and its certificate, when --tls-cert and --tls-key are given.
+struct TlsListener {
+    listener: TcpListener,
+    bound: SocketAddr,
+    certs: Arc<CertFiles>,
+}
+
+fn tls_listener(args: &ServerArgs) -> Result<Option<TlsListener>, CliError> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let certs = Arc::new(CertFiles::load(cert, key).map_err(CliError::other)?);
+    let listener = TcpListener::bind(args.listen_tls).map_err(|e| {
+        CliError::other(format!(
+            "could not listen on {}: {e}; choose another address with --listen-tls",
+            args.listen_tls
+        ))
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| CliError::other(format!("could not read the listening address: {e}")))?;
+    Ok(Some(TlsListener {
+        listener,
+        bound,
+        certs,
+    }))
 }
