@@ -136,10 +136,20 @@ pub struct ServerArgs {
     )]
     pub listen_tls: SocketAddr,
     /// PEM certificate chain for TLS (a wildcard for *.DOMAIN covers tunnels); re-read on SIGHUP
-    #[arg(long, env = "BERTH_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "BERTH_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert
-    #[arg(long, env = "BERTH_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "BERTH_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
     /// URL that links and the CLI are told, when behind a port-forward
     #[arg(long, env = "BERTH_PUBLIC_URL", value_name = "URL")]

@@ -124,9 +124,14 @@ impl Server {
             Some((host, port)) if !port.contains(']') => host,
             _ => authority.as_str(),
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let tls = if secure {
-            Some(tls::client_config(tls::trusted(ca_cert).map_err(CliError::other)?))
+            Some(tls::client_config(
+                tls::trusted(ca_cert).map_err(CliError::other)?,
+            ))
         } else {
             None
         };

@@ -399,8 +399,10 @@ mod tests {
     /// A claimed tunnel's server side and the client's end of its control connection.
     fn control_pair(relay: &Relay) -> (Arc<super::super::Tunnel>, Stream, Stream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = Stream::connect(listener.local_addr().unwrap()).unwrap();
+        let client =
+            Stream::Tcp(std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap());
         let (server, _) = listener.accept().unwrap();
+        let server = Stream::Tcp(server);
         let tunnel = relay
             .claim(Some("quiet"), server.try_clone().unwrap(), 1, |_| {})
             .unwrap();

@@ -349,7 +349,7 @@ mod tests {
     fn socket() -> Stream {
         static LISTENER: std::sync::OnceLock<TcpListener> = std::sync::OnceLock::new();
         let listener = LISTENER.get_or_init(|| TcpListener::bind("127.0.0.1:0").unwrap());
-        Stream::connect(listener.local_addr().unwrap()).unwrap()
+        Stream::Tcp(std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap())
     }
 
     #[test]

@@ -150,7 +150,6 @@ impl FrontDoor {
                     &mut out,
                     &mut backend,
                     peer,
-                    ingress::scheme(&stream),
                     &set_timeout,
                 ),
                 Route::Tunnel(host) => ingress::forward(
@@ -231,7 +230,6 @@ impl FrontDoor {
         out: &mut impl Write,
         backend: &mut Option<Backend>,
         peer: SocketAddr,
-        scheme: &str,
         set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
     ) -> io::Result<Outcome> {
         let refuse = |out: &mut dyn Write, status: u16, code: &str, message: &str| {
@@ -309,6 +307,7 @@ impl FrontDoor {
         let Some(api) = backend.as_mut() else {
             return Ok(Outcome::Close);
         };
+        let scheme = ingress::scheme(&client.stream);
         let result = exchange(head, &body, out, api, &peer.ip().to_string(), scheme);
         match result {
             Ok(Exchange {

@@ -249,9 +249,7 @@ fn wait_for_signal(certs: Option<&CertFiles>) -> CliResult {
         }
         match certs.map(CertFiles::reload) {
             Some(Ok(())) => say(format_args!("berth reloaded the TLS certificate")),
-            Some(Err(why)) => say(format_args!(
-                "berth kept the TLS certificate in use: {why}"
-            )),
+            Some(Err(why)) => say(format_args!("berth kept the TLS certificate in use: {why}")),
             None => {}
         }
     }

@@ -22,6 +22,8 @@ pub struct Server {
     pub url: String,
     pub addr: String,
     pub setup_code: Option<String>,
+    /// The TLS listener's address, when started with --tls-cert.
+    pub tls_addr: Option<String>,
     pub data: PathBuf,
     _dir: Option<tempfile::TempDir>,
     output: mpsc::Receiver<String>,
@@ -74,11 +76,15 @@ impl Server {
             }
         });
         let mut addr = None;
+        let mut tls_addr = None;
         let mut setup_code = None;
         while addr.is_none() {
             let line = rx
                 .recv_timeout(Duration::from_secs(20))
                 .expect("server printed its address");
+            if let Some(rest) = line.strip_prefix("berth listening on https://") {
+                tls_addr = rest.split_whitespace().next().map(str::to_string);
+            }
             if let Some(rest) = line.strip_prefix("berth listening on http://") {
                 addr = rest.split_whitespace().next().map(str::to_string);
             }
@@ -96,6 +102,7 @@ impl Server {
             url: format!("http://{addr}"),
             addr,
             setup_code,
+            tls_addr,
             data: data.to_path_buf(),
             _dir: None,
             output: rx,
@@ -225,6 +232,21 @@ impl Server {
     /// Send raw bytes on one connection; returns status, head and body text.
     pub fn raw(&self, bytes: &str) -> (u16, String, String) {
         raw_exchange(&self.addr, bytes.as_bytes())
+    }
+
+    /// Send a signal by name (`HUP`, `TERM`...) to the server process.
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("server is running");
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// The next line the server prints, waiting up to `wait`.
+    pub fn next_output(&self, wait: Duration) -> Option<String> {
+        self.output.recv_timeout(wait).ok()
     }
 
     /// SIGKILL: no chance to flush anything.

@@ -1,0 +1,404 @@
+//! TLS at the front door: the API, the session cookie, tunnels and the relay over
+//! https with a private CA, an untrusted certificate refused by the CLI, and a
+//! certificate reload on SIGHUP that keeps live tunnels.
+
+mod common;
+mod relay_support;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Server, BIN, PASSWORD};
+use relay_support::Service;
+
+/// A private CA made by openssl, and leaf certificates it signs for
+/// localhost, 127.0.0.1 and *.berth.test (the tunnels' domain: TLS clients
+/// refuse a wildcard over a single label such as *.localhost).
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        pki.sh(
+            "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+             -keyout ca.key -out ca.pem -days 2 -subj /CN=berth-test-ca \
+             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign",
+        );
+        pki.issue("cert.pem", "key.pem");
+        pki
+    }
+
+    /// A fresh leaf from the same CA, as a renewal would bring.
+    fn issue(&self, cert: &str, key: &str) {
+        self.sh(&format!(
+            "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {key} \
+             -out leaf.csr -subj /CN=localhost && \
+             printf 'subjectAltName=DNS:localhost,DNS:*.berth.test,IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext && \
+             openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+             -out {cert} -days 2 -extfile ext"
+        ));
+    }
+
+    fn sh(&self, script: &str) {
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(self.dir.path())
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.path(name).to_str().unwrap().to_string()
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server with plain and TLS listeners; public URLs are the TLS ones.
+fn tls_server(pki: &Pki) -> (Server, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let public = format!("https://localhost:{port}");
+    let server = Server::start_in(
+        &dir.path().join("data"),
+        &[
+            "--listen-tls",
+            &format!("127.0.0.1:{port}"),
+            "--tls-cert",
+            &pki.arg("cert.pem"),
+            "--tls-key",
+            &pki.arg("key.pem"),
+            "--public-url",
+            &public,
+            "--domain",
+            "berth.test",
+        ],
+    );
+    assert_eq!(
+        server.tls_addr.as_deref(),
+        Some(&*format!("127.0.0.1:{port}"))
+    );
+    server.create_user("alice", "home", "owner");
+    (server, dir, public)
+}
+
+/// curl with the private CA; status line and body.
+fn curl(pki: &Pki, url: &str, extra: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-D",
+            "-",
+            "--cacert",
+            &pki.arg("ca.pem"),
+        ])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (head.to_string(), body.to_string())
+}
+
+fn berth(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("BERTH_CONFIG", "/nonexistent/berth-tls-test.json")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("berth runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running `share`: the process, its stdout and stderr lines, its public URL.
+struct Shared {
+    child: Child,
+    _lines: mpsc::Receiver<String>,
+    errors: mpsc::Receiver<String>,
+    url: String,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn share(public: &str, pki: &Pki, token: &str, port: u16) -> Shared {
+    let mut child = Command::new(BIN)
+        .args([
+            "share",
+            &port.to_string(),
+            "--host",
+            "127.0.0.1",
+            "--subdomain",
+            "secure",
+        ])
+        .env_clear()
+        .env("BERTH_CONFIG", "/nonexistent/berth-tls-test.json")
+        .env("BERTH_SERVER", public)
+        .env("BERTH_TOKEN", token)
+        .env("BERTH_CA_CERT", pki.path("ca.pem"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn share");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, errors) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // Keep reading stdout for as long as share runs: a closed pipe ends it.
+    let (lines, url) = relay_support::share_output(&mut child);
+    Shared {
+        child,
+        _lines: lines,
+        errors,
+        url,
+    }
+}
+
+#[test]
+fn the_api_and_the_cli_work_over_https_with_a_private_ca() {
+    let pki = Pki::new();
+    let (server, _dir, public) = tls_server(&pki);
+    let (head, body) = curl(&pki, &format!("{public}/healthz"), &[]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("ok"), "{body}");
+
+    let token = server.token_for("alice", "home", "tls");
+    let ca = pki.arg("ca.pem");
+    let (code, out, err) = berth(
+        &[
+            "whoami",
+            "--server",
+            &public,
+            "--token",
+            &token,
+            "--ca-cert",
+            &ca,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("alice"), "{out}");
+    // The same through the environment variable.
+    let (code, _, err) = berth(
+        &["whoami", "--server", &public, "--token", &token],
+        &[("BERTH_CA_CERT", &ca)],
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn an_untrusted_certificate_is_a_clear_error_never_a_downgrade() {
+    let pki = Pki::new();
+    let (server, _dir, public) = tls_server(&pki);
+    let token = server.token_for("alice", "home", "tls");
+    let (code, out, err) = berth(&["whoami", "--server", &public, "--token", &token], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&public), "names the server: {err}");
+    assert!(err.contains("certificate"), "says why: {err}");
+    assert!(err.contains("--ca-cert"), "says what to do: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+
+    let service = Service::start();
+    let (code, _, err) = berth(
+        &[
+            "share",
+            &service.port.to_string(),
+            "--server",
+            &public,
+            "--token",
+            &token,
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("localhost") && err.contains("--ca-cert"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_session_cookie_is_host_prefixed_and_secure_only_under_tls() {
+    let pki = Pki::new();
+    let (server, _dir, public) = tls_server(&pki);
+    let body = format!(r#"{{"username":"alice","password":"{PASSWORD}"}}"#);
+    let post = [
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        body.as_str(),
+    ];
+    let (head, _) = curl(&pki, &format!("{public}/api/v1/session"), &post);
+    let cookie = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie: {head}"));
+    assert!(cookie.contains("__Host-"), "{cookie}");
+    assert!(cookie.contains("Secure"), "{cookie}");
+
+    let (head, _) = curl(&pki, &format!("{}/api/v1/session", server.url), &post);
+    let cookie = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie: {head}"));
+    assert!(
+        !cookie.contains("__Host-") && !cookie.contains("Secure"),
+        "{cookie}"
+    );
+}
+
+#[test]
+fn tunnels_run_over_https_and_survive_a_certificate_reload() {
+    let pki = Pki::new();
+    let (server, _dir, public) = tls_server(&pki);
+    let token = server.token_for("alice", "home", "tls");
+    let service = Service::start();
+    let shared = share(&public, &pki, &token, service.port);
+    let url = shared.url.clone();
+    let port = public.rsplit(':').next().unwrap();
+    assert_eq!(url, format!("https://secure.berth.test:{port}"));
+    let resolve = format!("secure.berth.test:{port}:127.0.0.1");
+    let resolve = ["--resolve", resolve.as_str()];
+
+    let (head, body) = curl(&pki, &format!("{url}/hello"), &resolve);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("path=/hello"), "{body}");
+    assert!(
+        body.contains("xfp=https"),
+        "the service hears the public scheme: {body}"
+    );
+
+    // Renew the certificate in place and tell the server.
+    let before = fingerprint(&pki, port);
+    pki.issue("cert.pem", "key.pem");
+    server.signal("HUP");
+    let said = server
+        .next_output(Duration::from_secs(10))
+        .unwrap_or_default();
+    assert!(said.contains("reloaded the TLS certificate"), "{said}");
+    assert_ne!(
+        fingerprint(&pki, port),
+        before,
+        "new connections get the new certificate"
+    );
+
+    // The tunnel stayed up: no reconnect, and requests still pass.
+    let (head, _) = curl(&pki, &format!("{url}/again"), &resolve);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        shared.errors.try_iter().all(|l| !l.contains("Reconnect")),
+        "share reconnected"
+    );
+
+    // A broken file on reload keeps the certificate in use.
+    std::fs::write(pki.path("key.pem"), "garbage").unwrap();
+    server.signal("HUP");
+    let said = server
+        .next_output(Duration::from_secs(10))
+        .unwrap_or_default();
+    assert!(said.contains("kept the TLS certificate"), "{said}");
+    let (head, _) = curl(&pki, &format!("{url}/still"), &resolve);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+#[test]
+fn bad_certificate_files_stop_the_server_with_a_sentence() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = berth(
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen-tls",
+            "127.0.0.1:0",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--tls-cert",
+            &pki.arg("key.pem"),
+            "--tls-key",
+            &pki.arg("key.pem"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("No certificate found"), "{err}");
+    let (code, _, err) = berth(
+        &[
+            "server",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--tls-cert",
+            &pki.arg("cert.pem"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "--tls-cert needs --tls-key: {err}");
+}
+
+/// The SHA-256 fingerprint of the certificate the TLS listener presents now.
+fn fingerprint(pki: &Pki, port: &str) -> String {
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "openssl s_client -connect 127.0.0.1:{port} -servername localhost -CAfile {} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256",
+                pki.path("ca.pem").display()
+            ),
+        ])
+        .output()
+        .expect("openssl runs");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(text.contains("Fingerprint"), "openssl s_client: {text}");
+    text
+}
