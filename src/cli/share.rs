@@ -5,8 +5,8 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::{outln, write_stderr, CliError, CliResult};
-use crate::client::{error_from_response, exit};
-use crate::config::Session;
+use crate::client::{error_from_response, exit, Auth, Client};
+use crate::config::{Masked, Session, Settings};
 use crate::proxy::{self, Body, Conn};
 use crate::relay::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
 use crate::relay::{check_subdomain, ClaimError};
@@ -31,6 +31,8 @@ pub struct Share {
     pub port: u16,
     pub host: String,
     pub subdomain: Option<String>,
+    /// The region to be served in (`--region`, else the config's `region`).
+    pub region: Option<String>,
 }
 
 /// The server as a TCP address and a Host header.
@@ -50,13 +52,19 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
     if let Some(Err(ClaimError::Invalid(why))) = share.subdomain.as_deref().map(check_subdomain) {
         return Err(CliError::usage(why));
     }
-    let server = Server::parse(&session.settings.server, token.expose())?;
+    let url = preferred_server(&session.settings, &token.expose())?;
+    let server = Server::parse(&url, token.expose())?;
+    let region = share.region.or(session.config.region.clone());
+    let wanted = Wanted {
+        subdomain: share.subdomain,
+        region: region.filter(|r| !r.is_empty()),
+    };
     let local = format!("{}:{}", share.host, share.port);
-    let mut subdomain = share.subdomain;
+    let mut subdomain = wanted.subdomain.clone();
     let mut backoff = BACKOFF_START;
     let mut first = true;
     loop {
-        match open_control(&server, subdomain.as_deref()) {
+        match open_control(&server, subdomain.as_deref(), wanted.region.as_deref()) {
             Ok((control, frames, url)) => {
                 if first {
                     outln!("Forwarding {url} -> http://{local}");
@@ -185,10 +193,14 @@ impl Server {
 fn open_control(
     server: &Server,
     subdomain: Option<&str>,
+    region: Option<&str>,
 ) -> Result<(TcpStream, FrameReader<Conn<TcpStream>>, String), CliError> {
     let mut path = "/api/v1/tunnels/connect?kind=http".to_string();
     if let Some(name) = subdomain {
         path.push_str(&format!("&subdomain={name}"));
+    }
+    if let Some(region) = region {
+        path.push_str(&format!("&region={}", query_value(region)));
     }
     let (stream, reader) = server.upgrade(&path, true)?;
     let mut frames = FrameReader::new(reader);
@@ -198,6 +210,54 @@ fn open_control(
             "the server {} did not open the tunnel; is it a berth server?",
             server.url
         ))),
+    }
+}
+
+/// What the tunnel asks the server for.
+struct Wanted {
+    subdomain: Option<String>,
+    region: Option<String>,
+}
+
+/// A query value with everything but unreserved characters percent-encoded
+/// (a region the server does not serve is refused with a message, never mangled).
+fn query_value(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The server to share through: the token's preferred CLI server (from
+/// `GET /api/v1/me`) when it is set and differs from the one the CLI was
+/// pointed at, saying so; else the one pointed at. A refused token stops here
+/// with its own error; other failures leave the choice to the connect.
+fn preferred_server(settings: &Settings, bearer: &str) -> Result<String, CliError> {
+    let pointed = settings.server.trim_end_matches('/').to_string();
+    let client = Client::new(settings, Auth::Bearer(Masked::new(bearer)));
+    let me = match client.and_then(|c| c.get("/api/v1/me", &[])) {
+        Ok(me) => me,
+        Err(err) if [exit::NOT_AUTHENTICATED, exit::FORBIDDEN].contains(&err.code) => {
+            return Err(err)
+        }
+        Err(_) => return Ok(pointed),
+    };
+    let preferred = me["token"]["server"]
+        .as_str()
+        .map(|s| s.trim().trim_end_matches('/'))
+        .filter(|s| !s.is_empty());
+    match preferred {
+        Some(url) if !url.eq_ignore_ascii_case(&pointed) => {
+            write_stderr(&format!(
+                "The token prefers the server {url}; sharing through it instead of {pointed}.\n"
+            ));
+            Ok(url.to_string())
+        }
+        _ => Ok(pointed),
     }
 }
 
