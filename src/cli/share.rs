@@ -22,6 +22,8 @@ const MAX_ERROR_BODY: u64 = 64 * 1024;
 const LOCAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// A data connection idle this long is dropped (the server closes it sooner).
 const LEG_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Buffer that lets a message's head and a small body leave in one write.
+const COALESCE_BYTES: usize = 16 * 1024;
 /// First and longest wait between reconnection attempts.
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -430,24 +432,34 @@ fn exchange(
     local: &mut TcpStream,
     from_local: &mut Conn<TcpStream>,
 ) -> io::Result<Option<(u16, bool)>> {
-    if local.write_all(raw).is_err() {
+    // A head and a small body leave in one write: one segment, one wake-up of
+    // the reader, instead of two per message.
+    let mut to_local = io::BufWriter::with_capacity(COALESCE_BYTES, &mut *local);
+    if to_local.write_all(raw).is_err() {
         return Ok(None);
     }
-    proxy::copy_body(head.body, public, local)?;
+    proxy::copy_body(head.body, public, &mut to_local)?;
+    if to_local.flush().is_err() {
+        return Ok(None);
+    }
+    drop(to_local);
+    let mut back = io::BufWriter::with_capacity(COALESCE_BYTES, &mut *data);
     let response = loop {
         let raw = from_local.read_head(LOCAL_TIMEOUT, &|t| local.set_read_timeout(t));
         let Ok(raw) = raw else { return Ok(None) };
         let Ok(response) = proxy::parse_response(&raw, head.method == "HEAD") else {
             return Ok(None);
         };
-        data.write_all(&raw)?;
+        back.write_all(&raw)?;
         if response.status >= 200 || response.status == 101 {
             break response;
         }
+        // An interim response (100 Continue) goes at once.
+        back.flush()?;
     };
     if response.status != 101 {
-        proxy::copy_body(response.body, from_local, data)?;
+        proxy::copy_body(response.body, from_local, &mut back)?;
     }
-    data.flush()?;
+    back.flush()?;
     Ok(Some((response.status, response.keep_alive)))
 }
