@@ -79,6 +79,9 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# Proportional set size: shared pages (the binary both processes map) counted once.
+pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
+anon_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status"; }
 
 # start_server NAME: a server on its own data dir; sets ADDR and SERVER_PID.
 start_server() {
@@ -142,6 +145,8 @@ sleep 2
 IDLE_SERVER=$(rss_kib "$RELAY_PID")
 IDLE_CLIENT=$(rss_kib "$SHARE_PID")
 IDLE_TOTAL=$((IDLE_SERVER + IDLE_CLIENT))
+IDLE_PSS=$(($(pss_kib "$RELAY_PID") + $(pss_kib "$SHARE_PID")))
+IDLE_ANON=$(anon_kib "$RELAY_PID")
 
 # --- 4. throughput and latency (wrk) ---------------------------------------------
 run_wrk() {
@@ -234,6 +239,7 @@ printf '    %-8s p50 %7s ms   p90 %7s ms\n' \
     direct "$D50" "$(quantile direct 0.9)" tunnel "$T50" "$(quantile tunnel 0.9)"
 echo "    p50 tunnel/direct: ${TTFB_RATIO}x (goal <= 2.00x): $(verdict "$TTFB_RATIO" 2.0 '<=')"
 echo "  idle RSS: server $IDLE_SERVER KiB + share $IDLE_CLIENT KiB = $IDLE_TOTAL KiB (goal <= 10240 KiB): $(verdict "$IDLE_TOTAL" 10240 '<=')"
+echo "    PSS (shared binary pages counted once): $IDLE_PSS KiB; server anonymous memory $IDLE_ANON KiB"
 if [[ -n $PER_TUNNEL ]]; then
     echo "  $TUNNELS idle tunnels: server RSS $BEFORE -> $AFTER KiB, $THREADS threads"
     echo "    per idle tunnel: $PER_TUNNEL KiB (goal <= 64 KiB): $(verdict "$PER_TUNNEL" 64 '<=')"

@@ -381,19 +381,20 @@ impl Relay {
     /// Upkeep of a tunnel's pool as of `now`: forget ids asked ahead of need
     /// that expired, close parked connections that are too old or closed, refill.
     pub fn tend(&self, tunnel: &Arc<Tunnel>, now: Instant) {
-        let mut expired = 0;
+        // Every tunnel's expired ids go, so a closed tunnel's leave no trace.
+        let mut expired = Vec::new();
         lock(&self.pending).retain(|_, pending| match pending {
-            Pending::Ahead { tunnel: t, asked }
-                if std::ptr::eq(t.as_ptr(), Arc::as_ptr(tunnel))
-                    && now.duration_since(*asked) >= PENDING_TIMEOUT =>
-            {
-                expired += 1;
+            Pending::Ahead { tunnel, asked } if now.duration_since(*asked) >= PENDING_TIMEOUT => {
+                expired.push(tunnel.clone());
                 false
             }
             _ => true,
         });
+        for owner in expired.iter().filter_map(Weak::upgrade) {
+            let mut pool = lock(&owner.pool);
+            pool.asked = pool.asked.saturating_sub(1);
+        }
         let mut pool = lock(&tunnel.pool);
-        pool.asked = pool.asked.saturating_sub(expired);
         pool.parked.retain(|(stream, since)| {
             let keep = now.duration_since(*since) < PARKED_MAX_AGE && still_open(stream);
             if !keep {
