@@ -201,12 +201,12 @@ if [[ $TUNNELS -gt 0 ]]; then
     say "opening $TUNNELS idle tunnels (scripts/idle-tunnels.py)"
     python3 "$ROOT/scripts/idle-tunnels.py" "$ADDR" "$TOKEN" "$TUNNELS" >"$WORK/idle.out" 2>"$WORK/idle.err" &
     PIDS+=("$!")
-    for _ in $(seq 1200); do
+    for _ in $(seq 3000); do
         grep -q '^ready' "$WORK/idle.out" 2>/dev/null && break
         kill -0 "${PIDS[-1]}" 2>/dev/null || die "idle-tunnels failed: $(cat "$WORK/idle.err")"
         sleep 0.1
     done
-    grep -q '^ready' "$WORK/idle.out" || die "idle-tunnels did not get $TUNNELS tunnels ready in 120 s."
+    grep -q '^ready' "$WORK/idle.out" || die "idle-tunnels did not get $TUNNELS tunnels ready in 300 s."
     sleep 2
     AFTER=$(rss_kib "$IDLE_PID")
     THREADS=$(awk '/^Threads:/ {print $2}' "/proc/$IDLE_PID/status")

@@ -38,6 +38,11 @@ def upgrade(addr, path, token=None):
     status = head.split(b" ", 2)[1]
     if status != b"101":
         rest = sock.recv(65536).decode(errors="replace")
+        if token is None and status == b"404":
+            # The id expired before we got to it (a loaded machine): the
+            # server asks again on its next round of upkeep.
+            sock.close()
+            return None
         raise SystemExit(f"idle-tunnels: {path} answered {status.decode()}: {rest}")
     return sock
 
@@ -48,17 +53,20 @@ def main():
     controls = []
     data = []
     buffers = {}
-    for i in range(count):
-        sock = upgrade(addr, "/api/v1/tunnels/connect?kind=http", token)
-        sock.setblocking(False)
-        controls.append(sock)
-        buffers[sock] = b""
-        selector.register(sock, selectors.EVENT_READ)
     ready = 0
     announced = False
     last_ping = time.monotonic()
     while True:
-        for key, _ in selector.select(timeout=1):
+        # Open the tunnels one by one, answering frames in between so that
+        # no connect id waits long enough to expire.
+        if len(controls) < count:
+            sock = upgrade(addr, "/api/v1/tunnels/connect?kind=http", token)
+            sock.setblocking(False)
+            controls.append(sock)
+            buffers[sock] = b""
+            selector.register(sock, selectors.EVENT_READ)
+        timeout = 0 if len(controls) < count else 1
+        for key, _ in selector.select(timeout=timeout):
             sock = key.fileobj
             try:
                 chunk = sock.recv(65536)
@@ -74,7 +82,9 @@ def main():
                     ready += 1
                 elif "connect" in frame:
                     path = "/api/v1/tunnels/accept/" + frame["connect"]["id"]
-                    data.append(upgrade(addr, path))
+                    conn = upgrade(addr, path)
+                    if conn is not None:
+                        data.append(conn)
                 elif "ping" in frame:
                     sock.sendall(b'{"pong":{}}\n')
         if time.monotonic() - last_ping >= PING_EVERY:
