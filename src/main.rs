@@ -97,7 +97,8 @@ pub enum Command {
     #[command(after_help = "Examples:
   berth share 3000
   berth share 8000 --subdomain myapp
-  berth share 5173 --host 127.0.0.1")]
+  berth share 5173 --host 127.0.0.1
+  berth share 3000 --region eu")]
     Share(ShareArgs),
 }
 
@@ -111,6 +112,9 @@ pub struct ShareArgs {
     /// Subdomain to ask for [default: a random readable name]
     #[arg(long, value_name = "S")]
     pub subdomain: Option<String>,
+    /// Region the tunnel must be served in [default: config `region`, else the server's]
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
 }
 
 /// `berth server` options; each also reads `BERTH_<NAME>`.
@@ -162,6 +166,14 @@ pub struct ServerArgs {
         default_value = "localhost"
     )]
     pub domain: String,
+    /// The region this server serves; tunnels asking for another are refused
+    #[arg(
+        long,
+        env = "BERTH_REGION",
+        value_name = "NAME",
+        default_value = "local"
+    )]
+    pub region: String,
 }
 
 #[derive(Subcommand)]
@@ -381,6 +393,7 @@ fn main() -> ExitCode {
                 port: args.port,
                 host: args.host,
                 subdomain: args.subdomain,
+                region: args.region,
             },
         ),
     };

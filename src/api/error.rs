@@ -16,6 +16,8 @@ pub enum ApiError {
     NotFound(String),
     Conflict(String),
     BadRequest(String),
+    /// The tunnel's region is not the one this server serves; the message names it.
+    RegionNotServed(String),
     RateLimited(Duration),
     MethodNotAllowed,
     PayloadTooLarge,
@@ -47,6 +49,7 @@ impl ApiError {
             ApiError::NotFound(what) => (404, "not_found", what.clone()),
             ApiError::Conflict(why) => (409, "conflict", why.clone()),
             ApiError::BadRequest(why) => (400, "bad_request", why.clone()),
+            ApiError::RegionNotServed(why) => (400, "region_not_served", why.clone()),
             ApiError::RateLimited(wait) => (
                 429,
                 "rate_limited",

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{outln, write_stderr, CliError, CliResult};
-use crate::client::{error_from_response, exit};
-use crate::config::Session;
+use crate::client::{error_from_response, exit, Auth, Client};
+use crate::config::{Masked, Session, Settings};
 use crate::proxy::{self, Body, Conn};
 use crate::relay::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
 use crate::relay::{check_subdomain, ClaimError};
@@ -27,6 +27,8 @@ const MAX_ERROR_BODY: u64 = 64 * 1024;
 const LOCAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// A data connection idle this long is dropped (the server closes it sooner).
 const LEG_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Buffer that lets a message's head and a small body leave in one write.
+const COALESCE_BYTES: usize = 16 * 1024;
 /// First and longest wait between reconnection attempts.
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -36,6 +38,8 @@ pub struct Share {
     pub port: u16,
     pub host: String,
     pub subdomain: Option<String>,
+    /// The region to be served in (`--region`, else the config's `region`).
+    pub region: Option<String>,
 }
 
 /// The server as a TCP address, a Host header and, for https, TLS settings.
@@ -58,17 +62,19 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
     if let Some(Err(ClaimError::Invalid(why))) = share.subdomain.as_deref().map(check_subdomain) {
         return Err(CliError::usage(why));
     }
-    let server = Server::parse(
-        &session.settings.server,
-        session.settings.ca_cert.as_deref(),
-        token.expose(),
-    )?;
+    let url = preferred_server(&session.settings, &token.expose())?;
+    let server = Server::parse(&url, session.settings.ca_cert.as_deref(), token.expose())?;
+    let region = share.region.or(session.config.region.clone());
+    let wanted = Wanted {
+        subdomain: share.subdomain,
+        region: region.filter(|r| !r.is_empty()),
+    };
     let local = format!("{}:{}", share.host, share.port);
-    let mut subdomain = share.subdomain;
+    let mut subdomain = wanted.subdomain.clone();
     let mut backoff = BACKOFF_START;
     let mut first = true;
     loop {
-        match open_control(&server, subdomain.as_deref()) {
+        match open_control(&server, subdomain.as_deref(), wanted.region.as_deref()) {
             Ok((control, frames, url)) => {
                 if first {
                     outln!("Forwarding {url} -> http://{local}");
@@ -240,10 +246,14 @@ impl Server {
 fn open_control(
     server: &Server,
     subdomain: Option<&str>,
+    region: Option<&str>,
 ) -> Result<(Stream, FrameReader<Conn<Stream>>, String), CliError> {
     let mut path = "/api/v1/tunnels/connect?kind=http".to_string();
     if let Some(name) = subdomain {
         path.push_str(&format!("&subdomain={name}"));
+    }
+    if let Some(region) = region {
+        path.push_str(&format!("&region={}", query_value(region)));
     }
     let (stream, reader) = server.upgrade(&path, true)?;
     let mut frames = FrameReader::new(reader);
@@ -253,6 +263,54 @@ fn open_control(
             "the server {} did not open the tunnel; is it a berth server?",
             server.url
         ))),
+    }
+}
+
+/// What the tunnel asks the server for.
+struct Wanted {
+    subdomain: Option<String>,
+    region: Option<String>,
+}
+
+/// A query value with everything but unreserved characters percent-encoded
+/// (a region the server does not serve is refused with a message, never mangled).
+fn query_value(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The server to share through: the token's preferred CLI server (from
+/// `GET /api/v1/me`) when it is set and differs from the one the CLI was
+/// pointed at, saying so; else the one pointed at. A refused token stops here
+/// with its own error; other failures leave the choice to the connect.
+fn preferred_server(settings: &Settings, bearer: &str) -> Result<String, CliError> {
+    let pointed = settings.server.trim_end_matches('/').to_string();
+    let client = Client::new(settings, Auth::Bearer(Masked::new(bearer)));
+    let me = match client.and_then(|c| c.get("/api/v1/me", &[])) {
+        Ok(me) => me,
+        Err(err) if [exit::NOT_AUTHENTICATED, exit::FORBIDDEN].contains(&err.code) => {
+            return Err(err)
+        }
+        Err(_) => return Ok(pointed),
+    };
+    let preferred = me["token"]["server"]
+        .as_str()
+        .map(|s| s.trim().trim_end_matches('/'))
+        .filter(|s| !s.is_empty());
+    match preferred {
+        Some(url) if !url.eq_ignore_ascii_case(&pointed) => {
+            write_stderr(&format!(
+                "The token prefers the server {url}; sharing through it instead of {pointed}.\n"
+            ));
+            Ok(url.to_string())
+        }
+        _ => Ok(pointed),
     }
 }
 
@@ -426,24 +484,34 @@ fn exchange(
     local: &mut TcpStream,
     from_local: &mut Conn<TcpStream>,
 ) -> io::Result<Option<(u16, bool)>> {
-    if local.write_all(raw).is_err() {
+    // A head and a small body leave in one write: one segment, one wake-up of
+    // the reader, instead of two per message.
+    let mut to_local = io::BufWriter::with_capacity(COALESCE_BYTES, &mut *local);
+    if to_local.write_all(raw).is_err() {
         return Ok(None);
     }
-    proxy::copy_body(head.body, public, local)?;
+    proxy::copy_body(head.body, public, &mut to_local)?;
+    if to_local.flush().is_err() {
+        return Ok(None);
+    }
+    drop(to_local);
+    let mut back = io::BufWriter::with_capacity(COALESCE_BYTES, &mut *data);
     let response = loop {
         let raw = from_local.read_head(LOCAL_TIMEOUT, &|t| local.set_read_timeout(t));
         let Ok(raw) = raw else { return Ok(None) };
         let Ok(response) = proxy::parse_response(&raw, head.method == "HEAD") else {
             return Ok(None);
         };
-        data.write_all(&raw)?;
+        back.write_all(&raw)?;
         if response.status >= 200 || response.status == 101 {
             break response;
         }
+        // An interim response (100 Continue) goes at once.
+        back.flush()?;
     };
     if response.status != 101 {
-        proxy::copy_body(response.body, from_local, data)?;
+        proxy::copy_body(response.body, from_local, &mut back)?;
     }
-    data.flush()?;
+    back.flush()?;
     Ok(Some((response.status, response.keep_alive)))
 }

@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
@@ -91,6 +92,10 @@ pub fn serve_control(
         let why = "Opening tunnels needs the member role or above and the tunnels:share scope.";
         return refuse(&mut out, ApiError::Forbidden(why.into()));
     }
+    let token_region = principal.token().and_then(|t| t.region.as_deref());
+    if let Some(why) = relay.region_refusal(query(&head.target, "region"), token_region) {
+        return refuse(&mut out, ApiError::RegionNotServed(why));
+    }
     if query(&head.target, "kind").is_some_and(|kind| kind != "http") {
         let why = "Only http tunnels are served so far; leave out --tcp.";
         return refuse(&mut out, ApiError::BadRequest(why.into()));
@@ -119,7 +124,8 @@ pub fn serve_control(
             return Ok(());
         }
     };
-    let result = control_loop(&tunnel, stream, client, (PING_EVERY, SILENCE_LIMIT));
+    relay.refill(&tunnel);
+    let result = control_loop(relay, &tunnel, stream, client, (PING_EVERY, SILENCE_LIMIT));
     relay.release(&tunnel);
     tunnel.close();
     record.closed(&tunnel.id);
@@ -177,9 +183,11 @@ impl History<'_> {
     }
 }
 
-/// Ping every `ping_every`, answer pings, and end after `silence` without a word.
+/// Ping every `ping_every`, answer pings, tend the tunnel's parked data
+/// connections as often, and end after `silence` without a word.
 fn control_loop(
-    tunnel: &super::Tunnel,
+    relay: &Relay,
+    tunnel: &Arc<Tunnel>,
     stream: &Stream,
     client: &mut Conn<Stream>,
     (ping_every, silence): (Duration, Duration),
@@ -204,6 +212,7 @@ fn control_loop(
         if pinged.elapsed() >= ping_every {
             pinged = Instant::now();
             tunnel.send(&Frame::Ping {})?;
+            relay.tend(tunnel, pinged);
         }
     }
 }
@@ -394,7 +403,6 @@ mod tests {
     use super::*;
     use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
-    use std::sync::Arc;
 
     /// A claimed tunnel's server side and the client's end of its control connection.
     fn control_pair(relay: &Relay) -> (Arc<super::super::Tunnel>, Stream, Stream) {
@@ -416,7 +424,7 @@ mod tests {
         let timing = (Duration::from_millis(50), Duration::from_millis(300));
         let started = Instant::now();
         let mut reader = Conn::new(server.try_clone().unwrap());
-        control_loop(&tunnel, &server, &mut reader, timing).unwrap();
+        control_loop(&relay, &tunnel, &server, &mut reader, timing).unwrap();
         assert!(started.elapsed() >= timing.1);
         let mut lines = BufReader::new(client);
         let mut line = String::new();
@@ -440,7 +448,7 @@ mod tests {
         let looping = std::thread::spawn(move || {
             let mut reader = Conn::new(server.try_clone().unwrap());
             let started = Instant::now();
-            let _ = control_loop(&tunnel, &server, &mut reader, timing);
+            let _ = control_loop(&relay, &tunnel, &server, &mut reader, timing);
             started.elapsed()
         });
         let mut lines = BufReader::new(client.try_clone().unwrap());

@@ -1,15 +1,31 @@
-//! The tunnel relay: the registry of live tunnels by subdomain, pending data
-//! connections by id, and the subdomain rules (DESIGN §6).
+//! The tunnel relay: the registry of live tunnels by subdomain, pending and
+//! parked data connections, and the subdomain rules (DESIGN §6).
+//!
+//! Pre-opened data connections. A public connection that had to ask the client
+//! for a data connection would wait a round trip to the client, a TCP handshake
+//! and an upgrade before its first byte moves. So each tunnel keeps a few data
+//! connections open ahead of need, with the wire protocol unchanged: the server
+//! sends `connect` frames nobody waits for yet; the client dials `accept/{id}` as
+//! always and, as always, only dials the local service once the first request
+//! arrives. The server parks those connections in the tunnel's small pool: no
+//! thread holds a parked socket, and the front door's connection thread that
+//! answered the 101 ends. A new public connection takes a parked one (checking
+//! with a non-blocking peek that it is still open) and a `connect` frame goes out
+//! to refill the pool. The control connection's loop, which wakes at least every
+//! ping interval, retires parked connections older than `PARKED_MAX_AGE` (well
+//! before the client's own idle timeout on them) and expires ids asked ahead of
+//! need that no client claimed within `PENDING_TIMEOUT`.
 
 pub mod ingress;
 pub mod protocol;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use protocol::Frame;
 
@@ -17,6 +33,14 @@ use crate::stream::Stream;
 
 /// An unclaimed data connection id expires after this long (the public side gets 502).
 pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
+/// The region a server serves unless told otherwise.
+pub const DEFAULT_REGION: &str = "local";
+/// Data connections each tunnel keeps open ahead of need (parked or asked for).
+pub const PARKED_PER_TUNNEL: usize = 2;
+/// A parked data connection older than this is closed and replaced: well under
+/// the client's 10-minute idle timeout, and short enough that a middlebox that
+/// silently forgets idle connections is unlikely to have forgotten it.
+pub const PARKED_MAX_AGE: Duration = Duration::from_secs(120);
 /// Longest subdomain label.
 pub const MAX_SUBDOMAIN: usize = 63;
 /// Bound on each write to a control connection.
@@ -56,6 +80,28 @@ pub struct Tunnel {
     /// The token that opened it (`tokens revoke --disconnect` closes by token).
     pub token_id: i64,
     control: Mutex<Stream>,
+    pool: Mutex<Pool>,
+    closed: AtomicBool,
+}
+
+/// A tunnel's data connections opened ahead of need.
+#[derive(Default)]
+struct Pool {
+    /// Connected data connections and when each arrived, oldest first.
+    parked: VecDeque<(Stream, Instant)>,
+    /// `connect` frames sent ahead of need whose connection has not arrived.
+    asked: usize,
+}
+
+/// Who a data connection id is for.
+enum Pending {
+    /// A public connection waits on this channel.
+    Waiter(SyncSender<Stream>),
+    /// Asked ahead of need: the connection goes to this tunnel's pool.
+    Ahead {
+        tunnel: Weak<Tunnel>,
+        asked: Instant,
+    },
 }
 
 impl Tunnel {
@@ -65,9 +111,20 @@ impl Tunnel {
         protocol::write_frame(&mut *control, frame)
     }
 
-    /// Close the control connection (the client reconnects or ends).
+    /// Close the control connection (the client reconnects or ends) and the
+    /// parked data connections.
     pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
         let _ = lock(&self.control).shutdown(Shutdown::Both);
+        for (stream, _) in lock(&self.pool).parked.drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// How many data connections are parked now.
+    #[cfg(test)]
+    pub fn parked(&self) -> usize {
+        lock(&self.pool).parked.len()
     }
 
     /// Tell the client why, so it does not reconnect, then close.
@@ -100,8 +157,10 @@ pub struct Relay {
     pub domain: String,
     /// Scheme, and port when not the default, of public tunnel URLs.
     pub public_url: String,
+    /// The one region this server serves (`--region`).
+    pub region: String,
     tunnels: Mutex<HashMap<String, Arc<Tunnel>>>,
-    pending: Mutex<HashMap<String, SyncSender<Stream>>>,
+    pending: Mutex<HashMap<String, Pending>>,
 }
 
 impl Relay {
@@ -109,6 +168,7 @@ impl Relay {
         Relay {
             domain: domain.trim_end_matches('.').to_ascii_lowercase(),
             public_url: public_url.to_string(),
+            region: DEFAULT_REGION.to_string(),
             tunnels: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
         }
@@ -148,6 +208,8 @@ impl Relay {
             subdomain: subdomain.clone(),
             token_id,
             control: Mutex::new(control),
+            pool: Mutex::new(Pool::default()),
+            closed: AtomicBool::new(false),
         });
         // The 101 and `ready` go out before any `connect`: hold the control
         // connection's lock from before the tunnel is findable until they are sent.
@@ -168,6 +230,25 @@ impl Relay {
             return Err(ClaimError::Gone);
         }
         Ok(tunnel)
+    }
+
+    /// Why a tunnel asked for in region `asked` (`share --region`) with a token
+    /// preferring `token_region` cannot be served here, if it cannot.
+    pub fn region_refusal(
+        &self,
+        asked: Option<&str>,
+        token_region: Option<&str>,
+    ) -> Option<String> {
+        let served = &self.region;
+        if let Some(asked) = asked.filter(|r| r != served) {
+            return Some(format!(
+                "This server serves region {served} only, not {asked}; share with --region {served} or through a server of region {asked}."
+            ));
+        }
+        let wrong = token_region.filter(|r| r != served)?;
+        Some(format!(
+            "This server serves region {served} only, and the token prefers region {wrong}; use a token for region {served} or a server of region {wrong}."
+        ))
     }
 
     /// Forget a tunnel, if the registry still holds this one under its name.
@@ -239,11 +320,15 @@ impl Relay {
         format!("{scheme}://{subdomain}.{}{port}", self.domain)
     }
 
-    /// Ask the tunnel's client for a data connection and wait for it.
-    pub fn open_data(&self, tunnel: &Tunnel) -> Option<Stream> {
+    /// A data connection for a new public connection: a parked one when one is
+    /// still open, else ask the tunnel's client for one and wait for it.
+    pub fn open_data(&self, tunnel: &Arc<Tunnel>) -> Option<Stream> {
+        if let Some(stream) = self.take_parked(tunnel) {
+            return Some(stream);
+        }
         let id = random_hex::<16>();
         let (tx, rx): (_, Receiver<Stream>) = mpsc::sync_channel(1);
-        lock(&self.pending).insert(id.clone(), tx);
+        lock(&self.pending).insert(id.clone(), Pending::Waiter(tx));
         let sent = tunnel.send(&Frame::Connect { id: id.clone() });
         let stream = match sent {
             Ok(()) => rx.recv_timeout(PENDING_TIMEOUT).ok(),
@@ -253,20 +338,120 @@ impl Relay {
         stream
     }
 
-    /// Hand a client's data connection to the public connection waiting for `id`;
-    /// false if no one waits (unknown or expired id).
+    /// The oldest parked connection that is still open; the pool is refilled.
+    fn take_parked(&self, tunnel: &Arc<Tunnel>) -> Option<Stream> {
+        let mut found = None;
+        {
+            let mut pool = lock(&tunnel.pool);
+            while let Some((stream, _)) = pool.parked.pop_front() {
+                if still_open(&stream) {
+                    found = Some(stream);
+                    break;
+                }
+            }
+        }
+        self.refill(tunnel);
+        found
+    }
+
+    /// Send `connect` frames until the tunnel has `PARKED_PER_TUNNEL` data
+    /// connections parked or on their way.
+    pub fn refill(&self, tunnel: &Arc<Tunnel>) {
+        if tunnel.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let need = {
+            let mut pool = lock(&tunnel.pool);
+            let need = PARKED_PER_TUNNEL.saturating_sub(pool.parked.len() + pool.asked);
+            pool.asked += need;
+            need
+        };
+        for _ in 0..need {
+            let id = random_hex::<16>();
+            let ahead = Pending::Ahead {
+                tunnel: Arc::downgrade(tunnel),
+                asked: Instant::now(),
+            };
+            lock(&self.pending).insert(id.clone(), ahead);
+            if tunnel.send(&Frame::Connect { id }).is_err() {
+                // The control connection is gone; its loop ends and closes the tunnel.
+                return;
+            }
+        }
+    }
+
+    /// Upkeep of a tunnel's pool as of `now`: forget ids asked ahead of need
+    /// that expired, close parked connections that are too old or closed, refill.
+    pub fn tend(&self, tunnel: &Arc<Tunnel>, now: Instant) {
+        // Every tunnel's expired ids go, so a closed tunnel's leave no trace.
+        let mut expired = Vec::new();
+        lock(&self.pending).retain(|_, pending| match pending {
+            Pending::Ahead { tunnel, asked } if now.duration_since(*asked) >= PENDING_TIMEOUT => {
+                expired.push(tunnel.clone());
+                false
+            }
+            _ => true,
+        });
+        for owner in expired.iter().filter_map(Weak::upgrade) {
+            let mut pool = lock(&owner.pool);
+            pool.asked = pool.asked.saturating_sub(1);
+        }
+        let mut pool = lock(&tunnel.pool);
+        pool.parked.retain(|(stream, since)| {
+            let keep = now.duration_since(*since) < PARKED_MAX_AGE && still_open(stream);
+            if !keep {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            keep
+        });
+        drop(pool);
+        self.refill(tunnel);
+    }
+
+    /// Hand a client's data connection to the public connection waiting for `id`,
+    /// or park it in its tunnel's pool; gives it back if the id is unknown or expired.
     pub fn deliver(&self, id: &str, stream: Stream) -> Result<(), Stream> {
         let waiting = lock(&self.pending).remove(id);
         match waiting {
-            Some(tx) => tx.send(stream).map_err(|e| e.0),
+            Some(Pending::Waiter(tx)) => tx.send(stream).map_err(|e| e.0),
+            Some(Pending::Ahead { tunnel, asked }) => {
+                let Some(tunnel) = tunnel.upgrade() else {
+                    return Err(stream);
+                };
+                let mut pool = lock(&tunnel.pool);
+                pool.asked = pool.asked.saturating_sub(1);
+                if asked.elapsed() >= PENDING_TIMEOUT || tunnel.closed.load(Ordering::SeqCst) {
+                    return Err(stream);
+                }
+                pool.parked.push_back((stream, Instant::now()));
+                Ok(())
+            }
             None => Err(stream),
         }
     }
 
     /// Whether a data connection id is awaited (checked before answering 101).
     pub fn is_pending(&self, id: &str) -> bool {
-        lock(&self.pending).contains_key(id)
+        match lock(&self.pending).get(id) {
+            Some(Pending::Waiter(_)) => true,
+            Some(Pending::Ahead { asked, .. }) => asked.elapsed() < PENDING_TIMEOUT,
+            None => false,
+        }
     }
+}
+
+/// Whether a parked connection is still open and silent: a client that closed
+/// it reads as EOF, and a client has nothing to say before the first request.
+fn still_open(stream: &Stream) -> bool {
+    // Under TLS this looks at the encrypted bytes: any at all mean the client
+    // spoke (a close_notify, say), which it never does before a request.
+    let stream = stream.tcp();
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    let silent = matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).is_ok() && silent
 }
 
 /// A poisoned lock still guards consistent data here: every critical section
@@ -350,6 +535,135 @@ mod tests {
         static LISTENER: std::sync::OnceLock<TcpListener> = std::sync::OnceLock::new();
         let listener = LISTENER.get_or_init(|| TcpListener::bind("127.0.0.1:0").unwrap());
         Stream::Tcp(std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap())
+    }
+
+    /// Both ends of a fresh loopback connection: (client, server).
+    fn pair() -> (Stream, Stream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (
+            Stream::Tcp(client),
+            Stream::Tcp(listener.accept().unwrap().0),
+        )
+    }
+
+    /// The ids of the next `n` `connect` frames on a control connection's client end.
+    fn connect_ids(lines: &mut impl std::io::BufRead, n: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        while ids.len() < n {
+            let mut line = String::new();
+            assert!(lines.read_line(&mut line).unwrap() > 0, "control closed");
+            if let Ok(Frame::Connect { id }) = serde_json::from_str(line.trim_end()) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    #[test]
+    fn a_tunnel_parks_data_connections_ahead_of_need() {
+        let relay = Relay::new("localhost", "http://localhost:1");
+        let (client, server) = pair();
+        let tunnel = relay.claim(Some("ahead"), server, 1, |_| {}).unwrap();
+        let mut lines = std::io::BufReader::new(client);
+        relay.refill(&tunnel);
+        let ids = connect_ids(&mut lines, PARKED_PER_TUNNEL);
+        let mut client_ends = Vec::new();
+        for id in &ids {
+            assert!(relay.is_pending(id));
+            let (client_end, server_end) = pair();
+            assert!(relay.deliver(id, server_end).is_ok());
+            assert!(!relay.is_pending(id));
+            client_ends.push(client_end);
+        }
+        assert_eq!(tunnel.parked(), PARKED_PER_TUNNEL);
+        // Full: a refill asks for nothing more.
+        relay.refill(&tunnel);
+        assert_eq!(lock(&tunnel.pool).asked, 0);
+        // A public connection takes a parked one at once, and one more is asked for.
+        let mut data = relay.open_data(&tunnel).expect("a parked connection");
+        assert_eq!(tunnel.parked(), PARKED_PER_TUNNEL - 1);
+        assert_eq!(connect_ids(&mut lines, 1).len(), 1);
+        data.write_all(b"x").unwrap();
+        let mut byte = [0u8; 1];
+        client_ends[0].read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"x");
+        // Closing the tunnel closes what is parked.
+        tunnel.close();
+        assert_eq!(tunnel.parked(), 0);
+        assert_eq!(client_ends[1].read(&mut byte).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_closed_parked_connection_is_not_handed_out() {
+        let (client_end, server_end) = pair();
+        assert!(still_open(&server_end));
+        drop(client_end);
+        // The FIN crosses loopback at once, but give the kernel a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while still_open(&server_end) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!still_open(&server_end));
+    }
+
+    #[test]
+    fn tending_expires_unclaimed_ids_and_retires_old_connections() {
+        let relay = Relay::new("localhost", "http://localhost:1");
+        let (client, server) = pair();
+        let tunnel = relay.claim(Some("tend"), server, 1, |_| {}).unwrap();
+        let mut lines = std::io::BufReader::new(client);
+        relay.refill(&tunnel);
+        let first = connect_ids(&mut lines, PARKED_PER_TUNNEL);
+        let now = Instant::now();
+        // Just before the limit nothing changes; past it the ids are forgotten and asked anew.
+        relay.tend(&tunnel, now);
+        assert!(first.iter().all(|id| relay.is_pending(id)));
+        relay.tend(&tunnel, now + PENDING_TIMEOUT + Duration::from_secs(1));
+        assert!(lock(&relay.pending).keys().all(|id| !first.contains(id)));
+        let second = connect_ids(&mut lines, PARKED_PER_TUNNEL);
+        let (mut client_end, server_end) = pair();
+        assert!(relay.deliver(&second[0], server_end).is_ok());
+        relay.tend(
+            &tunnel,
+            Instant::now() + PARKED_MAX_AGE - Duration::from_secs(1),
+        );
+        assert_eq!(tunnel.parked(), 1);
+        relay.tend(
+            &tunnel,
+            Instant::now() + PARKED_MAX_AGE + Duration::from_secs(1),
+        );
+        assert_eq!(tunnel.parked(), 0);
+        let mut byte = [0u8; 1];
+        assert_eq!(client_end.read(&mut byte).unwrap(), 0);
+        // A connection for a closed tunnel is handed back, not parked.
+        // (Each tend in the future expired what was asked before it: the last
+        // frame is the one id still awaited.)
+        let asked = connect_ids(&mut lines, 1 + PARKED_PER_TUNNEL);
+        let last = asked.last().unwrap();
+        assert!(relay.is_pending(last));
+        tunnel.close();
+        let (_client_end, server_end) = pair();
+        assert!(relay.deliver(last, server_end).is_err());
+    }
+
+    #[test]
+    fn regions_other_than_the_served_one_are_refused() {
+        let mut relay = Relay::new("localhost", "http://localhost:1");
+        relay.region = "eu".into();
+        assert_eq!(relay.region_refusal(None, None), None);
+        assert_eq!(relay.region_refusal(Some("eu"), Some("eu")), None);
+        let asked = relay.region_refusal(Some("us"), None).unwrap();
+        assert!(
+            asked.contains("serves region eu only") && asked.contains("us"),
+            "{asked}"
+        );
+        let token = relay.region_refusal(None, Some("ap")).unwrap();
+        assert!(
+            token.contains("serves region eu only") && token.contains("ap"),
+            "{token}"
+        );
+        assert!(relay.region_refusal(Some("eu"), Some("ap")).is_some());
     }
 
     #[test]

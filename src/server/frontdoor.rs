@@ -25,7 +25,16 @@ const CONNECT_PATH: &str = "/api/v1/tunnels/connect";
 const ACCEPT_PREFIX: &str = "/api/v1/tunnels/accept/";
 
 /// Open connections the front door serves at once; beyond, 503 and close.
+/// What it counts: connections with a thread serving requests (API, public
+/// tunnel traffic, relay handshakes). Not control connections once they are
+/// past the head (they have their own bound, `MAX_TUNNELS`, so 1,000 idle
+/// tunnels cannot starve the API and public traffic), and not parked data
+/// connections (no thread holds them; each tunnel parks at most
+/// `relay::PARKED_PER_TUNNEL`).
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Control connections (live tunnels, each holding one thread) at once; beyond,
+/// 503 and close.
+pub const MAX_TUNNELS: usize = 4096;
 /// How long a response from the API may take to start.
 const BACKEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on each write to a slow client.
@@ -45,8 +54,11 @@ const LINGER_BYTES: u64 = 1024 * 1024;
 pub struct FrontDoor {
     pub api_socket: PathBuf,
     pub open: AtomicUsize,
+    /// Control connections being served.
+    pub controls: AtomicUsize,
     pub stopping: AtomicBool,
     pub max_connections: usize,
+    pub max_tunnels: usize,
     pub relay: Arc<Relay>,
     pub auth: Arc<Auth>,
 }
@@ -69,8 +81,10 @@ impl FrontDoor {
             auth,
             api_socket,
             open: AtomicUsize::new(0),
+            controls: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             max_connections: MAX_CONNECTIONS,
+            max_tunnels: MAX_TUNNELS,
         }
     }
 
@@ -169,15 +183,7 @@ impl FrontDoor {
                 }),
                 Route::Control => {
                     let _ = out.flush();
-                    let _ = ingress::serve_control(
-                        &self.relay,
-                        &self.auth,
-                        &head,
-                        &stream,
-                        &mut client,
-                        peer,
-                    );
-                    Ok(Outcome::Close)
+                    self.control(&head, &stream, &mut client, peer)
                 }
                 Route::Accept(id) => {
                     let _ = out.flush();
@@ -204,6 +210,28 @@ impl FrontDoor {
             linger(&stream);
         }
         let _ = stream.shutdown(Shutdown::Both);
+    }
+
+    /// Serve a control connection, counted against `max_tunnels` instead of
+    /// `max_connections` for as long as it lasts.
+    fn control(
+        &self,
+        head: &RequestHead,
+        stream: &Stream,
+        client: &mut Conn<Stream>,
+        peer: SocketAddr,
+    ) -> io::Result<Outcome> {
+        if self.controls.fetch_add(1, Ordering::SeqCst) >= self.max_tunnels {
+            self.controls.fetch_sub(1, Ordering::SeqCst);
+            let why = "The server has too many open tunnels; try again later.";
+            (&*stream).write_all(&proxy::error_response(503, "unavailable", why))?;
+            return Ok(Outcome::Refused);
+        }
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        let _ = ingress::serve_control(&self.relay, &self.auth, head, stream, client, peer);
+        self.open.fetch_add(1, Ordering::SeqCst);
+        self.controls.fetch_sub(1, Ordering::SeqCst);
+        Ok(Outcome::Close)
     }
 
     /// Route by Host first (a tunnel's name wins over every path), then by path.

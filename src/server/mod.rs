@@ -64,7 +64,9 @@ pub fn open_store(dir: &Path) -> Result<Store, CliError> {
 }
 
 pub fn run(args: ServerArgs) -> CliResult {
-    let connection_bound = max_connections()?;
+    let connection_bound = env_bound("BERTH_MAX_CONNECTIONS", frontdoor::MAX_CONNECTIONS)?;
+    let tunnel_bound = env_bound("BERTH_MAX_TUNNELS", frontdoor::MAX_TUNNELS)?;
+    check_region(&args.region)?;
     let dir = data_dir(args.data.clone())?;
     let store = Arc::new(open_store(&dir)?);
     let auth = Arc::new(Auth::new(store.clone()));
@@ -98,7 +100,9 @@ pub fn run(args: ServerArgs) -> CliResult {
         .close_all()
         .map_err(|e| CliError::other(format!("could not update the database: {e}")))?;
     let setup_code = first_run_code(&store)?;
-    let relay = Arc::new(Relay::new(&args.domain, &public_url));
+    let mut relay = Relay::new(&args.domain, &public_url);
+    relay.region = args.region.clone();
+    let relay = Arc::new(relay);
     let state = Arc::new(ApiState {
         store: store.clone(),
         auth: auth.clone(),
@@ -116,6 +120,9 @@ pub fn run(args: ServerArgs) -> CliResult {
     let mut door = FrontDoor::new(socket.clone(), relay, auth.clone());
     if let Some(bound) = connection_bound {
         door.max_connections = bound;
+    }
+    if let Some(bound) = tunnel_bound {
+        door.max_tunnels = bound;
     }
     let door = Arc::new(door);
     let serving = {
@@ -184,17 +191,34 @@ pub fn run(args: ServerArgs) -> CliResult {
     Ok(())
 }
 
-/// The connection bound from `BERTH_MAX_CONNECTIONS`, if set: not a documented
-/// option, but a way for tests and small machines to lower the default.
-fn max_connections() -> Result<Option<usize>, CliError> {
-    let Some(value) = std::env::var_os("BERTH_MAX_CONNECTIONS") else {
+/// A bound from an environment variable (`BERTH_MAX_CONNECTIONS`,
+/// `BERTH_MAX_TUNNELS`), if set: not documented options, but a way for tests and
+/// small machines to lower the defaults.
+fn env_bound(name: &str, default: usize) -> Result<Option<usize>, CliError> {
+    let Some(value) = std::env::var_os(name) else {
         return Ok(None);
     };
     match value.to_str().and_then(|v| v.trim().parse::<usize>().ok()) {
         Some(n) if n > 0 => Ok(Some(n)),
-        _ => Err(CliError::usage(
-            "BERTH_MAX_CONNECTIONS must be a positive whole number; unset it for the default of 1024.",
-        )),
+        _ => Err(CliError::usage(format!(
+            "{name} must be a positive whole number; unset it for the default of {default}."
+        ))),
+    }
+}
+
+/// A region name is what a token's region may be: 1 to 32 of a-z, 0-9 and -.
+fn check_region(region: &str) -> CliResult {
+    let valid = !region.is_empty()
+        && region.len() <= 32
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(CliError::usage(format!(
+            "The region `{region}` is not valid: use 1 to 32 of a-z, 0-9 and -, e.g. --region eu-west."
+        )))
     }
 }
 

@@ -2,6 +2,8 @@
 //! whose connections a test can cut.
 #![allow(dead_code)]
 
+pub mod streaming;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -146,6 +148,7 @@ fn read_chunked(reader: &mut impl BufRead) -> Option<Vec<u8>> {
 pub struct Cutter {
     pub url: String,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Cutter {
@@ -153,10 +156,12 @@ impl Cutter {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (target, streams) = (target.to_string(), open.clone());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (target, streams, count) = (target.to_string(), open.clone(), accepted.clone());
         std::thread::spawn(move || {
             for inbound in listener.incoming() {
                 let Ok(inbound) = inbound else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
                 let Ok(outbound) = TcpStream::connect(&target) else {
                     continue;
                 };
@@ -174,7 +179,16 @@ impl Cutter {
                 }
             }
         });
-        Cutter { url, open }
+        Cutter {
+            url,
+            open,
+            accepted,
+        }
+    }
+
+    /// Connections made through the forwarder so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Break every connection made so far.

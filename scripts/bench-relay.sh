@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# Benchmark the HTTP relay on loopback: a 1 KiB keep-alive origin served direct
+# and through a berth tunnel (wrk), fresh-connection time to first byte (curl),
+# idle memory of server + share client, and server memory per idle tunnel.
+#
+# Usage: scripts/bench-relay.sh
+#
+# Environment:
+#   BERTH_BIN    use this berth binary instead of building target/release/berth
+#   ORIGIN_BIN   use this origin instead of building examples/bench-origin.rs (release)
+#   WRK_ARGS     wrk load parameters (default: -t2 -c64 -d10s --latency)
+#   WARMUP       seconds of warm-up before each wrk run (default 2; 0 = none)
+#   TTFB_RUNS    fresh connections timed each way (default 200)
+#   TUNNELS      idle tunnels held open for the memory figure (default 1000; 0 = skip)
+#
+# Goals (reported as PASS or BELOW GOAL, never a failure of the script):
+# tunnel/direct req/s >= 0.70, tunnel p99 <= 1.1x direct, TTFB p50 <= 2.0x direct,
+# idle server + client RSS <= 10 MiB, <= 64 KiB server RSS per idle tunnel.
+# The script fails only when the benchmark cannot run or is invalid.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WRK_ARGS=${WRK_ARGS:--t2 -c64 -d10s --latency}
+WARMUP=${WARMUP:-2}
+TTFB_RUNS=${TTFB_RUNS:-200}
+TUNNELS=${TUNNELS:-1000}
+case " $WRK_ARGS " in
+*" --latency "* | *" -L "*) ;;
+*) WRK_ARGS="$WRK_ARGS --latency" ;;
+esac
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf 'bench-relay: %s\n' "$*" >&2
+    exit 1
+}
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required; $2"; }
+need curl "install it (e.g. apt-get install -y curl)."
+need wrk "install it (e.g. apt-get install -y wrk)."
+need python3 "install it (e.g. apt-get install -y python3); it runs scripts/idle-tunnels.py."
+
+# --- 1. binaries -------------------------------------------------------------
+if [[ -n ${BERTH_BIN:-} ]]; then
+    [[ -x $BERTH_BIN ]] || die "BERTH_BIN=$BERTH_BIN is not an executable file."
+    BIN=$BERTH_BIN
+else
+    need cargo "install Rust or set BERTH_BIN to a built berth."
+    say "building the release binary (cargo build --release)"
+    (cd "$ROOT" && cargo build --release --quiet)
+    BIN=$ROOT/target/release/berth
+fi
+if [[ -n ${ORIGIN_BIN:-} ]]; then
+    ORIGIN=$ORIGIN_BIN
+else
+    need cargo "install Rust or set ORIGIN_BIN to a built bench-origin."
+    say "building the origin (cargo build --release --example bench-origin)"
+    (cd "$ROOT" && cargo build --release --quiet --example bench-origin)
+    ORIGIN=$ROOT/target/release/examples/bench-origin
+fi
+# Each idle tunnel holds a control and parked data connections open.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# --- 2. processes --------------------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-relay.XXXXXX")
+PIDS=()
+cleanup() {
+    local status=$?
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# Proportional set size: shared pages (the binary both processes map) counted once.
+pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
+anon_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status"; }
+
+# start_server NAME: a server on its own data dir; sets ADDR and SERVER_PID.
+start_server() {
+    local name=$1
+    "$BIN" server --listen 127.0.0.1:0 --data "$WORK/$name" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    ADDR=
+    for _ in $(seq 100); do
+        ADDR=$(sed -n 's/^berth listening on http:\/\/\([^ ]*\) .*/\1/p' "$WORK/$name.out" | head -n1)
+        [[ -n $ADDR ]] && break
+        sleep 0.1
+    done
+    [[ -n $ADDR ]] || die "the server did not report its address: $(cat "$WORK/$name.err")"
+}
+
+# token_for NAME: a user and a token on server NAME (at $ADDR); sets TOKEN.
+token_for() {
+    local password
+    password=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+    printf '%s\n' "$password" |
+        "$BIN" admin create-user bench --crew bench --role owner --password-stdin --data "$WORK/$1" >&2
+    TOKEN=$(curl -sS --fail-with-body -u "bench:$password" -X POST "http://$ADDR/api/v1/tokens" \
+        -H 'Content-Type: application/json' -d '{"name":"bench"}' |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])') ||
+        die "could not mint a token."
+}
+
+say "starting the origin and berth server"
+"$ORIGIN" >"$WORK/origin.out" &
+PIDS+=("$!")
+for _ in $(seq 50); do
+    ORIGIN_PORT=$(head -n1 "$WORK/origin.out")
+    [[ -n $ORIGIN_PORT ]] && break
+    sleep 0.1
+done
+[[ -n $ORIGIN_PORT ]] || die "the origin did not report its port."
+start_server relay
+RELAY_PID=$SERVER_PID
+BASE=http://$ADDR
+token_for relay
+
+BERTH_CONFIG=$WORK/none.json BERTH_SERVER=$BASE BERTH_TOKEN=$TOKEN \
+    "$BIN" share "$ORIGIN_PORT" --host 127.0.0.1 >"$WORK/share.out" 2>"$WORK/share.err" &
+SHARE_PID=$!
+PIDS+=("$SHARE_PID")
+TUNNEL_URL=
+for _ in $(seq 100); do
+    TUNNEL_URL=$(sed -n 's/^Forwarding \([^ ]*\) .*/\1/p' "$WORK/share.out" | head -n1)
+    [[ -n $TUNNEL_URL ]] && break
+    sleep 0.1
+done
+[[ -n $TUNNEL_URL ]] || die "share did not open a tunnel: $(cat "$WORK/share.err")"
+THOST=${TUNNEL_URL#http://}
+DIRECT=http://127.0.0.1:$ORIGIN_PORT/
+code=$(curl -sS -o /dev/null -w '%{http_code}' -H "Host: $THOST" "$BASE/")
+[[ $code == 200 ]] || die "a request through the tunnel answered $code, not 200."
+
+# --- 3. idle memory --------------------------------------------------------------
+sleep 2
+IDLE_SERVER=$(rss_kib "$RELAY_PID")
+IDLE_CLIENT=$(rss_kib "$SHARE_PID")
+IDLE_TOTAL=$((IDLE_SERVER + IDLE_CLIENT))
+IDLE_PSS=$(($(pss_kib "$RELAY_PID") + $(pss_kib "$SHARE_PID")))
+IDLE_ANON=$(anon_kib "$RELAY_PID")
+
+# --- 4. throughput and latency (wrk) ---------------------------------------------
+run_wrk() {
+    local name=$1 url=$2
+    shift 2
+    if [[ $WARMUP -gt 0 ]]; then
+        wrk -t1 -c4 -d"${WARMUP}s" "$@" "$url" >/dev/null
+    fi
+    say "measuring $name: wrk $WRK_ARGS $* $url"
+    # shellcheck disable=SC2086 # WRK_ARGS is a word list on purpose
+    wrk $WRK_ARGS "$@" "$url" | tee "$WORK/$name.txt" >&2
+}
+run_wrk direct "$DIRECT"
+run_wrk tunnel "$BASE/" -H "Host: $THOST"
+
+rps() { awk '/^Requests\/sec:/ {print $2}' "$WORK/$1.txt"; }
+pct() {
+    awk -v p="$2%" '$1 == p {
+        v = $2; n = v + 0
+        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000
+        printf "%.2f", n; exit
+    }' "$WORK/$1.txt"
+}
+errors() { awk '/Non-2xx or 3xx responses:/ {n += $NF} /Socket errors:/ {n += 1} END {print n + 0}' "$WORK/$1.txt"; }
+for name in direct tunnel; do
+    [[ $(errors "$name") -eq 0 ]] || die "the $name run had failed requests: $(grep -E 'Non-2xx|Socket errors' "$WORK/$name.txt")"
+done
+
+# --- 5. fresh-connection time to first byte (curl) -------------------------------
+# ttfb NAME URL [curl args]: TTFB_RUNS fresh connections, one per curl, in ms.
+ttfb() {
+    local name=$1 url=$2
+    shift 2
+    say "timing $TTFB_RUNS fresh connections: $name"
+    for _ in $(seq "$TTFB_RUNS"); do
+        curl -s -o /dev/null -w '%{time_starttransfer}\n' "$@" "$url"
+    done | awk '{printf "%.3f\n", $1 * 1000}' | sort -n >"$WORK/ttfb-$name.txt"
+}
+ttfb direct "$DIRECT"
+ttfb tunnel "$BASE/" -H "Host: $THOST"
+quantile() { awk -v q="$2" '{a[NR] = $1} END {i = int(NR * q); if (i < 1) i = 1; print a[i]}' "$WORK/ttfb-$1.txt"; }
+
+# --- 6. memory per idle tunnel -------------------------------------------------------
+PER_TUNNEL=
+if [[ $TUNNELS -gt 0 ]]; then
+    start_server idle
+    IDLE_PID=$SERVER_PID
+    token_for idle
+    curl -sS -o /dev/null -H "Authorization: Bearer $TOKEN" "http://$ADDR/api/v1/me"
+    sleep 1
+    BEFORE=$(rss_kib "$IDLE_PID")
+    say "opening $TUNNELS idle tunnels (scripts/idle-tunnels.py)"
+    python3 "$ROOT/scripts/idle-tunnels.py" "$ADDR" "$TOKEN" "$TUNNELS" >"$WORK/idle.out" 2>"$WORK/idle.err" &
+    PIDS+=("$!")
+    for _ in $(seq 3000); do
+        grep -q '^ready' "$WORK/idle.out" 2>/dev/null && break
+        kill -0 "${PIDS[-1]}" 2>/dev/null || die "idle-tunnels failed: $(cat "$WORK/idle.err")"
+        sleep 0.1
+    done
+    grep -q '^ready' "$WORK/idle.out" || die "idle-tunnels did not get $TUNNELS tunnels ready in 300 s."
+    sleep 2
+    AFTER=$(rss_kib "$IDLE_PID")
+    THREADS=$(awk '/^Threads:/ {print $2}' "/proc/$IDLE_PID/status")
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://$ADDR/api/v1/me")
+    [[ $code == 200 ]] || die "with $TUNNELS idle tunnels the API answered $code, not 200."
+    PER_TUNNEL=$(awk -v a="$AFTER" -v b="$BEFORE" -v n="$TUNNELS" 'BEGIN {printf "%.1f", (a - b) / n}')
+fi
+
+# --- 7. summary ---------------------------------------------------------------------
+verdict() { awk -v v="$1" -v g="$2" -v op="$3" 'BEGIN {ok = (op == ">=" ? v >= g : v <= g); print (ok ? "PASS" : "BELOW GOAL")}'; }
+D_RPS=$(rps direct)
+T_RPS=$(rps tunnel)
+RATIO=$(awk -v t="$T_RPS" -v d="$D_RPS" 'BEGIN {printf "%.2f", (d > 0 ? t / d : 0)}')
+P99_RATIO=$(awk -v t="$(pct tunnel 99)" -v d="$(pct direct 99)" 'BEGIN {printf "%.2f", (d > 0 ? t / d : 0)}')
+D50=$(quantile direct 0.5)
+T50=$(quantile tunnel 0.5)
+TTFB_RATIO=$(awk -v t="$T50" -v d="$D50" 'BEGIN {printf "%.2f", (d > 0 ? t / d : 0)}')
+
+echo
+echo "berth relay benchmark ($(nproc 2>/dev/null || echo '?') CPUs, loopback, 1 KiB keep-alive origin)"
+echo "  binary: $BIN"
+printf '  wrk %s\n' "$WRK_ARGS"
+printf '    %-8s %10s req/s   p50 %7s ms   p99 %7s ms\n' \
+    direct "$D_RPS" "$(pct direct 50)" "$(pct direct 99)" \
+    tunnel "$T_RPS" "$(pct tunnel 50)" "$(pct tunnel 99)"
+echo "    req/s tunnel/direct: ${RATIO}x (goal >= 0.70x): $(verdict "$RATIO" 0.70 '>=')"
+echo "    p99 tunnel/direct:   ${P99_RATIO}x (goal <= 1.10x): $(verdict "$P99_RATIO" 1.10 '<=')"
+echo "  time to first byte, $TTFB_RUNS fresh connections each (curl)"
+printf '    %-8s p50 %7s ms   p90 %7s ms\n' \
+    direct "$D50" "$(quantile direct 0.9)" tunnel "$T50" "$(quantile tunnel 0.9)"
+echo "    p50 tunnel/direct: ${TTFB_RATIO}x (goal <= 2.00x): $(verdict "$TTFB_RATIO" 2.0 '<=')"
+echo "  idle RSS: server $IDLE_SERVER KiB + share $IDLE_CLIENT KiB = $IDLE_TOTAL KiB (goal <= 10240 KiB): $(verdict "$IDLE_TOTAL" 10240 '<=')"
+echo "    PSS (shared binary pages counted once): $IDLE_PSS KiB; server anonymous memory $IDLE_ANON KiB"
+if [[ -n $PER_TUNNEL ]]; then
+    echo "  $TUNNELS idle tunnels: server RSS $BEFORE -> $AFTER KiB, $THREADS threads"
+    echo "    per idle tunnel: $PER_TUNNEL KiB (goal <= 64 KiB): $(verdict "$PER_TUNNEL" 64 '<=')"
+fi

@@ -1,0 +1,440 @@
+//! The HTTP relay with real clients: curl, a python WebSocket client, large
+//! streamed bodies, many slow requests at once, a killed `share`, a restarted
+//! server, regions, the token's preferred server and the front door's bounds.
+
+mod common;
+mod relay_support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, BIN, PASSWORD};
+use relay_support::streaming::{sha256_file, sha256_pattern, FixedServer, StreamingService};
+use relay_support::{Cutter, Service};
+
+/// The data connections each tunnel keeps open ahead of need (`relay::PARKED_PER_TUNNEL`).
+const PARKED_PER_TUNNEL: usize = 2;
+
+/// `berth share` running in the background, killed on Drop.
+struct Share {
+    child: Child,
+    url: String,
+    _lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Share {
+    fn start(server_url: &str, port: u16, token: &str, extra: &[&str]) -> Share {
+        let mut child = share_command(server_url, token, port, extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn berth share");
+        let (lines, url) = relay_support::share_output(&mut child);
+        Share {
+            child,
+            url,
+            _lines: lines,
+        }
+    }
+
+    /// The tunnel's host, e.g. `calm-otter-1234.localhost`.
+    fn host(&self) -> String {
+        let rest = self.url.split("://").nth(1).unwrap();
+        rest.split(':').next().unwrap().to_string()
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn share_command(server_url: &str, token: &str, port: u16, extra: &[&str]) -> Command {
+    let dir = std::env::temp_dir().join(format!("berth-relay-clients-{}", std::process::id()));
+    let mut command = Command::new(BIN);
+    command
+        .args(["share", &port.to_string(), "--host", "127.0.0.1"])
+        .args(extra)
+        .env_clear()
+        .env("BERTH_CONFIG", dir.join("none.json"))
+        .env("BERTH_SERVER", server_url)
+        .env("BERTH_TOKEN", token)
+        .stdin(Stdio::null());
+    command
+}
+
+/// Run `berth share` expecting it to end; its exit code and stderr.
+fn share_fails(server_url: &str, token: &str, port: u16, extra: &[&str]) -> (i32, String) {
+    let out = share_command(server_url, token, port, extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// curl through the tunnel at `host`; stdout as text.
+fn curl(server: &Server, host: &str, path: &str, args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-S", "--max-time", "60", "-H"])
+        .arg(format!("Host: {host}"))
+        .args(args)
+        .arg(format!("{}{path}", server.url))
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A server with an owner `alice` in crew `home`, and a token of hers.
+fn setup() -> (Server, String) {
+    let server = Server::start();
+    server.create_user("alice", "home", "owner");
+    let token = server.token_for("alice", "home", "share");
+    (server, token)
+}
+
+/// A token of alice's with extra fields (region, server).
+fn token_with(server: &Server, fields: serde_json::Value) -> String {
+    let mut body = serde_json::json!({"name": format!("t{}", rand_suffix()), "crew": "home"});
+    for (k, v) in fields.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (status, reply) =
+        server.call_basic("POST", "/api/v1/tokens", "alice", PASSWORD, Some(&body));
+    assert_eq!(status, 201, "{reply}");
+    reply["secret"].as_str().unwrap().to_string()
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Wait until `done` holds, checking every 50 ms, failing after 20 s.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn data_connections_are_opened_ahead_of_the_first_request() {
+    let (server, token) = setup();
+    let service = Service::start();
+    // Through a forwarder that counts connections: the share's /me, its
+    // control connection and the data connections it opens ahead of need.
+    let cutter = Cutter::start(&server.addr);
+    let share = Share::start(&cutter.url, service.port, &token, &[]);
+    let before = 2 + PARKED_PER_TUNNEL;
+    eventually("the pre-opened data connections", || {
+        cutter.connections() >= before
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(cutter.connections(), before, "no more than the pool's size");
+    let text = curl(&server, &share.host(), "/first", &[]);
+    assert!(text.starts_with("path=/first "), "{text}");
+    // The public connection took a parked one; one more is opened to refill.
+    eventually("the refill", || cutter.connections() > before);
+    assert_eq!(
+        service
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    // Fresh public connections one after another all get answers.
+    for i in 0..10 {
+        let text = curl(&server, &share.host(), &format!("/n{i}"), &[]);
+        assert!(text.starts_with(&format!("path=/n{i} ")), "{text}");
+    }
+}
+
+#[test]
+fn a_python_websocket_client_talks_to_a_python_server_through_the_tunnel() {
+    let (server, token) = setup();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/relay_support/ws_echo.py"
+    );
+    let mut echo = Command::new("python3")
+        .args([script, "server"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 with the websockets package");
+    let mut first = String::new();
+    BufReader::new(echo.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let port: u16 = first.trim().parse().expect("the echo server's port");
+    let share = Share::start(&server.url, port, &token, &[]);
+    let host = format!(
+        "{}:{}",
+        share.host(),
+        server.addr.rsplit(':').next().unwrap()
+    );
+    let port = server.addr.rsplit(':').next().unwrap();
+    let out = Command::new("python3")
+        .args([script, "client", port, &host])
+        .output()
+        .unwrap();
+    let _ = echo.kill();
+    let _ = echo.wait();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_64_mib_download_and_a_24_mib_upload_arrive_intact() {
+    let (server, token) = setup();
+    let service = StreamingService::start();
+    let share = Share::start(&server.url, service.port, &token, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let down = dir.path().join("down");
+    let size = 64 * 1024 * 1024;
+    let status = curl(
+        &server,
+        &share.host(),
+        &format!("/download/{size}"),
+        &["-o", down.to_str().unwrap(), "-w", "%{http_code}"],
+    );
+    assert_eq!(status, "200");
+    assert_eq!(std::fs::metadata(&down).unwrap().len(), size);
+    assert_eq!(sha256_file(&down), sha256_pattern(size));
+
+    let up = dir.path().join("up");
+    let up_size = 24 * 1024 * 1024;
+    let body: Vec<u8> = (0..up_size).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(&up, &body).unwrap();
+    let data = format!("@{}", up.display());
+    let answer = curl(&server, &share.host(), "/upload", &["--data-binary", &data]);
+    assert_eq!(answer, format!("{up_size} {}", sha256_file(&up)));
+    // Chunked too (curl streams the file with Transfer-Encoding: chunked).
+    let answer = curl(
+        &server,
+        &share.host(),
+        "/upload",
+        &["-T", up.to_str().unwrap(), "-X", "POST"],
+    );
+    assert_eq!(answer, format!("{up_size} {}", sha256_file(&up)));
+    // The share client streamed: its peak memory stayed far below the bodies.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", share.child.id())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kib < 20 * 1024, "share's peak RSS {peak_kib} KiB");
+}
+
+#[test]
+fn one_hundred_fifty_slow_requests_at_once_are_all_answered() {
+    let (server, token) = setup();
+    let service = StreamingService::start();
+    let share = Share::start(&server.url, service.port, &token, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("urls");
+    let lines: String = (0..150)
+        .map(|_| format!("url = \"{}/slow\"\noutput = \"/dev/null\"\n", server.url))
+        .collect();
+    std::fs::write(&config, lines).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--parallel",
+            "--parallel-immediate",
+            "--parallel-max",
+            "150",
+            "--max-time",
+            "60",
+            "-H",
+        ])
+        .arg(format!("Host: {}", share.host()))
+        .args(["-w", "%{http_code}\\n", "-K"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let codes: Vec<&str> = text.lines().collect();
+    assert_eq!(codes.len(), 150, "{text}");
+    assert!(codes.iter().all(|c| *c == "200"), "{text}");
+}
+
+#[test]
+fn after_kill_9_of_share_its_subdomain_can_be_shared_again() {
+    let (server, token) = setup();
+    let service = Service::start();
+    let mut first = Share::start(
+        &server.url,
+        service.port,
+        &token,
+        &["--subdomain", "phoenix"],
+    );
+    let _ = first.child.kill(); // SIGKILL: no goodbye on the control connection.
+    let _ = first.child.wait();
+    let started = Instant::now();
+    // The server releases the name once the dead control connection reads EOF.
+    let again = loop {
+        let mut child = share_command(
+            &server.url,
+            &token,
+            service.port,
+            &["--subdomain", "phoenix"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.starts_with("Forwarding ") {
+            break child;
+        }
+        let _ = child.wait();
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the name stayed taken"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut again = again;
+    let text = curl(&server, "phoenix.localhost", "/back", &[]);
+    let _ = again.kill();
+    let _ = again.wait();
+    assert!(text.starts_with("path=/back "), "{text}");
+}
+
+#[test]
+fn after_a_server_restart_share_reconnects_with_its_subdomain() {
+    let (mut server, token) = setup();
+    let service = Service::start();
+    let _share = Share::start(
+        &server.url,
+        service.port,
+        &token,
+        &["--subdomain", "sticky"],
+    );
+    assert!(curl(&server, "sticky.localhost", "/one", &[]).starts_with("path=/one "));
+    server.kill9();
+    let _restarted = FixedServer::start(BIN, &server.data, &server.addr);
+    eventually("share reconnected after the restart", || {
+        curl(&server, "sticky.localhost", "/two", &[]).starts_with("path=/two ")
+    });
+}
+
+#[test]
+fn a_region_the_server_does_not_serve_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(&dir.path().join("data"), &["--region", "eu"]);
+    server.create_user("alice", "home", "owner");
+    let token = server.token_for("alice", "home", "plain");
+    let service = Service::start();
+
+    let (code, stderr) = share_fails(&server.url, &token, service.port, &["--region", "us"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("serves region eu only"), "{stderr}");
+
+    let us_token = token_with(&server, serde_json::json!({"region": "us"}));
+    let (code, stderr) = share_fails(&server.url, &us_token, service.port, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("region eu") && stderr.contains("us"),
+        "{stderr}"
+    );
+
+    // The API's answer: 400 region_not_served naming the served region.
+    let (status, head, body) = server.raw(&format!(
+        "GET /api/v1/tunnels/connect?region=us HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: berth-relay/1\r\n\r\n",
+        server.addr
+    ));
+    assert_eq!(status, 400, "{head}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "region_not_served");
+    assert!(body["error"]["message"].as_str().unwrap().contains("eu"));
+
+    // The served region, asked for or preferred by the token, is fine.
+    let eu_token = token_with(&server, serde_json::json!({"region": "eu"}));
+    let share = Share::start(&server.url, service.port, &eu_token, &["--region", "eu"]);
+    assert!(curl(&server, &share.host(), "/eu", &[]).starts_with("path=/eu "));
+}
+
+#[test]
+fn a_server_with_a_bad_region_name_is_a_usage_error() {
+    let out = Command::new(BIN)
+        .args(["server", "--listen", "127.0.0.1:0", "--region", "EU West"])
+        .env(
+            "BERTH_DATA",
+            std::env::temp_dir().join("berth-never-created"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--region"), "{stderr}");
+}
+
+#[test]
+fn share_switches_to_the_tokens_preferred_server() {
+    let (server, _) = setup();
+    let service = Service::start();
+    let token = token_with(&server, serde_json::json!({"server": server.url}));
+    // Pointed at a forwarder; the token prefers the server itself.
+    let cutter = Cutter::start(&server.addr);
+    let mut child = share_command(&cutter.url, &token, service.port, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_lines, url) = relay_support::share_output(&mut child);
+    let mut stderr = String::new();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    err.read_line(&mut stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("prefers the server {}", server.url)),
+        "{stderr}"
+    );
+    let host = url.split("://").nth(1).unwrap().split(':').next().unwrap();
+    assert!(curl(&server, host, "/switched", &[]).starts_with("path=/switched "));
+    // Only the look-up of the token went through the forwarder.
+    assert_eq!(cutter.connections(), 1);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn idle_tunnels_count_against_their_own_bound_not_the_connections() {
+    let server =
+        Server::start_with_env(&[("BERTH_MAX_CONNECTIONS", "4"), ("BERTH_MAX_TUNNELS", "6")]);
+    server.create_user("alice", "home", "owner");
+    let token = server.token_for("alice", "home", "many");
+    let service = Service::start();
+    // More tunnels than the connection bound, each with its parked connections.
+    let shares: Vec<Share> = (0..6)
+        .map(|_| Share::start(&server.url, service.port, &token, &[]))
+        .collect();
+    for share in &shares {
+        let text = curl(&server, &share.host(), "/idle", &[]);
+        assert!(text.starts_with("path=/idle "), "{text}");
+    }
+    let (status, _) = server.call("GET", "/api/v1/me", Some(&token), None);
+    assert_eq!(status, 200);
+    // One tunnel past MAX_TUNNELS is refused with one sentence.
+    let (code, stderr) = share_fails(&server.url, &token, service.port, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("too many open tunnels"), "{stderr}");
+}
