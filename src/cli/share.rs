@@ -244,6 +244,17 @@ fn run_control(
                 protocol::write_frame(&mut writer, &Frame::Pong {})
             }
             Ok(Frame::Closed { reason }) => return Ended::Closed(reason),
+            Ok(Frame::Request {
+                method,
+                path,
+                status,
+                duration_ms,
+                ..
+            }) => {
+                heard = Instant::now();
+                outln!("{method} {path} {status} {duration_ms}ms");
+                Ok(())
+            }
             Ok(_) => {
                 heard = Instant::now();
                 Ok(())
@@ -275,7 +286,8 @@ fn describe(e: &io::Error) -> String {
 }
 
 /// One public connection: a data connection to the server and one to the
-/// local service, request by request, one line printed per request.
+/// local service, request by request. The per-request lines come from the
+/// server's `request` frames, so they show what the inspector recorded.
 fn serve_connection(server: &Server, id: &str, local: &str) {
     let Ok((mut data, mut public)) = server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
     else {
@@ -290,13 +302,12 @@ fn serve_connection(server: &Server, id: &str, local: &str) {
         let Ok(head) = proxy::parse_request(&raw) else {
             return;
         };
-        let started = Instant::now();
         if service.is_none() {
             match connect_local(local) {
                 Ok(conn) => service = Some(conn),
                 Err(e) => {
                     let why = format!("berth share could not reach http://{local}: {e}");
-                    return bad_gateway(&mut data, &why, &head, started);
+                    return bad_gateway(&mut data, &why);
                 }
             }
         }
@@ -312,7 +323,6 @@ fn serve_connection(server: &Server, id: &str, local: &str) {
             from_local,
         ) {
             Ok(Some((status, keep))) => {
-                log_request(&head, status, started);
                 if status == 101 {
                     let Some((local_stream, from_local)) = service.take() else {
                         return;
@@ -326,23 +336,16 @@ fn serve_connection(server: &Server, id: &str, local: &str) {
             }
             Ok(None) => {
                 let why = format!("The service at http://{local} did not answer.");
-                return bad_gateway(&mut data, &why, &head, started);
+                return bad_gateway(&mut data, &why);
             }
             Err(_) => return,
         }
     }
 }
 
-/// The one line printed per request: method, path, status, milliseconds.
-fn log_request(head: &proxy::RequestHead, status: u16, started: Instant) {
-    let ms = started.elapsed().as_millis();
-    outln!("{} {} {status} {ms}ms", head.method, head.target);
-}
-
 /// Answer the public side with a 502 saying why, closing the connection.
-fn bad_gateway(data: &mut TcpStream, why: &str, head: &proxy::RequestHead, started: Instant) {
+fn bad_gateway(data: &mut TcpStream, why: &str) {
     let _ = data.write_all(&proxy::error_response(502, "bad_gateway", why));
-    log_request(head, 502, started);
 }
 
 fn connect_local(local: &str) -> io::Result<(TcpStream, Conn<TcpStream>)> {

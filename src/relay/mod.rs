@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use protocol::Frame;
 
+use crate::inspect::Inspector;
+
 /// An unclaimed data connection id expires after this long (the public side gets 502).
 pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest subdomain label.
@@ -100,6 +102,8 @@ pub struct Relay {
     pub public_url: String,
     tunnels: Mutex<HashMap<String, Arc<Tunnel>>>,
     pending: Mutex<HashMap<String, SyncSender<TcpStream>>>,
+    /// Records HTTP requests (none in unit tests that build a bare relay).
+    inspector: Option<Arc<Inspector>>,
 }
 
 impl Relay {
@@ -109,7 +113,19 @@ impl Relay {
             public_url: public_url.to_string(),
             tunnels: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
+            inspector: None,
         }
+    }
+
+    /// The relay, recording its HTTP requests with `inspector`.
+    pub fn with_inspector(mut self, inspector: Arc<Inspector>) -> Relay {
+        self.inspector = Some(inspector);
+        self
+    }
+
+    /// The traffic inspector, if the relay records.
+    pub fn inspector(&self) -> Option<&Inspector> {
+        self.inspector.as_deref()
     }
 
     /// Claim a subdomain (or a random free one) for a control connection and
