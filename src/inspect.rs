@@ -319,12 +319,16 @@ impl Inspector {
         } else {
             None
         };
-        Ok(Arc::new(Inspector {
+        Ok(Arc::new(Inspector::new(store, queue)))
+    }
+
+    fn new(store: Arc<Store>, queue: Option<SyncSender<Job>>) -> Inspector {
+        Inspector {
             store,
             queue,
             dropped: AtomicU64::new(0),
             tiers: Mutex::new(TierCache::default()),
-        }))
+        }
     }
 
     /// Records dropped because the writer fell behind.
@@ -596,6 +600,106 @@ mod tests {
         );
     }
 
+    /// A store with one user, crew and token (inherit) and a tunnel `t1` of that token.
+    fn store_with_tunnel() -> (Arc<Store>, i64, i64) {
+        use crate::store::{NewToken, NewTunnel, Role};
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let user = store
+            .users()
+            .create("ana", "x", Some(("dock", Role::Owner)))
+            .unwrap();
+        let crew = store.crews().find_by_name("dock").unwrap().unwrap();
+        let token = store
+            .tokens()
+            .create(&NewToken {
+                user_id: user.id,
+                crew_id: crew.id,
+                name: "ci",
+                secret_hash: &[0; 32],
+                scopes: &["berth:*".to_string()],
+                redaction: Redaction::Inherit,
+                region: None,
+                server: None,
+                expires_at: None,
+            })
+            .unwrap();
+        store
+            .tunnels()
+            .open(&NewTunnel {
+                id: "t1",
+                crew_id: crew.id,
+                user_id: user.id,
+                token_id: token.id,
+                kind: "http",
+                subdomain: "t1",
+                url: "http://t1.localhost",
+            })
+            .unwrap();
+        (store, crew.id, token.id)
+    }
+
+    fn plain_record(path: &str) -> Record {
+        Record::redacted(
+            STANDARD,
+            Seen {
+                tunnel_id: "t1".into(),
+                at: "2026-01-01T00:00:00Z".into(),
+                method: "GET".into(),
+                target: path.into(),
+                status: 200,
+                duration: Duration::ZERO,
+                bytes_in: 0,
+                bytes_out: 0,
+                request_headers: vec![],
+                response_headers: vec![],
+            },
+        )
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let (store, _, _) = store_with_tunnel();
+        // A queue nobody drains: the writer has fallen behind.
+        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let inspector = Inspector::new(store, Some(tx));
+        for i in 0..QUEUE_CAPACITY {
+            inspector.submit(plain_record(&format!("/{i}")));
+        }
+        assert_eq!(inspector.dropped(), 0);
+        inspector.submit(plain_record("/one-too-many"));
+        inspector.submit(plain_record("/two-too-many"));
+        assert_eq!(inspector.dropped(), 2);
+        assert_eq!(rx.try_iter().count(), QUEUE_CAPACITY);
+    }
+
+    #[test]
+    fn the_writer_stores_more_than_a_batch_and_prunes() {
+        let (store, _, _) = store_with_tunnel();
+        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let total = MAX_BATCH * 2 + 1;
+        for i in 0..total {
+            tx.send(Job::Store(plain_record(&format!("/{i}")))).unwrap();
+        }
+        drop(tx);
+        write_loop(&store, &rx, 600);
+        let kept = store.requests().list("t1", None, 1000).unwrap();
+        assert_eq!(kept.len(), 600);
+        assert_eq!(kept[0].record.path, format!("/{}", total - 1));
+        let tunnel = store.tunnels().find_by_id("t1").unwrap().unwrap();
+        assert_eq!(tunnel.request_count, total as i64);
+    }
+
+    #[test]
+    fn flush_waits_for_what_was_queued() {
+        let (store, _, _) = store_with_tunnel();
+        let inspector = Inspector::start(store.clone(), 10).unwrap();
+        for i in 0..3 {
+            inspector.submit(plain_record(&format!("/{i}")));
+        }
+        inspector.flush(Duration::from_secs(30));
+        assert_eq!(store.requests().list("t1", None, 10).unwrap().len(), 3);
+    }
+
     #[test]
     fn a_request_frame_at_the_limits_fits_a_control_frame() {
         let frame = crate::relay::protocol::Frame::Request {
@@ -617,40 +721,20 @@ mod tests {
 
     #[test]
     fn tiers_resolve_per_token_and_follow_changes() {
-        use crate::store::{NewToken, Role};
-        let store = Arc::new(Store::open_in_memory().unwrap());
-        let user = store
-            .users()
-            .create("ana", "x", Some(("dock", Role::Owner)))
-            .unwrap();
-        let crew = store.crews().find_by_name("dock").unwrap().unwrap();
-        let token = store
-            .tokens()
-            .create(&NewToken {
-                user_id: user.id,
-                crew_id: crew.id,
-                name: "ci",
-                secret_hash: &[0; 32],
-                scopes: &["berth:*".to_string()],
-                redaction: Redaction::Inherit,
-                region: None,
-                server: None,
-                expires_at: None,
-            })
-            .unwrap();
+        let (store, crew_id, token_id) = store_with_tunnel();
         let inspector = Inspector::start(store.clone(), 0).unwrap();
-        assert_eq!(inspector.tier_of(token.id), STANDARD);
+        assert_eq!(inspector.tier_of(token_id), STANDARD);
         store
             .crews()
-            .set_default_redaction(crew.id, STRICT)
+            .set_default_redaction(crew_id, STRICT)
             .unwrap();
-        assert_eq!(inspector.tier_of(token.id), STRICT);
+        assert_eq!(inspector.tier_of(token_id), STRICT);
         let change = crate::store::TokenUpdate {
             redaction: Some(STANDARD),
             ..Default::default()
         };
-        store.tokens().update(token.id, &change).unwrap();
-        assert_eq!(inspector.tier_of(token.id), STANDARD);
+        store.tokens().update(token_id, &change).unwrap();
+        assert_eq!(inspector.tier_of(token_id), STANDARD);
         // A token that cannot be read records nothing more than strict would.
         assert_eq!(inspector.tier_of(9999), STRICT);
     }
