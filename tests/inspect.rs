@@ -428,18 +428,21 @@ fn redacted_values_never_reach_the_database_files() {
     let tight = Share::start(&server, port, &strict, "tight");
     send_sensitive(&server, &loose.host, "diskstd");
     send_sensitive(&server, &tight.host, "diskstrict");
-    records(
-        &server,
-        &standard,
-        &tunnel_id(&server, &standard, &loose.host),
-        1,
-    );
-    records(
-        &server,
-        &strict,
-        &tunnel_id(&server, &strict, &tight.host),
-        1,
-    );
+    // Bodies are counted, never recorded.
+    let body = "request-body-never-stored";
+    let out = Command::new("curl")
+        .args(["-s", "-S", "-H", &format!("Host: {}", loose.host)])
+        .args(["--data-binary", body])
+        .arg(format!("{}/upload", server.url))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "served /upload");
+    let loose_tunnel = tunnel_id(&server, &standard, &loose.host);
+    let newest = records(&server, &standard, &loose_tunnel, 2).remove(0);
+    assert_eq!(newest["method"], "POST");
+    assert_eq!(newest["bytes_in"], body.len());
+    let tight_tunnel = tunnel_id(&server, &strict, &tight.host);
+    records(&server, &strict, &tight_tunnel, 1);
 
     let files = files_under(dir.path());
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
@@ -460,7 +463,11 @@ fn redacted_values_never_reach_the_database_files() {
     for part in ["query-token", "query-session", "query-code"] {
         secrets.push(format!("diskstrict-{part}"));
     }
-    secrets.extend(["resp-cookie-secret".into(), "resp-cookie-two".into()]);
+    secrets.extend([
+        "resp-cookie-secret".into(),
+        "resp-cookie-two".into(),
+        body.into(),
+    ]);
     for secret in &secrets {
         assert!(!anywhere(secret), "{secret} reached the disk");
     }

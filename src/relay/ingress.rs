@@ -257,26 +257,12 @@ pub fn forward(
         return Ok(Forwarded::Refused);
     };
     let mut seen = Observed::start(head, peer);
-    if leg.as_ref().is_some_and(|l| l.subdomain != subdomain) {
-        *leg = None;
-    }
-    if leg.is_none() {
-        let Some(data) = relay.open_data(&tunnel) else {
-            let why = format!("The tunnel at {host} did not answer in time; try again.");
-            seen.answer(out, &page(502, &why))?;
-            let _ = out.flush();
-            note(relay, &tunnel, head, seen);
-            return Ok(Forwarded::Refused);
-        };
-        data.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
-        *leg = Some(Leg {
-            subdomain: subdomain.to_string(),
-            reader: Conn::new(data.try_clone()?),
-            writer: data,
-        });
-    }
-    let Some(data) = leg.as_mut() else {
-        return Ok(Forwarded::Close);
+    let Some(data) = leg_to(relay, &tunnel, leg)? else {
+        let why = format!("The tunnel at {host} did not answer in time; try again.");
+        seen.answer(out, &page(502, &why))?;
+        let _ = out.flush();
+        note(relay, &tunnel, head, seen);
+        return Ok(Forwarded::Refused);
     };
     let answer = exchange(head, client, out, data, &mut seen);
     if let Ok(Answer::Upgrade) = answer {
@@ -306,6 +292,33 @@ pub fn forward(
     let _ = out.flush();
     note(relay, &tunnel, head, seen);
     result
+}
+
+/// The data connection for this public connection's request: the one kept from
+/// its last request to the same tunnel, or a new one from the tunnel's client.
+fn leg_to<'a>(
+    relay: &Relay,
+    tunnel: &Tunnel,
+    leg: &'a mut Option<Leg>,
+) -> io::Result<Option<&'a mut Leg>> {
+    if leg
+        .as_ref()
+        .is_some_and(|l| l.subdomain != tunnel.subdomain)
+    {
+        *leg = None;
+    }
+    if leg.is_none() {
+        let Some(data) = relay.open_data(tunnel) else {
+            return Ok(None);
+        };
+        data.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+        *leg = Some(Leg {
+            subdomain: tunnel.subdomain.clone(),
+            reader: Conn::new(data.try_clone()?),
+            writer: data,
+        });
+    }
+    Ok(leg.as_mut())
 }
 
 /// What the relay saw of one exchange, for the inspector.
@@ -398,30 +411,8 @@ fn exchange(
     leg: &mut Leg,
     seen: &mut Observed,
 ) -> io::Result<Answer> {
-    let continues = head
-        .header("expect")
-        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
-    if leg.writer.write_all(&seen.sent).is_err() {
-        return Ok(Answer::Silent);
-    }
-    if continues && head.body != Body::None {
-        out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-        out.flush()?;
-    }
-    let mut upload = Counter {
-        inner: &mut leg.writer,
-        bytes: 0,
-    };
-    let sent = proxy::copy_body(head.body, client, &mut upload);
-    seen.bytes_in = upload.bytes;
-    if let Err(err) = sent {
-        // Broken chunk framing is the client's fault and no response has started.
-        if err.kind() != io::ErrorKind::InvalidData {
-            return Err(err);
-        }
-        let why = "The chunked request body is malformed.";
-        seen.answer(out, &proxy::error_response(400, "bad_request", why))?;
-        return Ok(Answer::Done(Forwarded::Refused));
+    if let Some(early) = send_request(head, client, out, leg, seen)? {
+        return Ok(early);
     }
     let writer = &leg.writer;
     let response = loop {
@@ -461,6 +452,42 @@ fn exchange(
     } else {
         Forwarded::Close
     }))
+}
+
+/// The request head and body onto the leg; an answer if the exchange ended there.
+fn send_request(
+    head: &RequestHead,
+    client: &mut Conn<TcpStream>,
+    out: &mut impl Write,
+    leg: &mut Leg,
+    seen: &mut Observed,
+) -> io::Result<Option<Answer>> {
+    let continues = head
+        .header("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+    if leg.writer.write_all(&seen.sent).is_err() {
+        return Ok(Some(Answer::Silent));
+    }
+    if continues && head.body != Body::None {
+        out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        out.flush()?;
+    }
+    let mut upload = Counter {
+        inner: &mut leg.writer,
+        bytes: 0,
+    };
+    let sent = proxy::copy_body(head.body, client, &mut upload);
+    seen.bytes_in = upload.bytes;
+    match sent {
+        Ok(_) => Ok(None),
+        // Broken chunk framing is the client's fault and no response has started.
+        Err(err) if err.kind() == io::ErrorKind::InvalidData => {
+            let why = "The chunked request body is malformed.";
+            seen.answer(out, &proxy::error_response(400, "bad_request", why))?;
+            Ok(Some(Answer::Done(Forwarded::Refused)))
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// After a 101: pipe the public connection and the leg both ways until either closes.
