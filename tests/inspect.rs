@@ -3,6 +3,7 @@
 //! the records read back through the API, `berth traffic` and the database files.
 
 mod common;
+mod relay_support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -766,4 +767,38 @@ fn a_service_that_is_down_is_recorded_as_the_502_sent() {
     assert_eq!(record["status"], 502);
     assert_eq!(record["path"], "/gone");
     assert!(share.next_line().starts_with("GET /gone 502 "));
+}
+
+#[test]
+fn an_upgrade_is_recorded_when_it_switches() {
+    let (server, _dir) = setup(&[]);
+    let token = server.token_for("alice", "home", "ws");
+    let echo = relay_support::Service::start();
+    let share = Share::start(&server, echo.port, &token, "ws");
+    let mut public = TcpStream::connect(&server.addr).unwrap();
+    let head = format!(
+        "GET /socket?token=t HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        share.host
+    );
+    public.write_all(head.as_bytes()).unwrap();
+    public.set_read_timeout(Some(RECORDED_WITHIN)).unwrap();
+    let mut reader = BufReader::new(public.try_clone().unwrap());
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    // Still open and echoing, yet already recorded and printed.
+    let tunnel = tunnel_id(&server, &token, &share.host);
+    let record = records(&server, &token, &tunnel, 1).remove(0);
+    assert_eq!(record["status"], 101);
+    assert_eq!(header(&record["response_headers"], "Upgrade"), "echo");
+    assert!(share.next_line().starts_with("GET /socket?token=t 101 "));
+    let mut line = String::new();
+    while line != "\r\n" {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+    }
+    public.write_all(b"ping\n").unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "ping\n");
 }

@@ -252,6 +252,7 @@ fn run_control(
                 ..
             }) => {
                 heard = Instant::now();
+                let (method, path) = (printable(&method), printable(&path));
                 outln!("{method} {path} {status} {duration_ms}ms");
                 Ok(())
             }
@@ -275,6 +276,14 @@ fn run_control(
             }
         }
     }
+}
+
+/// Text from the wire as a terminal may show it: control characters (escape
+/// sequences) become `?`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 fn describe(e: &io::Error) -> String {
@@ -393,4 +402,15 @@ fn exchange(
     }
     data.flush()?;
     Ok(Some((response.status, response.keep_alive)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_never_carry_control_characters() {
+        assert_eq!(printable("/a\u{1b}[2Jb\n"), "/a?[2Jb?");
+        assert_eq!(printable("/ünï?x=1"), "/ünï?x=1");
+    }
 }
