@@ -3,9 +3,10 @@
 //! the records read back through the API, `berth traffic` and the database files.
 
 mod common;
+mod inspect_support;
 mod relay_support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -13,6 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{run_with_stdin, Output, Server, BIN, PASSWORD};
+use inspect_support::service;
 use serde_json::{json, Value};
 
 /// Generous bound for records to reach the database (they are written by a
@@ -67,57 +69,6 @@ impl Drop for Share {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A keep-alive local service answering every request with sensitive and
-/// plain response headers, and a body naming the path.
-fn service() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || serve(stream));
-        }
-    });
-    port
-}
-
-fn serve(stream: TcpStream) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut out = stream;
-    loop {
-        let mut path = String::new();
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if path.is_empty() {
-                path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let reply = format!("served {path}");
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: sid=resp-cookie-secret; HttpOnly\r\nSET-COOKIE: second=resp-cookie-two\r\nX-Session-Id: resp-session-strict\r\nX-Reply-Marker: resp-visible-marker\r\nContent-Length: {}\r\n\r\n",
-            reply.len()
-        );
-        if out.write_all(head.as_bytes()).is_err() || out.write_all(reply.as_bytes()).is_err() {
-            return;
-        }
     }
 }
 
@@ -200,12 +151,11 @@ fn records(server: &Server, token: &str, tunnel: &str, n: usize) -> Vec<Value> {
 
 /// A header's value in a record's `[[name, value], ...]` list (first match, any case).
 fn header(list: &Value, name: &str) -> String {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|pair| pair[0].as_str().unwrap().eq_ignore_ascii_case(name))
-        .map(|pair| pair[1].as_str().unwrap().to_string())
-        .unwrap_or_else(|| panic!("no header {name} in {list}"))
+    let values = headers(list, name);
+    let first = values
+        .first()
+        .unwrap_or_else(|| panic!("no header {name} in {list}"));
+    first.clone()
 }
 
 /// Every value of a header in a record's list.
