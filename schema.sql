@@ -84,3 +84,23 @@ CREATE TABLE tunnels (
     closed_at  TEXT
 );
 CREATE INDEX tunnels_by_crew ON tunnels(crew_id, opened_at);
+
+-- migration: 3
+-- Inspector records of HTTP tunnels, redacted before they are written; the
+-- writer keeps the newest --inspect-retention per tunnel. Bodies are never stored.
+CREATE TABLE requests (
+    id               INTEGER PRIMARY KEY,  -- increasing: pages go newest first by id
+    tunnel_id        TEXT NOT NULL REFERENCES tunnels(id) ON DELETE CASCADE,
+    at               TEXT NOT NULL,
+    method           TEXT NOT NULL,
+    path             TEXT NOT NULL,        -- with query; strict redacts sensitive values
+    status           INTEGER NOT NULL,
+    duration_ms      INTEGER NOT NULL,
+    bytes_in         INTEGER NOT NULL,
+    bytes_out        INTEGER NOT NULL,
+    request_headers  TEXT NOT NULL,        -- JSON [[name, value], ...], redacted
+    response_headers TEXT NOT NULL
+);
+CREATE INDEX requests_by_tunnel ON requests(tunnel_id, id);
+-- Requests recorded through a tunnel since it opened (retention keeps fewer rows).
+ALTER TABLE tunnels ADD COLUMN request_count INTEGER NOT NULL DEFAULT 0;

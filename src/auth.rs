@@ -68,6 +68,8 @@ pub enum Action {
     CloseOwnTunnels,
     /// Close anyone's tunnel in the crew.
     CloseCrewTunnels,
+    /// Read the crew's recorded traffic (the inspector).
+    ReadTraffic,
 }
 
 impl Action {
@@ -88,6 +90,7 @@ impl Action {
             Action::ReadTunnels => (Role::Viewer, "tunnels:read"),
             Action::CloseOwnTunnels => (Role::Member, "tunnels:share"),
             Action::CloseCrewTunnels => (Role::Admin, "crew:admin"),
+            Action::ReadTraffic => (Role::Viewer, "traffic:read"),
         }
     }
 }
@@ -486,6 +489,7 @@ mod tests {
             (Role::Member, CloseOwnTunnels, true),
             (Role::Member, CloseCrewTunnels, false),
             (Role::Admin, CloseCrewTunnels, true),
+            (Role::Viewer, ReadTraffic, true),
         ];
         for (role, action, expected) in cases {
             assert_eq!(

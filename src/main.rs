@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod client;
 mod config;
+mod inspect;
 mod proxy;
 mod relay;
 mod server;
@@ -93,6 +94,11 @@ pub enum Command {
     /// The crew's live and recent tunnels
     #[command(subcommand)]
     Tunnels(TunnelsCommand),
+    /// Requests recorded through a tunnel, newest first
+    #[command(after_help = "Examples:
+  berth traffic 3f2a9c01d4e5b6a7
+  berth traffic 3f2a9c01d4e5b6a7 --limit 200 --json")]
+    Traffic(TrafficArgs),
     /// Open an HTTP tunnel to a local port and print its public URL
     #[command(after_help = "Examples:
   berth share 3000
@@ -115,6 +121,20 @@ pub struct ShareArgs {
     /// Region the tunnel must be served in [default: config `region`, else the server's]
     #[arg(long, value_name = "R")]
     pub region: Option<String>,
+}
+
+#[derive(Args)]
+pub struct TrafficArgs {
+    /// The tunnel's id, as `berth tunnels list` shows it
+    pub tunnel_id: String,
+    /// How many of the newest records to show (1 to 1000)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
+    pub limit: u32,
 }
 
 /// `berth server` options; each also reads `BERTH_<NAME>`.
@@ -174,6 +194,15 @@ pub struct ServerArgs {
         default_value = "local"
     )]
     pub region: String,
+    /// Inspector records kept per HTTP tunnel; 0 turns recording off
+    #[arg(
+        long,
+        env = "BERTH_INSPECT_RETENTION",
+        value_name = "N",
+        default_value_t = inspect::DEFAULT_RETENTION,
+        value_parser = clap::value_parser!(u32).range(0..=inspect::MAX_RETENTION as i64)
+    )]
+    pub inspect_retention: u32,
 }
 
 #[derive(Subcommand)]
@@ -372,6 +401,10 @@ pub enum CrewsCommand {
     },
     /// Remove a user from a crew
     RemoveMember { crew: String, user: String },
+    /// Set the crew's default redaction tier: standard or strict (owner)
+    #[command(after_help = "Examples:
+  berth crews set-redaction home strict")]
+    SetRedaction { crew: String, tier: String },
 }
 
 fn main() -> ExitCode {
@@ -387,6 +420,7 @@ fn main() -> ExitCode {
         Command::Tokens(cmd) => cli::tokens::run(&global, cmd),
         Command::Crews(cmd) => cli::crews::run(&global, cmd),
         Command::Tunnels(cmd) => cli::tunnels::run(&global, cmd),
+        Command::Traffic(args) => cli::traffic::run(&global, args),
         Command::Share(args) => cli::share::run(
             &global,
             cli::share::Share {

@@ -182,6 +182,7 @@ fn api_v1(
         (["tokens", id], Delete) => tokens::revoke(state, call, parse_id(id)?),
         (["tunnels"], Get) => tunnels::list(state, call),
         (["tunnels", id], Delete) => tunnels::close(state, call, id),
+        (["tunnels", id, "requests"], Get) => tunnels::requests(state, call, id),
         (
             ["me"]
             | ["session"]
@@ -194,7 +195,8 @@ fn api_v1(
             | ["tokens"]
             | ["tokens", _]
             | ["tunnels"]
-            | ["tunnels", _],
+            | ["tunnels", _]
+            | ["tunnels", _, "requests"],
             _,
         ) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound(format!("Nothing at {}.", call.path))),

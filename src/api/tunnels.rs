@@ -1,10 +1,10 @@
-//! `/api/v1/tunnels`: the crew's live and recent tunnels, and closing one.
+//! `/api/v1/tunnels`: the crew's live and recent tunnels, closing one, and its recorded requests.
 
 use serde_json::{json, Value};
 
 use super::{json_reply, user_json, ApiError, ApiState, Call, Reply};
 use crate::auth::{allows, Action, Principal};
-use crate::store::{Role, TunnelRow};
+use crate::store::{RequestRow, Role, TunnelRow};
 
 /// The tunnel object of DESIGN §4.
 pub fn tunnel_json(row: &TunnelRow) -> Value {
@@ -19,7 +19,74 @@ pub fn tunnel_json(row: &TunnelRow) -> Value {
         "opened_at": row.opened_at,
         "closed_at": row.closed_at,
         "active": row.active(),
+        "request_count": row.request_count,
     })
+}
+
+/// Records per page when `limit` is not given, and the most a page may hold.
+pub const DEFAULT_PAGE: u32 = 50;
+pub const MAX_PAGE: u32 = 1000;
+
+/// An inspector record as the API shows it.
+pub fn request_json(row: &RequestRow) -> Value {
+    let r = &row.record;
+    json!({
+        "id": row.id,
+        "tunnel_id": r.tunnel_id,
+        "at": r.at,
+        "method": r.method,
+        "path": r.path,
+        "status": r.status,
+        "duration_ms": r.duration_ms,
+        "bytes_in": r.bytes_in,
+        "bytes_out": r.bytes_out,
+        "request_headers": r.request_headers,
+        "response_headers": r.response_headers,
+    })
+}
+
+/// `GET /api/v1/tunnels/{id}/requests[?limit=N][&before=ID]`: a tunnel's
+/// recorded requests, newest first, to any member of its crew.
+pub fn requests(state: &ApiState, call: &Call, id: &str) -> Result<Reply, ApiError> {
+    let who = call.principal(state, false)?;
+    let limit =
+        query_number(call, "limit", 1, i64::from(MAX_PAGE))?.map_or(DEFAULT_PAGE, |n| n as u32);
+    let before = query_number(call, "before", 1, i64::MAX)?;
+    // Another crew's tunnel is as unknown as one that never existed.
+    let missing = || {
+        ApiError::NotFound(format!(
+            "No tunnel {id} in your crew; see `berth tunnels list`."
+        ))
+    };
+    let row = state.store.tunnels().find_by_id(id)?.ok_or_else(missing)?;
+    let role = role_in(state, &who, row.crew_id)?.ok_or_else(missing)?;
+    if !allows(role, &who.scopes(), Action::ReadTraffic) {
+        return Err(ApiError::Forbidden(
+            "Reading recorded traffic needs the traffic:read scope.".into(),
+        ));
+    }
+    let rows = state.store.requests().list(&row.id, before, limit)?;
+    let requests: Vec<Value> = rows.iter().map(request_json).collect();
+    Ok(json_reply(200, &json!({ "requests": requests })))
+}
+
+/// A whole number from `min` to `max` in the query, if given; else 400 naming it.
+fn query_number(call: &Call, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+    let Some(text) = call.query.get(name) else {
+        return Ok(None);
+    };
+    text.parse::<i64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n) && text.bytes().all(|b| b.is_ascii_digit()))
+        .map(Some)
+        .ok_or_else(|| {
+            let range = if max == i64::MAX {
+                format!("a whole number of at least {min}")
+            } else {
+                format!("a whole number from {min} to {max}")
+            };
+            ApiError::BadRequest(format!("Query `{name}` must be {range}; got `{text}`."))
+        })
 }
 
 /// `GET /api/v1/tunnels[?active=1]`: the caller's crew's tunnels, newest first.

@@ -1,4 +1,4 @@
-//! `berth crews list|members|add-member|set-role|remove-member`.
+//! `berth crews list|members|add-member|set-role|remove-member|set-redaction`.
 
 use serde_json::{json, Value};
 
@@ -62,6 +62,20 @@ pub fn run(global: &GlobalArgs, command: CrewsCommand) -> CliResult {
             let user_id = find_member(&client, &crew, &user)?;
             client.delete(&format!("/api/v1/crews/{}/members/{user_id}", crew.id))?;
             outln!("Removed {user} from crew {}", crew.name);
+        }
+        CrewsCommand::SetRedaction { crew, tier } => {
+            let tier = checked_tier(&tier)?;
+            let crew = find_crew(&client, &crew)?;
+            let body = json!({ "default_redaction": tier });
+            let updated = client.patch(&format!("/api/v1/crews/{}", crew.id), &body)?;
+            print_member(
+                global,
+                &updated,
+                &format!(
+                    "Crew {} now records traffic of inherit tokens as {tier}",
+                    crew.name
+                ),
+            );
         }
     }
     Ok(())
@@ -147,6 +161,18 @@ fn checked_role(role: &str) -> Result<&str, CliError> {
     })
 }
 
+/// A crew's default tier: `inherit` is a token's setting, not a crew's.
+fn checked_tier(tier: &str) -> Result<&str, CliError> {
+    ["standard", "strict"]
+        .into_iter()
+        .find(|t| *t == tier)
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "Unknown crew redaction tier `{tier}`; use standard or strict"
+            ))
+        })
+}
+
 fn crews_table(crews: &[Value]) -> String {
     let rows = crews
         .iter()
@@ -212,5 +238,7 @@ mod tests {
     fn roles_are_checked_client_side() {
         assert_eq!(checked_role("admin").unwrap(), "admin");
         assert_eq!(checked_role("root").unwrap_err().code, exit::USAGE);
+        assert_eq!(checked_tier("strict").unwrap(), "strict");
+        assert_eq!(checked_tier("inherit").unwrap_err().code, exit::USAGE);
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod crews;
 pub mod share;
 pub mod tokens;
+pub mod traffic;
 pub mod tunnels;
 
 use std::io::{BufRead, ErrorKind, IsTerminal, Write};

@@ -357,6 +357,18 @@ fn run_control(
                 protocol::write_frame(&mut writer, &Frame::Pong {})
             }
             Ok(Frame::Closed { reason }) => return Ended::Closed(reason),
+            Ok(Frame::Request {
+                method,
+                path,
+                status,
+                duration_ms,
+                ..
+            }) => {
+                heard = Instant::now();
+                let (method, path) = (printable(&method), printable(&path));
+                outln!("{method} {path} {status} {duration_ms}ms");
+                Ok(())
+            }
             Ok(_) => {
                 heard = Instant::now();
                 Ok(())
@@ -379,6 +391,14 @@ fn run_control(
     }
 }
 
+/// Text from the wire as a terminal may show it: control characters (escape
+/// sequences) become `?`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 fn describe(e: &io::Error) -> String {
     if e.kind() == io::ErrorKind::UnexpectedEof {
         "the server closed the tunnel".into()
@@ -388,7 +408,8 @@ fn describe(e: &io::Error) -> String {
 }
 
 /// One public connection: a data connection to the server and one to the
-/// local service, request by request, one line printed per request.
+/// local service, request by request. The per-request lines come from the
+/// server's `request` frames, so they show what the inspector recorded.
 fn serve_connection(server: &Server, id: &str, local: &str) {
     let Ok((mut data, mut public)) = server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
     else {
@@ -403,13 +424,12 @@ fn serve_connection(server: &Server, id: &str, local: &str) {
         let Ok(head) = proxy::parse_request(&raw) else {
             return;
         };
-        let started = Instant::now();
         if service.is_none() {
             match connect_local(local) {
                 Ok(conn) => service = Some(conn),
                 Err(e) => {
                     let why = format!("berth share could not reach http://{local}: {e}");
-                    return bad_gateway(&mut data, &why, &head, started);
+                    return bad_gateway(&mut data, &why);
                 }
             }
         }
@@ -425,7 +445,6 @@ fn serve_connection(server: &Server, id: &str, local: &str) {
             from_local,
         ) {
             Ok(Some((status, keep))) => {
-                log_request(&head, status, started);
                 if status == 101 {
                     let Some((local_stream, from_local)) = service.take() else {
                         return;
@@ -440,23 +459,16 @@ fn serve_connection(server: &Server, id: &str, local: &str) {
             }
             Ok(None) => {
                 let why = format!("The service at http://{local} did not answer.");
-                return bad_gateway(&mut data, &why, &head, started);
+                return bad_gateway(&mut data, &why);
             }
             Err(_) => return,
         }
     }
 }
 
-/// The one line printed per request: method, path, status, milliseconds.
-fn log_request(head: &proxy::RequestHead, status: u16, started: Instant) {
-    let ms = started.elapsed().as_millis();
-    outln!("{} {} {status} {ms}ms", head.method, head.target);
-}
-
 /// Answer the public side with a 502 saying why, closing the connection.
-fn bad_gateway(data: &mut Stream, why: &str, head: &proxy::RequestHead, started: Instant) {
+fn bad_gateway(data: &mut Stream, why: &str) {
     let _ = data.write_all(&proxy::error_response(502, "bad_gateway", why));
-    log_request(head, 502, started);
 }
 
 fn connect_local(local: &str) -> io::Result<(TcpStream, Conn<TcpStream>)> {
@@ -514,4 +526,15 @@ fn exchange(
     }
     back.flush()?;
     Ok(Some((response.status, response.keep_alive)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_never_carry_control_characters() {
+        assert_eq!(printable("/a\u{1b}[2Jb\n"), "/a?[2Jb?");
+        assert_eq!(printable("/ünï?x=1"), "/ünï?x=1");
+    }
 }

@@ -10,9 +10,11 @@ use super::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRA
 use super::{ClaimError, Relay, Tunnel, SWITCHING};
 use crate::api::ApiError;
 use crate::auth::{self, Action, Auth, Principal};
+use crate::inspect::{self, Counter, Record};
 use crate::proxy::{self, Body, Conn, RequestHead};
 use crate::store::{NewAuditEvent, NewTunnel, Store};
 use crate::stream::Stream;
+use crate::time_fmt;
 
 /// How long a tunnel's client may take to start answering a request.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -247,7 +249,7 @@ pub fn serve_accept(relay: &Relay, head: &RequestHead, id: &str, stream: &Stream
 }
 
 /// One public request to `host` (a name under the relay's domain), forwarded
-/// through the tunnel's client and its response streamed back.
+/// through the tunnel's client and its response streamed back, then recorded.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     relay: &Relay,
@@ -264,43 +266,107 @@ pub fn forward(
         out.write_all(&page(404, &format!("No tunnel is open at {host}.")))?;
         return Ok(Forwarded::Refused);
     };
-    if leg.as_ref().is_some_and(|l| l.subdomain != subdomain) {
-        *leg = None;
-    }
-    if leg.is_none() {
-        let Some(data) = relay.open_data(&tunnel) else {
-            let why = format!("The tunnel at {host} did not answer in time; try again.");
-            out.write_all(&page(502, &why))?;
-            return Ok(Forwarded::Refused);
-        };
-        data.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
-        *leg = Some(Leg {
-            subdomain: subdomain.to_string(),
-            reader: Conn::new(data.try_clone()?),
-            writer: data,
-        });
-    }
-    let Some(data) = leg.as_mut() else {
-        return Ok(Forwarded::Close);
+    let mut seen = Observed::start(head, peer, scheme(client_stream));
+    let Some(data) = leg_to(relay, &tunnel, leg)? else {
+        let why = format!("The tunnel at {host} did not answer in time; try again.");
+        seen.answer(out, &page(502, &why))?;
+        let _ = out.flush();
+        note(relay, &tunnel, head, seen);
+        return Ok(Forwarded::Refused);
     };
-    let result = exchange(head, client, client_stream, out, data, peer);
-    match result {
-        Ok(Some(forwarded)) => {
+    let answer = exchange(head, client, out, data, &mut seen);
+    if let Ok(Answer::Upgrade) = answer {
+        // Recorded when the switch happens, not when the upgraded connection ends.
+        note(relay, &tunnel, head, seen);
+        return splice(client, client_stream, leg);
+    }
+    let result = match answer {
+        Ok(Answer::Done(forwarded)) => {
             if forwarded != Forwarded::KeepAlive {
                 *leg = None;
             }
             Ok(forwarded)
         }
-        Ok(None) => {
+        Ok(Answer::Upgrade | Answer::Silent) => {
             *leg = None;
             let why = format!("The service behind {host} did not answer.");
-            out.write_all(&page(502, &why))?;
-            Ok(Forwarded::Close)
+            seen.answer(out, &page(502, &why))
+                .map(|()| Forwarded::Close)
         }
         Err(err) => {
             *leg = None;
             Err(err)
         }
+    };
+    // The public client gets its response before the record is made.
+    let _ = out.flush();
+    note(relay, &tunnel, head, seen);
+    result
+}
+
+/// The data connection for this public connection's request: the one kept from
+/// its last request to the same tunnel, or a new one from the tunnel's client.
+fn leg_to<'a>(
+    relay: &Relay,
+    tunnel: &Arc<Tunnel>,
+    leg: &'a mut Option<Leg>,
+) -> io::Result<Option<&'a mut Leg>> {
+    if leg
+        .as_ref()
+        .is_some_and(|l| l.subdomain != tunnel.subdomain)
+    {
+        *leg = None;
+    }
+    if leg.is_none() {
+        let Some(data) = relay.open_data(tunnel) else {
+            return Ok(None);
+        };
+        data.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+        *leg = Some(Leg {
+            subdomain: tunnel.subdomain.clone(),
+            reader: Conn::new(data.try_clone()?),
+            writer: data,
+        });
+    }
+    Ok(leg.as_mut())
+}
+
+/// What the relay saw of one exchange, for the inspector.
+struct Observed {
+    started: Instant,
+    at: String,
+    /// The head as forwarded to the service.
+    sent: Vec<u8>,
+    bytes_in: u64,
+    /// Status and headers of the response that reached the public client, once one did.
+    status: Option<u16>,
+    response_headers: Vec<(String, String)>,
+    bytes_out: u64,
+}
+
+impl Observed {
+    fn start(head: &RequestHead, peer: SocketAddr, scheme: &str) -> Observed {
+        Observed {
+            started: Instant::now(),
+            at: time_fmt::now(),
+            sent: head.encode_forwarded(&peer.ip().to_string(), scheme),
+            bytes_in: 0,
+            status: None,
+            response_headers: Vec::new(),
+            bytes_out: 0,
+        }
+    }
+
+    /// Send berth's own whole response (a 502 page, a 400) and remember it.
+    fn answer(&mut self, out: &mut impl Write, response: &[u8]) -> io::Result<()> {
+        if let Ok(parsed) = proxy::parse_response(response, false) {
+            self.status = Some(parsed.status);
+            self.response_headers = inspect::text_fields(&parsed.headers);
+            if let Body::Length(n) = parsed.body {
+                self.bytes_out = n;
+            }
+        }
+        out.write_all(response)
     }
 }
 
@@ -313,72 +379,155 @@ pub fn scheme(stream: &Stream) -> &'static str {
     }
 }
 
-/// Send the request on the leg and stream the response back; `None` when the
-/// leg failed before any response byte reached the client.
+/// Hand a request's record to the inspector and its line to the tunnel's client.
+fn note(relay: &Relay, tunnel: &Tunnel, head: &RequestHead, seen: Observed) {
+    let (Some(inspector), Some(status)) = (relay.inspector(), seen.status) else {
+        return;
+    };
+    let tier = inspector.tier_of(tunnel.token_id);
+    let record = Record::redacted(
+        tier,
+        inspect::Seen {
+            tunnel_id: tunnel.id.clone(),
+            at: seen.at,
+            method: head.method.clone(),
+            target: head.target.clone(),
+            status,
+            duration: seen.started.elapsed(),
+            bytes_in: seen.bytes_in,
+            bytes_out: seen.bytes_out,
+            request_headers: inspect::head_fields(&seen.sent),
+            response_headers: seen.response_headers,
+        },
+    );
+    let (method, path) = record.frame_text();
+    let _ = tunnel.send(&Frame::Request {
+        method,
+        path,
+        status,
+        duration_ms: record.duration_ms,
+        bytes_in: record.bytes_in,
+        bytes_out: record.bytes_out,
+    });
+    inspector.submit(record);
+}
+
+/// How an exchange on a leg ended.
+enum Answer {
+    /// A response reached the public client.
+    Done(Forwarded),
+    /// The service switched protocols: the connections are to be spliced.
+    Upgrade,
+    /// The leg failed before any response byte reached the public client.
+    Silent,
+}
+
+/// Send the request on the leg and stream the response back.
 fn exchange(
     head: &RequestHead,
     client: &mut Conn<Stream>,
-    client_stream: &Stream,
     out: &mut impl Write,
     leg: &mut Leg,
-    peer: SocketAddr,
-) -> io::Result<Option<Forwarded>> {
-    let continues = head
-        .header("expect")
-        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
-    if leg
-        .writer
-        .write_all(&head.encode_forwarded(&peer.ip().to_string(), scheme(client_stream)))
-        .is_err()
-    {
-        return Ok(None);
-    }
-    if continues && head.body != Body::None {
-        out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-        out.flush()?;
-    }
-    if let Err(err) = proxy::copy_body(head.body, client, &mut leg.writer) {
-        // Broken chunk framing is the client's fault and no response has started.
-        if err.kind() != io::ErrorKind::InvalidData {
-            return Err(err);
-        }
-        let why = "The chunked request body is malformed.";
-        out.write_all(&proxy::error_response(400, "bad_request", why))?;
-        return Ok(Some(Forwarded::Refused));
+    seen: &mut Observed,
+) -> io::Result<Answer> {
+    if let Some(early) = send_request(head, client, out, leg, seen)? {
+        return Ok(early);
     }
     let writer = &leg.writer;
     let response = loop {
         let raw = leg
             .reader
             .read_head(RESPONSE_TIMEOUT, &|t| writer.set_read_timeout(t));
-        let Ok(raw) = raw else { return Ok(None) };
+        let Ok(raw) = raw else {
+            return Ok(Answer::Silent);
+        };
         let Ok(response) = proxy::parse_response(&raw, head.method == "HEAD") else {
-            return Ok(None);
+            return Ok(Answer::Silent);
         };
         if response.status >= 200 || response.status == 101 {
             break response;
         }
     };
-    if response.status == 101 {
-        if !head.upgrade {
-            return Ok(None);
-        }
-        out.write_all(&response.encode(true))?;
-        out.flush()?;
-        let public = std::mem::replace(client, Conn::new(client_stream.try_clone()?));
-        let back = std::mem::replace(&mut leg.reader, Conn::new(leg.writer.try_clone()?));
-        let data = leg.writer.try_clone()?;
-        super::pipe(public, client_stream.try_clone()?, back, data, "upgrade");
-        return Ok(Some(Forwarded::Close));
+    if response.status == 101 && !head.upgrade {
+        return Ok(Answer::Silent);
     }
+    seen.status = Some(response.status);
+    seen.response_headers = inspect::text_fields(&response.headers);
     let keep = response.keep_alive && head.keep_alive;
-    out.write_all(&response.encode(keep))?;
-    proxy::copy_body(response.body, &mut leg.reader, out)?;
-    Ok(Some(if keep {
+    out.write_all(&response.encode(response.status == 101 || keep))?;
+    if response.status == 101 {
+        out.flush()?;
+        return Ok(Answer::Upgrade);
+    }
+    let mut download = Counter {
+        inner: &mut *out,
+        bytes: 0,
+    };
+    let copied = proxy::copy_body(response.body, &mut leg.reader, &mut download);
+    seen.bytes_out = download.bytes;
+    copied?;
+    Ok(Answer::Done(if keep {
         Forwarded::KeepAlive
     } else {
         Forwarded::Close
     }))
+}
+
+/// The request head and body onto the leg; an answer if the exchange ended there.
+fn send_request(
+    head: &RequestHead,
+    client: &mut Conn<Stream>,
+    out: &mut impl Write,
+    leg: &mut Leg,
+    seen: &mut Observed,
+) -> io::Result<Option<Answer>> {
+    let continues = head
+        .header("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+    if leg.writer.write_all(&seen.sent).is_err() {
+        return Ok(Some(Answer::Silent));
+    }
+    if continues && head.body != Body::None {
+        out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        out.flush()?;
+    }
+    let mut upload = Counter {
+        inner: &mut leg.writer,
+        bytes: 0,
+    };
+    let sent = proxy::copy_body(head.body, client, &mut upload);
+    seen.bytes_in = upload.bytes;
+    match sent {
+        Ok(_) => Ok(None),
+        // Broken chunk framing is the client's fault and no response has started.
+        Err(err) if err.kind() == io::ErrorKind::InvalidData => {
+            let why = "The chunked request body is malformed.";
+            seen.answer(out, &proxy::error_response(400, "bad_request", why))?;
+            Ok(Some(Answer::Done(Forwarded::Refused)))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// After a 101: pipe the public connection and the leg both ways until either closes.
+fn splice(
+    client: &mut Conn<Stream>,
+    client_stream: &Stream,
+    leg: &mut Option<Leg>,
+) -> io::Result<Forwarded> {
+    let Some(mut leg) = leg.take() else {
+        return Ok(Forwarded::Close);
+    };
+    let public = std::mem::replace(client, Conn::new(client_stream.try_clone()?));
+    let back = std::mem::replace(&mut leg.reader, Conn::new(leg.writer.try_clone()?));
+    super::pipe(
+        public,
+        client_stream.try_clone()?,
+        back,
+        leg.writer,
+        "upgrade",
+    );
+    Ok(Forwarded::Close)
 }
 
 /// A small HTML page for the public side, closing the connection.

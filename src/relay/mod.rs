@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use protocol::Frame;
 
+use crate::inspect::Inspector;
 use crate::stream::Stream;
 
 /// An unclaimed data connection id expires after this long (the public side gets 502).
@@ -161,6 +162,8 @@ pub struct Relay {
     pub region: String,
     tunnels: Mutex<HashMap<String, Arc<Tunnel>>>,
     pending: Mutex<HashMap<String, Pending>>,
+    /// Records HTTP requests (none in unit tests that build a bare relay).
+    inspector: Option<Arc<Inspector>>,
 }
 
 impl Relay {
@@ -171,7 +174,19 @@ impl Relay {
             region: DEFAULT_REGION.to_string(),
             tunnels: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
+            inspector: None,
         }
+    }
+
+    /// The relay, recording its HTTP requests with `inspector`.
+    pub fn with_inspector(mut self, inspector: Arc<Inspector>) -> Relay {
+        self.inspector = Some(inspector);
+        self
+    }
+
+    /// The traffic inspector, if the relay records.
+    pub fn inspector(&self) -> Option<&Inspector> {
+        self.inspector.as_deref()
     }
 
     /// Claim a subdomain (or a random free one) for a control connection and

@@ -22,6 +22,17 @@ pub enum Frame {
     Ready { tunnel_id: String, url: String },
     /// Server → client: a public connection waits; open `accept/{id}` for it.
     Connect { id: String },
+    /// Server → client, after each request through the tunnel has been answered:
+    /// what the inspector recorded (path redacted as recorded, cut to 4 KiB), from
+    /// which `berth share` prints its per-request lines.
+    Request {
+        method: String,
+        path: String,
+        status: u16,
+        duration_ms: u64,
+        bytes_in: u64,
+        bytes_out: u64,
+    },
     /// Server → client, last: the tunnel was closed on purpose (an admin, a
     /// revoked token); the client should not reconnect.
     Closed { reason: String },
@@ -117,6 +128,18 @@ mod tests {
                 reason: "closed by an admin".into()
             }),
             "{\"closed\":{\"reason\":\"closed by an admin\"}}\n"
+        );
+        let request = Frame::Request {
+            method: "GET".into(),
+            path: "/a?b=1".into(),
+            status: 200,
+            duration_ms: 3,
+            bytes_in: 0,
+            bytes_out: 512,
+        };
+        assert_eq!(
+            wire(&request),
+            "{\"request\":{\"method\":\"GET\",\"path\":\"/a?b=1\",\"status\":200,\"duration_ms\":3,\"bytes_in\":0,\"bytes_out\":512}}\n"
         );
         assert_eq!(wire(&Frame::Ping {}), "{\"ping\":{}}\n");
         assert_eq!(wire(&Frame::Pong {}), "{\"pong\":{}}\n");

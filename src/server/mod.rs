@@ -17,6 +17,7 @@ use signal_hook::iterator::Signals;
 use crate::api::{self, ApiState};
 use crate::auth::Auth;
 use crate::cli::{CliError, CliResult};
+use crate::inspect::Inspector;
 use crate::relay::Relay;
 use crate::store::Store;
 use crate::tls::CertFiles;
@@ -100,7 +101,9 @@ pub fn run(args: ServerArgs) -> CliResult {
         .close_all()
         .map_err(|e| CliError::other(format!("could not update the database: {e}")))?;
     let setup_code = first_run_code(&store)?;
-    let mut relay = Relay::new(&args.domain, &public_url);
+    let inspector = Inspector::start(store.clone(), args.inspect_retention)
+        .map_err(|e| CliError::other(format!("could not start the traffic inspector: {e}")))?;
+    let mut relay = Relay::new(&args.domain, &public_url).with_inspector(inspector.clone());
     relay.region = args.region.clone();
     let relay = Arc::new(relay);
     let state = Arc::new(ApiState {
@@ -187,6 +190,13 @@ pub fn run(args: ServerArgs) -> CliResult {
     }
     api.stop();
     auth.flush_all();
+    inspector.flush(DRAIN_TIMEOUT);
+    if inspector.dropped() > 0 {
+        say(format_args!(
+            "berth: the traffic inspector dropped {} records while the disk was behind",
+            inspector.dropped()
+        ));
+    }
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

@@ -266,6 +266,7 @@ impl Crews<'_> {
             }
             Ok(())
         })?;
+        self.0.redaction_changed();
         self.find_by_id(crew_id)?.ok_or(StoreError::NotFound)
     }
 }

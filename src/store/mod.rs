@@ -3,6 +3,7 @@
 
 mod audit;
 mod crews;
+mod requests;
 mod sessions;
 mod tokens;
 mod tunnels;
@@ -10,7 +11,7 @@ mod users;
 
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavio
 
 pub use audit::{Audit, NewAuditEvent};
 pub use crews::{Crew, Crews, Member, Membership, Redaction, Role};
+pub use requests::{RequestRow, Requests};
 pub use sessions::{Session, Sessions};
 pub use tokens::{NewToken, TokenRow, TokenUpdate, Tokens};
 pub use tunnels::{NewTunnel, TunnelRow, Tunnels};
@@ -76,6 +78,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct Store {
     conns: Vec<Mutex<Connection>>,
     next: AtomicUsize,
+    /// Bumped after every committed change of a redaction tier, so the
+    /// inspector's cache of resolved tiers knows when to forget them.
+    redaction_changes: AtomicU64,
 }
 
 impl Store {
@@ -100,6 +105,7 @@ impl Store {
         Ok(Store {
             conns,
             next: AtomicUsize::new(0),
+            redaction_changes: AtomicU64::new(0),
         })
     }
 
@@ -112,6 +118,7 @@ impl Store {
         Ok(Store {
             conns: vec![Mutex::new(conn)],
             next: AtomicUsize::new(0),
+            redaction_changes: AtomicU64::new(0),
         })
     }
 
@@ -164,6 +171,20 @@ impl Store {
 
     pub fn audit(&self) -> Audit<'_> {
         Audit(self)
+    }
+
+    pub fn requests(&self) -> Requests<'_> {
+        Requests(self)
+    }
+
+    /// Changes whenever a token's or a crew's redaction tier has changed.
+    pub fn redaction_generation(&self) -> u64 {
+        self.redaction_changes.load(Ordering::SeqCst)
+    }
+
+    /// Called after a tier change commits.
+    fn redaction_changed(&self) {
+        self.redaction_changes.fetch_add(1, Ordering::SeqCst);
     }
 }
 

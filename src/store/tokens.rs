@@ -236,6 +236,9 @@ impl Tokens<'_> {
             }
             Ok(())
         })?;
+        if change.redaction.is_some() {
+            self.0.redaction_changed();
+        }
         self.find_by_id(id)?.ok_or(StoreError::NotFound)
     }
 

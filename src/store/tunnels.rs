@@ -31,6 +31,8 @@ pub struct TunnelRow {
     pub token_name: String,
     pub opened_at: String,
     pub closed_at: Option<String>,
+    /// Requests recorded through it since it opened.
+    pub request_count: i64,
 }
 
 impl TunnelRow {
@@ -48,6 +50,7 @@ impl TunnelRow {
             token_name: row.get("token_name")?,
             opened_at: row.get("opened_at")?,
             closed_at: row.get("closed_at")?,
+            request_count: row.get("request_count")?,
         })
     }
 
@@ -58,7 +61,8 @@ impl TunnelRow {
 }
 
 const SELECT: &str = "SELECT t.id, t.kind, t.subdomain, t.url, t.crew_id, c.name AS crew_name,
-        t.user_id, u.username, t.token_id, k.name AS token_name, t.opened_at, t.closed_at
+        t.user_id, u.username, t.token_id, k.name AS token_name, t.opened_at, t.closed_at,
+        t.request_count
     FROM tunnels t
     JOIN crews c ON c.id = t.crew_id
     JOIN users u ON u.id = t.user_id
