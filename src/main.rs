@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod client;
 mod config;
+mod metrics;
 mod proxy;
 mod relay;
 mod server;

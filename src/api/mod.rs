@@ -3,6 +3,8 @@
 
 mod crews;
 mod error;
+mod openapi;
+mod routes;
 mod session;
 mod tokens;
 mod tunnels;
@@ -119,20 +121,15 @@ fn handle(state: &ApiState, mut request: Request) {
     let _ = request.respond(reply);
 }
 
-/// The routing table.
+/// Dashboard pages, then the API's routing table (`routes.rs`).
 fn route(state: &ApiState, call: &mut Call, request: &mut Request) -> Result<Reply, ApiError> {
     let path = call.path.clone();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let method = request.method().clone();
-    use Method::*;
     match (segments.as_slice(), &method) {
-        (["healthz"], Get) => {
-            Ok(Response::from_string("ok\n").with_header(header("Content-Type", "text/plain")))
-        }
-        (["healthz"], _) => Err(ApiError::MethodNotAllowed),
-        (["setup"], Get) => page("setup.html"),
-        (["assets", name], Get) => page(name),
-        (["api", "v1", rest @ ..], _) => {
+        (["setup"], Method::Get) => return page("setup.html"),
+        (["assets", name], Method::Get) => return page(name),
+        (["api", "v1", ..], _) => {
             // Browsers say where a request comes from; no mutation, sign-in and
             // setup included (login CSRF), is taken from another site.
             if call.mutation
@@ -145,64 +142,12 @@ fn route(state: &ApiState, call: &mut Call, request: &mut Request) -> Result<Rep
                 ));
             }
             call.read_body(request)?;
-            api_v1(state, call, rest, &method)
         }
-        _ => Err(ApiError::NotFound(format!("Nothing at {}.", call.path))),
+        _ => {}
     }
+    routes::dispatch(state, call, &method, &segments)
 }
 
-fn api_v1(
-    state: &ApiState,
-    call: &mut Call,
-    rest: &[&str],
-    method: &Method,
-) -> Result<Reply, ApiError> {
-    use Method::*;
-    match (rest, method) {
-        (["me"], Get) => session::me(state, call),
-        (["session"], Post) => session::sign_in(state, call),
-        (["session"], Delete) => session::sign_out(state, call),
-        (["setup"], Post) => session::setup(state, call),
-        (["crews"], Get) => crews::list(state, call),
-        (["crews", id], Patch) => crews::update(state, call, parse_id(id)?),
-        (["crews", id, "members"], Get) => crews::members(state, call, parse_id(id)?),
-        (["crews", id, "members"], Post) => crews::add_member(state, call, parse_id(id)?),
-        (["crews", id, "members", user], Patch) => {
-            crews::set_role(state, call, parse_id(id)?, parse_id(user)?)
-        }
-        (["crews", id, "members", user], Delete) => {
-            crews::remove_member(state, call, parse_id(id)?, parse_id(user)?)
-        }
-        (["audit"], Get) => crews::audit(state, call),
-        (["tokens"], Get) => tokens::list(state, call),
-        (["tokens"], Post) => tokens::create(state, call),
-        (["tokens", "bulk"], Post) => tokens::bulk(state, call),
-        (["tokens", "bulk"], _) => Err(ApiError::MethodNotAllowed),
-        (["tokens", id], Get) => tokens::show(state, call, parse_id(id)?),
-        (["tokens", id], Patch) => tokens::update(state, call, parse_id(id)?),
-        (["tokens", id], Delete) => tokens::revoke(state, call, parse_id(id)?),
-        (["tunnels"], Get) => tunnels::list(state, call),
-        (["tunnels", id], Delete) => tunnels::close(state, call, id),
-        (
-            ["me"]
-            | ["session"]
-            | ["setup"]
-            | ["crews"]
-            | ["crews", _]
-            | ["crews", _, "members"]
-            | ["crews", _, "members", _]
-            | ["audit"]
-            | ["tokens"]
-            | ["tokens", _]
-            | ["tunnels"]
-            | ["tunnels", _],
-            _,
-        ) => Err(ApiError::MethodNotAllowed),
-        _ => Err(ApiError::NotFound(format!("Nothing at {}.", call.path))),
-    }
-}
-
-/// A path id: ASCII digits only (`+1` and ` 1` are not ids), positive, within i64.
 /// An embedded dashboard file, under the strict Content-Security-Policy.
 fn page(name: &str) -> Result<Reply, ApiError> {
     let (bytes, kind) =
@@ -217,6 +162,7 @@ fn page(name: &str) -> Result<Reply, ApiError> {
         .with_header(header("Referrer-Policy", "no-referrer")))
 }
 
+/// A path id: ASCII digits only (`+1` and ` 1` are not ids), positive, within i64.
 fn parse_id(text: &str) -> Result<i64, ApiError> {
     Some(text)
         .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))

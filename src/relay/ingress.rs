@@ -318,15 +318,16 @@ fn exchange(
         out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         out.flush()?;
     }
-    if let Err(err) = proxy::copy_body(head.body, client, &mut leg.writer) {
+    let received = match proxy::copy_body(head.body, client, &mut leg.writer) {
+        Ok(n) => n,
         // Broken chunk framing is the client's fault and no response has started.
-        if err.kind() != io::ErrorKind::InvalidData {
-            return Err(err);
+        Err(err) if err.kind() != io::ErrorKind::InvalidData => return Err(err),
+        Err(_) => {
+            let why = "The chunked request body is malformed.";
+            out.write_all(&proxy::error_response(400, "bad_request", why))?;
+            return Ok(Some(Forwarded::Refused));
         }
-        let why = "The chunked request body is malformed.";
-        out.write_all(&proxy::error_response(400, "bad_request", why))?;
-        return Ok(Some(Forwarded::Refused));
-    }
+    };
     let writer = &leg.writer;
     let response = loop {
         let raw = leg
@@ -354,7 +355,8 @@ fn exchange(
     }
     let keep = response.keep_alive && head.keep_alive;
     out.write_all(&response.encode(keep))?;
-    proxy::copy_body(response.body, &mut leg.reader, out)?;
+    let sent = proxy::copy_body(response.body, &mut leg.reader, out)?;
+    crate::metrics::tunnel_request(response.status, received, sent);
     Ok(Some(if keep {
         Forwarded::KeepAlive
     } else {

@@ -63,6 +63,7 @@ pub fn open_store(dir: &Path) -> Result<Store, CliError> {
 }
 
 pub fn run(args: ServerArgs) -> CliResult {
+    crate::metrics::mark_start();
     let connection_bound = max_connections()?;
     let dir = data_dir(args.data)?;
     let store = Arc::new(open_store(&dir)?);
