@@ -98,6 +98,16 @@ pub enum Command {
   berth share 8000 --subdomain myapp
   berth share 5173 --host 127.0.0.1")]
     Share(ShareArgs),
+    /// Recent audit events of the crew (admin and owner)
+    #[command(after_help = "Examples:
+  berth audit
+  berth audit --limit 500 --json")]
+    Audit {
+        /// How many events, newest first (1 to 1000)
+        #[arg(long, value_name = "N", default_value_t = 100,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(cli::audit::MAX_LIMIT)))]
+        limit: u32,
+    },
 }
 
 #[derive(Args)]
@@ -350,6 +360,7 @@ fn main() -> ExitCode {
         Command::Tokens(cmd) => cli::tokens::run(&global, cmd),
         Command::Crews(cmd) => cli::crews::run(&global, cmd),
         Command::Tunnels(cmd) => cli::tunnels::run(&global, cmd),
+        Command::Audit { limit } => cli::audit::run(&global, limit),
         Command::Share(args) => cli::share::run(
             &global,
             cli::share::Share {

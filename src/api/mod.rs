@@ -69,6 +69,26 @@ impl ApiState {
     }
 }
 
+impl ApiState {
+    /// Record a wrong password in every crew of the named user (if the user exists),
+    /// so the crew's admins see attempts on their members' accounts.
+    pub fn audit_failed_password(&self, call: &Call, username: &str, action: &str, how: String) {
+        let user = self.store.users().find_by_name(username).ok().flatten();
+        let crews = user
+            .map(|u| self.store.crews().memberships_of(u.id).unwrap_or_default())
+            .unwrap_or_default();
+        for m in crews {
+            self.audit(
+                call,
+                None,
+                Some(m.crew.id),
+                action,
+                format!("user {username}{how}"),
+            );
+        }
+    }
+}
+
 /// The running API: its tiny_http server and worker threads.
 pub struct ApiHandle {
     server: Arc<Server>,
@@ -376,9 +396,7 @@ impl Call {
                         "The Basic credentials are not valid base64 of username:password.".into(),
                     )
                 })?;
-                return Ok(state
-                    .auth
-                    .verify_password(&user, &password, &self.client_ip)?);
+                return self.basic_sign_in(state, &user, &password);
             }
             return Err(ApiError::BadRequest(
                 "Authorization must be Bearer <token> or Basic.".into(),
@@ -398,6 +416,32 @@ impl Call {
             return Ok(principal);
         }
         Err(ApiError::NoToken)
+    }
+
+    /// A username and password on a token endpoint (`berth login`, `tokens list
+    /// USERNAME`): a sign-in, audited like the dashboard's.
+    fn basic_sign_in(
+        &self,
+        state: &ApiState,
+        user: &str,
+        password: &str,
+    ) -> Result<Principal, ApiError> {
+        let how = format!(" via Basic on {}", self.path);
+        match state.auth.verify_password(user, password, &self.client_ip) {
+            Ok(who) => {
+                for m in state.store.crews().memberships_of(who.user.id)? {
+                    let detail = format!("user {}{how}", who.user.username);
+                    state.audit(self, Some(&who), Some(m.crew.id), "signin.basic", detail);
+                }
+                Ok(who)
+            }
+            Err(err) => {
+                if matches!(err, AuthError::BadCredentials) {
+                    state.audit_failed_password(self, user, "signin.fail", how);
+                }
+                Err(err.into())
+            }
+        }
     }
 
     /// The session id from the Cookie header.

@@ -1,6 +1,7 @@
 //! The client commands, one file per command group.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod crews;
