@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod completions;
 pub mod config;
 pub mod crews;
 pub mod share;
