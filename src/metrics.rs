@@ -1,9 +1,4 @@
-//! Prometheus metrics: process-wide atomic counters that the server's parts bump with
-//! one call each, rendered in the text exposition format 0.0.4 for `GET /metrics`.
-//!
-//! The counters are one static, like a Prometheus client's default registry: a
-//! hook in the store, the auth checks or the relay stays a single line instead of
-//! threading a handle through every constructor.
+//! Prometheus metrics: atomic counters bumped with one call each, rendered as text format 0.0.4.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -98,6 +93,9 @@ struct Metrics {
     refused_connections: AtomicU64,
 }
 
+// One static, like a Prometheus client's default registry: a hook in the store,
+// the auth checks or the relay stays a single line instead of threading a handle
+// through every constructor.
 static METRICS: Metrics = Metrics {
     tunnel_requests: [const { AtomicU64::new(0) }; CLASSES.len()],
     tunnel_bytes_in: AtomicU64::new(0),

@@ -1,5 +1,4 @@
-//! `GET /api/v1/openapi.json`: the API described as OpenAPI 3.1, embedded from
-//! `docs/openapi.json` and kept true to the routing table by the tests below.
+//! `GET /api/v1/openapi.json`: `docs/openapi.json`, embedded and checked against the routing table.
 
 /// The document, served as is.
 pub const DOCUMENT: &str = include_str!("../../docs/openapi.json");

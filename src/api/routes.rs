@@ -1,6 +1,4 @@
-//! The API's routing table: every (method, path template) the API answers, with its
-//! handler. The router dispatches from it and the OpenAPI test checks it, so the two
-//! cannot drift apart.
+//! The routing table: each (method, path template) and its handler, checked by the OpenAPI tests.
 
 use tiny_http::{Method, Response};
 

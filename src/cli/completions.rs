@@ -1,5 +1,4 @@
-//! `berth completions bash|zsh|fish`: shell completion scripts generated from the
-//! command definitions, so they always match the binary that prints them.
+//! `berth completions bash|zsh|fish`: completion scripts generated from the clap definitions.
 
 use clap::ValueEnum;
 use clap_complete::{generate, shells};
