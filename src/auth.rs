@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Argon2, PasswordVerifier};
 
+use crate::metrics::{self, AuthFailure, SignIn};
 use crate::store::{Membership, Role, Session, Store, StoreError, TokenRow, User};
 use crate::time_fmt;
 use crate::token::{self, Token};
@@ -208,6 +209,17 @@ impl Auth {
 
     /// Verify a bearer token (DESIGN §2) and note its use from `address`.
     pub fn verify_token(&self, text: &str, address: &str) -> Result<Principal, AuthError> {
+        let result = self.check_token(text, address);
+        match &result {
+            Err(AuthError::InvalidToken) => metrics::auth_failure(AuthFailure::InvalidToken),
+            Err(AuthError::TokenExpired) => metrics::auth_failure(AuthFailure::TokenExpired),
+            Err(AuthError::NoTeamContext) => metrics::auth_failure(AuthFailure::NoTeamContext),
+            _ => {}
+        }
+        result
+    }
+
+    fn check_token(&self, text: &str, address: &str) -> Result<Principal, AuthError> {
         let parsed = Token::parse(text).map_err(|_| AuthError::InvalidToken)?;
         let presented = parsed.secret.hash();
         let found = self.store.tokens().find_for_auth(parsed.id)?;
@@ -240,6 +252,23 @@ impl Auth {
 
     /// Verify a username and password, throttled per account and address.
     pub fn verify_password(
+        &self,
+        username: &str,
+        password: &str,
+        address: &str,
+    ) -> Result<Principal, AuthError> {
+        let result = self.check_password(username, password, address);
+        match &result {
+            Ok(_) => metrics::sign_in(SignIn::Success),
+            Err(AuthError::RateLimited(_)) => metrics::sign_in(SignIn::Throttled),
+            // A store failure says nothing about the password.
+            Err(AuthError::Store(_)) => {}
+            Err(_) => metrics::sign_in(SignIn::Failure),
+        }
+        result
+    }
+
+    fn check_password(
         &self,
         username: &str,
         password: &str,

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod config;
 mod inspect;
+mod metrics;
 mod proxy;
 mod relay;
 mod server;
@@ -21,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// Share local services through a tunnel and manage personal access tokens.
 #[derive(Parser)]
@@ -64,6 +65,9 @@ pub enum Command {
   berth server --listen 127.0.0.1:9000 --data /srv/berth")]
     Server(ServerArgs),
     /// Offline maintenance on the data directory (works while the server runs)
+    #[command(after_help = "Examples:
+  berth admin create-user alice --crew home --role owner
+  berth admin list-users --data /srv/berth")]
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Sign in and save a token for this machine to the config file
@@ -83,15 +87,28 @@ pub enum Command {
   berth whoami --json")]
     Whoami,
     /// Read and change the CLI config file
+    #[command(after_help = "Examples:
+  berth config set server https://berth.example.com
+  berth config list")]
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Create, list and revoke personal access tokens
+    #[command(after_help = "Examples:
+  berth tokens create \"CI - deploy\" --scope tunnels:share
+  berth tokens list --all
+  berth tokens revoke 17")]
     #[command(subcommand)]
     Tokens(TokensCommand),
     /// Crews (teams) and their members
+    #[command(after_help = "Examples:
+  berth crews list
+  berth crews add-member home bob --role member")]
     #[command(subcommand)]
     Crews(CrewsCommand),
     /// The crew's live and recent tunnels
+    #[command(after_help = "Examples:
+  berth tunnels list
+  berth tunnels close 3f2a9c01d4e5b6a7")]
     #[command(subcommand)]
     Tunnels(TunnelsCommand),
     /// Requests recorded through a tunnel, newest first
@@ -106,6 +123,25 @@ pub enum Command {
   berth share 5173 --host 127.0.0.1
   berth share 3000 --region eu")]
     Share(ShareArgs),
+    /// Recent audit events of the crew (admin and owner)
+    #[command(after_help = "Examples:
+  berth audit
+  berth audit --limit 500 --json")]
+    Audit {
+        /// How many events, newest first (1 to 1000)
+        #[arg(long, value_name = "N", default_value_t = 100,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(cli::audit::MAX_LIMIT)))]
+        limit: u32,
+    },
+    /// Print a shell completion script for berth
+    #[command(after_help = "Examples:
+  berth completions bash > /etc/bash_completion.d/berth
+  berth completions zsh > \"${fpath[1]}/_berth\"
+  berth completions fish > ~/.config/fish/completions/berth.fish")]
+    Completions {
+        /// bash, zsh or fish
+        shell: cli::completions::Shell,
+    },
 }
 
 #[derive(Args)]
@@ -226,6 +262,9 @@ pub enum AdminCommand {
         data: DataArg,
     },
     /// Set a new password for a user
+    #[command(after_help = "Examples:
+  berth admin reset-password alice
+  echo \"$PASSWORD\" | berth admin reset-password alice --password-stdin --data /srv/berth")]
     ResetPassword {
         username: String,
         /// Read the password from standard input instead of prompting
@@ -235,6 +274,9 @@ pub enum AdminCommand {
         data: DataArg,
     },
     /// List users with their crews and roles
+    #[command(after_help = "Examples:
+  berth admin list-users
+  berth admin list-users --data /srv/berth")]
     ListUsers {
         #[command(flatten)]
         data: DataArg,
@@ -271,11 +313,20 @@ pub struct LogoutArgs {
 #[derive(Subcommand)]
 pub enum ConfigCommand {
     /// Set a key: server, token, username, region, ca_cert (aliases apiToken, apiTokenName)
+    #[command(after_help = "Examples:
+  berth config set server https://berth.example.com
+  berth config set ca_cert /etc/ssl/our-ca.pem")]
     Set { key: String, value: String },
     /// Print the value of a key
+    #[command(after_help = "Examples:
+  berth config get server")]
     Get { key: String },
     /// Remove a key
+    #[command(after_help = "Examples:
+  berth config unset token")]
     Unset { key: String },
+    #[command(after_help = "Examples:
+  berth config list")]
     /// Print every key that is set (the token masked)
     List,
 }
@@ -381,11 +432,19 @@ pub enum TunnelsCommand {
 
 #[derive(Subcommand)]
 pub enum CrewsCommand {
+    #[command(after_help = "Examples:
+  berth crews list
+  berth crews list --json")]
     /// Crews you belong to
     List,
     /// Members of a crew and their roles
+    #[command(after_help = "Examples:
+  berth crews members home
+  berth crews members home --json")]
     Members { crew: String },
     /// Add a user to a crew
+    #[command(after_help = "Examples:
+  berth crews add-member home bob --role member")]
     AddMember {
         crew: String,
         user: String,
@@ -394,12 +453,16 @@ pub enum CrewsCommand {
         role: String,
     },
     /// Change a member's role
+    #[command(after_help = "Examples:
+  berth crews set-role home bob admin")]
     SetRole {
         crew: String,
         user: String,
         role: String,
     },
     /// Remove a user from a crew
+    #[command(after_help = "Examples:
+  berth crews remove-member home bob")]
     RemoveMember { crew: String, user: String },
     /// Set the crew's default redaction tier: standard or strict (owner)
     #[command(after_help = "Examples:
@@ -421,6 +484,8 @@ fn main() -> ExitCode {
         Command::Crews(cmd) => cli::crews::run(&global, cmd),
         Command::Tunnels(cmd) => cli::tunnels::run(&global, cmd),
         Command::Traffic(args) => cli::traffic::run(&global, args),
+        Command::Audit { limit } => cli::audit::run(&global, limit),
+        Command::Completions { shell } => cli::completions::run(shell, Cli::command()),
         Command::Share(args) => cli::share::run(
             &global,
             cli::share::Share {
@@ -436,6 +501,39 @@ fn main() -> ExitCode {
         Err(err) => {
             cli::write_stderr(&format!("error: {}\n", err.message));
             ExitCode::from(err.code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command and subcommand, by its path (`berth tokens list`).
+    fn walk(cmd: &clap::Command, path: String, out: &mut Vec<(String, String)>) {
+        let help = cmd
+            .get_after_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        out.push((path.clone(), help));
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            walk(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_command_has_help_with_examples_of_itself() {
+        Cli::command().debug_assert();
+        let mut commands = Vec::new();
+        walk(&Cli::command(), "berth".into(), &mut commands);
+        assert!(commands.len() > 30, "{}", commands.len());
+        for (path, help) in commands {
+            assert!(
+                help.starts_with("Examples:\n  "),
+                "`{path} --help` has no examples"
+            );
+            let own = help.lines().skip(1).any(|l| l.contains(&path));
+            assert!(own, "`{path} --help` shows no example of `{path}`:\n{help}");
         }
     }
 }

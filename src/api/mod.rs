@@ -3,6 +3,8 @@
 
 mod crews;
 mod error;
+mod openapi;
+mod routes;
 mod session;
 mod tokens;
 mod tunnels;
@@ -66,6 +68,26 @@ impl ApiState {
     }
 }
 
+impl ApiState {
+    /// Record a wrong password in every crew of the named user (if the user exists),
+    /// so the crew's admins see attempts on their members' accounts.
+    pub fn audit_failed_password(&self, call: &Call, username: &str, action: &str, how: String) {
+        let user = self.store.users().find_by_name(username).ok().flatten();
+        let crews = user
+            .map(|u| self.store.crews().memberships_of(u.id).unwrap_or_default())
+            .unwrap_or_default();
+        for m in crews {
+            self.audit(
+                call,
+                None,
+                Some(m.crew.id),
+                action,
+                format!("user {username}{how}"),
+            );
+        }
+    }
+}
+
 /// The running API: its tiny_http server and worker threads.
 pub struct ApiHandle {
     server: Arc<Server>,
@@ -118,20 +140,15 @@ fn handle(state: &ApiState, mut request: Request) {
     let _ = request.respond(reply);
 }
 
-/// The routing table.
+/// Dashboard pages, then the API's routing table (`routes.rs`).
 fn route(state: &ApiState, call: &mut Call, request: &mut Request) -> Result<Reply, ApiError> {
     let path = call.path.clone();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let method = request.method().clone();
-    use Method::*;
     match (segments.as_slice(), &method) {
-        (["healthz"], Get) => {
-            Ok(Response::from_string("ok\n").with_header(header("Content-Type", "text/plain")))
-        }
-        (["healthz"], _) => Err(ApiError::MethodNotAllowed),
-        (["setup"], Get) => page("setup.html"),
-        (["assets", name], Get) => page(name),
-        (["api", "v1", rest @ ..], _) => {
+        (["setup"], Method::Get) => return page("setup.html"),
+        (["assets", name], Method::Get) => return page(name),
+        (["api", "v1", ..], _) => {
             // Browsers say where a request comes from; no mutation, sign-in and
             // setup included (login CSRF), is taken from another site.
             if call.mutation
@@ -144,66 +161,12 @@ fn route(state: &ApiState, call: &mut Call, request: &mut Request) -> Result<Rep
                 ));
             }
             call.read_body(request)?;
-            api_v1(state, call, rest, &method)
         }
-        _ => Err(ApiError::NotFound(format!("Nothing at {}.", call.path))),
+        _ => {}
     }
+    routes::dispatch(state, call, &method, &segments)
 }
 
-fn api_v1(
-    state: &ApiState,
-    call: &mut Call,
-    rest: &[&str],
-    method: &Method,
-) -> Result<Reply, ApiError> {
-    use Method::*;
-    match (rest, method) {
-        (["me"], Get) => session::me(state, call),
-        (["session"], Post) => session::sign_in(state, call),
-        (["session"], Delete) => session::sign_out(state, call),
-        (["setup"], Post) => session::setup(state, call),
-        (["crews"], Get) => crews::list(state, call),
-        (["crews", id], Patch) => crews::update(state, call, parse_id(id)?),
-        (["crews", id, "members"], Get) => crews::members(state, call, parse_id(id)?),
-        (["crews", id, "members"], Post) => crews::add_member(state, call, parse_id(id)?),
-        (["crews", id, "members", user], Patch) => {
-            crews::set_role(state, call, parse_id(id)?, parse_id(user)?)
-        }
-        (["crews", id, "members", user], Delete) => {
-            crews::remove_member(state, call, parse_id(id)?, parse_id(user)?)
-        }
-        (["audit"], Get) => crews::audit(state, call),
-        (["tokens"], Get) => tokens::list(state, call),
-        (["tokens"], Post) => tokens::create(state, call),
-        (["tokens", "bulk"], Post) => tokens::bulk(state, call),
-        (["tokens", "bulk"], _) => Err(ApiError::MethodNotAllowed),
-        (["tokens", id], Get) => tokens::show(state, call, parse_id(id)?),
-        (["tokens", id], Patch) => tokens::update(state, call, parse_id(id)?),
-        (["tokens", id], Delete) => tokens::revoke(state, call, parse_id(id)?),
-        (["tunnels"], Get) => tunnels::list(state, call),
-        (["tunnels", id], Delete) => tunnels::close(state, call, id),
-        (["tunnels", id, "requests"], Get) => tunnels::requests(state, call, id),
-        (
-            ["me"]
-            | ["session"]
-            | ["setup"]
-            | ["crews"]
-            | ["crews", _]
-            | ["crews", _, "members"]
-            | ["crews", _, "members", _]
-            | ["audit"]
-            | ["tokens"]
-            | ["tokens", _]
-            | ["tunnels"]
-            | ["tunnels", _]
-            | ["tunnels", _, "requests"],
-            _,
-        ) => Err(ApiError::MethodNotAllowed),
-        _ => Err(ApiError::NotFound(format!("Nothing at {}.", call.path))),
-    }
-}
-
-/// A path id: ASCII digits only (`+1` and ` 1` are not ids), positive, within i64.
 /// An embedded dashboard file, under the strict Content-Security-Policy.
 fn page(name: &str) -> Result<Reply, ApiError> {
     let (bytes, kind) =
@@ -218,6 +181,7 @@ fn page(name: &str) -> Result<Reply, ApiError> {
         .with_header(header("Referrer-Policy", "no-referrer")))
 }
 
+/// A path id: ASCII digits only (`+1` and ` 1` are not ids), positive, within i64.
 fn parse_id(text: &str) -> Result<i64, ApiError> {
     Some(text)
         .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
@@ -437,9 +401,7 @@ impl Call {
                         "The Basic credentials are not valid base64 of username:password.".into(),
                     )
                 })?;
-                return Ok(state
-                    .auth
-                    .verify_password(&user, &password, &self.client_ip)?);
+                return self.basic_sign_in(state, &user, &password);
             }
             return Err(ApiError::BadRequest(
                 "Authorization must be Bearer <token> or Basic.".into(),
@@ -459,6 +421,32 @@ impl Call {
             return Ok(principal);
         }
         Err(ApiError::NoToken)
+    }
+
+    /// A username and password on a token endpoint (`berth login`, `tokens list
+    /// USERNAME`): a sign-in, audited like the dashboard's.
+    fn basic_sign_in(
+        &self,
+        state: &ApiState,
+        user: &str,
+        password: &str,
+    ) -> Result<Principal, ApiError> {
+        let how = format!(" via Basic on {}", self.path);
+        match state.auth.verify_password(user, password, &self.client_ip) {
+            Ok(who) => {
+                for m in state.store.crews().memberships_of(who.user.id)? {
+                    let detail = format!("user {}{how}", who.user.username);
+                    state.audit(self, Some(&who), Some(m.crew.id), "signin.basic", detail);
+                }
+                Ok(who)
+            }
+            Err(err) => {
+                if matches!(err, AuthError::BadCredentials) {
+                    state.audit_failed_password(self, user, "signin.fail", how);
+                }
+                Err(err.into())
+            }
+        }
     }
 
     /// The session id from the Cookie header.

@@ -105,19 +105,7 @@ pub fn sign_in(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         Ok(who) => who,
         Err(err) => {
             if matches!(err, AuthError::BadCredentials) {
-                let user = state.store.users().find_by_name(username).ok().flatten();
-                let crews = user
-                    .map(|u| state.store.crews().memberships_of(u.id).unwrap_or_default())
-                    .unwrap_or_default();
-                for m in crews {
-                    state.audit(
-                        call,
-                        None,
-                        Some(m.crew.id),
-                        "session.fail",
-                        format!("user {username}"),
-                    );
-                }
+                state.audit_failed_password(call, username, "session.fail", String::new());
             }
             return Err(err.into());
         }

@@ -6,7 +6,7 @@ use crate::api::check_simple_name;
 use crate::auth;
 use crate::cli::{outln, read_password, CliError, CliResult};
 use crate::server::{data_dir, open_store};
-use crate::store::{Role, Store, StoreError};
+use crate::store::{NewAuditEvent, Role, Store, StoreError};
 use crate::AdminCommand;
 
 /// The store of a data directory that must already hold one: reading or changing
@@ -21,6 +21,27 @@ fn existing_store(flag: Option<PathBuf>) -> Result<Store, CliError> {
         )));
     }
     open_store(&dir)
+}
+
+/// Record an offline change in every crew of the user. There is no signed-in
+/// actor: the event says it came from `berth admin` on the server's machine.
+fn audit(store: &Store, user_id: i64, action: &str, detail: String) {
+    for m in store.crews().memberships_of(user_id).unwrap_or_default() {
+        let event = NewAuditEvent {
+            crew_id: Some(m.crew.id),
+            user_id: None,
+            username: None,
+            token_id: None,
+            action,
+            detail: format!("{detail} (berth admin)"),
+            address: Some("local"),
+        };
+        if let Err(err) = store.audit().record(&event) {
+            crate::cli::write_stderr(&format!(
+                "warning: could not record audit event {action}: {err}\n"
+            ));
+        }
+    }
 }
 
 pub fn run(cmd: AdminCommand) -> CliResult {
@@ -51,7 +72,7 @@ pub fn run(cmd: AdminCommand) -> CliResult {
             let password =
                 read_password(&format!("Password for {username}: "), password_stdin, true)?;
             let hash = auth::hash_password(&password).map_err(CliError::usage)?;
-            store
+            let user = store
                 .users()
                 .create(&username, &hash, crew.as_deref().map(|c| (c, role)))
                 .map_err(|err| match err {
@@ -61,6 +82,8 @@ pub fn run(cmd: AdminCommand) -> CliResult {
                     ),
                     other => CliError::other(format!("could not create the user: {other}")),
                 })?;
+            let detail = format!("user {username} as {}", role.as_str());
+            audit(&store, user.id, "member.add", detail);
             match crew {
                 Some(crew) => outln!(
                     "Created user {username} ({} of crew {crew}).",
@@ -96,6 +119,12 @@ pub fn run(cmd: AdminCommand) -> CliResult {
                 .users()
                 .set_password(user.id, &hash)
                 .map_err(|e| CliError::other(format!("could not change the password: {e}")))?;
+            audit(
+                &store,
+                user.id,
+                "user.reset_password",
+                format!("user {username}"),
+            );
             outln!("Changed the password of {username}; their dashboard sessions are signed out.");
             Ok(())
         }

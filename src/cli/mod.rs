@@ -1,7 +1,9 @@
 //! The client commands, one file per command group.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
+pub mod completions;
 pub mod config;
 pub mod crews;
 pub mod share;

@@ -381,6 +381,9 @@ pub fn scheme(stream: &Stream) -> &'static str {
 
 /// Hand a request's record to the inspector and its line to the tunnel's client.
 fn note(relay: &Relay, tunnel: &Tunnel, head: &RequestHead, seen: Observed) {
+    if let Some(status) = seen.status {
+        crate::metrics::tunnel_request(status, seen.bytes_in, seen.bytes_out);
+    }
     let (Some(inspector), Some(status)) = (relay.inspector(), seen.status) else {
         return;
     };

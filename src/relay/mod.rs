@@ -308,6 +308,11 @@ impl Relay {
             .collect()
     }
 
+    /// How many tunnels are live.
+    pub fn live_count(&self) -> usize {
+        lock(&self.tunnels).len()
+    }
+
     /// The live tunnel at a subdomain.
     pub fn find(&self, subdomain: &str) -> Option<Arc<Tunnel>> {
         lock(&self.tunnels).get(subdomain).cloned()

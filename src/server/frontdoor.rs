@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::api::MAX_BODY_BYTES;
 use crate::auth::Auth;
+use crate::metrics;
 use crate::proxy::{self, Body, BodyError, Conn, HeadError, RequestHead};
 use crate::relay::ingress::{self, Forwarded, Leg};
 use crate::relay::Relay;
@@ -101,6 +102,7 @@ impl FrontDoor {
             };
             if self.open.fetch_add(1, Ordering::SeqCst) >= self.max_connections {
                 self.open.fetch_sub(1, Ordering::SeqCst);
+                metrics::connection_refused();
                 refuse_busy(stream, tls.is_some());
                 continue;
             }
@@ -110,6 +112,7 @@ impl FrontDoor {
                 .name(format!("conn-{peer}"))
                 .stack_size(CONN_STACK)
                 .spawn(move || {
+                    let _open = metrics::connection_opened();
                     let stream = match tls {
                         None => Some(Stream::Tcp(stream)),
                         // A failed handshake (a plain-HTTP client, an untrusting

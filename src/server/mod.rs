@@ -65,6 +65,7 @@ pub fn open_store(dir: &Path) -> Result<Store, CliError> {
 }
 
 pub fn run(args: ServerArgs) -> CliResult {
+    crate::metrics::mark_start();
     let connection_bound = env_bound("BERTH_MAX_CONNECTIONS", frontdoor::MAX_CONNECTIONS)?;
     let tunnel_bound = env_bound("BERTH_MAX_TUNNELS", frontdoor::MAX_TUNNELS)?;
     check_region(&args.region)?;

@@ -13,9 +13,11 @@ use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::metrics::{self, StoreOp};
 
 pub use audit::{Audit, NewAuditEvent};
 pub use crews::{Crew, Crews, Member, Membership, Redaction, Role};
@@ -137,16 +139,24 @@ impl Store {
 
     /// Run read-only statements.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        Ok(f(&self.conn())?)
+        let started = Instant::now();
+        let result = f(&self.conn());
+        metrics::store_call(StoreOp::Read, started);
+        Ok(result?)
     }
 
     /// Run statements in one `BEGIN IMMEDIATE` transaction, so the busy timeout applies.
     fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
+        let started = Instant::now();
+        let result = (|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        metrics::store_call(StoreOp::Write, started);
+        result
     }
 
     pub fn users(&self) -> Users<'_> {
