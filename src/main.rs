@@ -91,11 +91,12 @@ pub enum Command {
     /// The crew's live and recent tunnels
     #[command(subcommand)]
     Tunnels(TunnelsCommand),
-    /// Open an HTTP tunnel to a local port and print its public URL
+    /// Open an HTTP or TCP tunnel to a local port and print its public address
     #[command(after_help = "Examples:
   berth share 3000
   berth share 8000 --subdomain myapp
-  berth share 5173 --host 127.0.0.1")]
+  berth share 5173 --host 127.0.0.1
+  berth share 22 --tcp --remote-port 20022")]
     Share(ShareArgs),
 }
 
@@ -107,8 +108,19 @@ pub struct ShareArgs {
     #[arg(long, value_name = "H", default_value = "localhost")]
     pub host: String,
     /// Subdomain to ask for [default: a random readable name]
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", conflicts_with = "tcp")]
     pub subdomain: Option<String>,
+    /// Open a TCP tunnel: a public port whose connections are piped raw to the local port
+    #[arg(long)]
+    pub tcp: bool,
+    /// Public port to ask for, with --tcp [default: the first free one of the server's range]
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "tcp",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub remote_port: Option<u16>,
 }
 
 /// `berth server` options; each also reads `BERTH_<NAME>`.
@@ -136,6 +148,14 @@ pub struct ServerArgs {
         default_value = "localhost"
     )]
     pub domain: String,
+    /// Public ports TCP tunnels get (`share --tcp`), FIRST-LAST
+    #[arg(
+        long,
+        env = "BERTH_TCP_PORTS",
+        value_name = "A-B",
+        default_value = relay::tcp::DEFAULT_RANGE
+    )]
+    pub tcp_ports: relay::tcp::PortRange,
 }
 
 #[derive(Subcommand)]
@@ -355,6 +375,8 @@ fn main() -> ExitCode {
                 port: args.port,
                 host: args.host,
                 subdomain: args.subdomain,
+                tcp: args.tcp,
+                remote_port: args.remote_port,
             },
         ),
     };

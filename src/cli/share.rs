@@ -1,4 +1,4 @@
-//! `berth share`: open an HTTP tunnel from the server's relay to a local port.
+//! `berth share`: open an HTTP or TCP tunnel from the server's relay to a local port.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -31,6 +31,46 @@ pub struct Share {
     pub port: u16,
     pub host: String,
     pub subdomain: Option<String>,
+    /// A TCP tunnel (raw bytes) rather than HTTP.
+    pub tcp: bool,
+    /// The public port to ask for, with `tcp`.
+    pub remote_port: Option<u16>,
+}
+
+/// What the control connection claims; after a reconnect, the same again.
+enum Claim {
+    Http(Option<String>),
+    Tcp(Option<u16>),
+}
+
+impl Claim {
+    /// The control connection's path and query.
+    fn path(&self) -> String {
+        let mut path = "/api/v1/tunnels/connect?kind=".to_string();
+        match self {
+            Claim::Http(name) => {
+                path.push_str("http");
+                if let Some(name) = name {
+                    path.push_str(&format!("&subdomain={name}"));
+                }
+            }
+            Claim::Tcp(port) => {
+                path.push_str("tcp");
+                if let Some(port) = port {
+                    path.push_str(&format!("&remote_port={port}"));
+                }
+            }
+        }
+        path
+    }
+
+    /// Keep what the server gave (`url`), so a reconnect asks for it again.
+    fn keep(self, url: &str) -> Claim {
+        match self {
+            Claim::Http(name) => Claim::Http(subdomain_of(url).or(name)),
+            Claim::Tcp(port) => Claim::Tcp(port_of(url).or(port)),
+        }
+    }
 }
 
 /// The server as a TCP address and a Host header.
@@ -52,21 +92,28 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
     }
     let server = Server::parse(&session.settings.server, token.expose())?;
     let local = format!("{}:{}", share.host, share.port);
-    let mut subdomain = share.subdomain;
+    let tcp = share.tcp;
+    let mut claim = if tcp {
+        Claim::Tcp(share.remote_port)
+    } else {
+        Claim::Http(share.subdomain)
+    };
     let mut backoff = BACKOFF_START;
     let mut first = true;
     loop {
-        match open_control(&server, subdomain.as_deref()) {
+        match open_control(&server, &claim) {
             Ok((control, frames, url)) => {
-                if first {
+                if first && tcp {
+                    outln!("Forwarding {url} -> {local}");
+                } else if first {
                     outln!("Forwarding {url} -> http://{local}");
                 } else {
                     write_stderr(&format!("Reconnected: {url}\n"));
                 }
                 first = false;
                 backoff = BACKOFF_START;
-                subdomain = subdomain_of(&url).or(subdomain);
-                match run_control(&control, frames, &server, &local) {
+                claim = claim.keep(&url);
+                match run_control(&control, frames, &server, &local, tcp) {
                     Ended::Lost(why) => {
                         write_stderr(&format!("Lost the connection to {}: {why}\n", server.url))
                     }
@@ -184,13 +231,9 @@ impl Server {
 /// Open the control connection; the stream, its frames and the public URL.
 fn open_control(
     server: &Server,
-    subdomain: Option<&str>,
+    claim: &Claim,
 ) -> Result<(TcpStream, FrameReader<Conn<TcpStream>>, String), CliError> {
-    let mut path = "/api/v1/tunnels/connect?kind=http".to_string();
-    if let Some(name) = subdomain {
-        path.push_str(&format!("&subdomain={name}"));
-    }
-    let (stream, reader) = server.upgrade(&path, true)?;
+    let (stream, reader) = server.upgrade(&claim.path(), true)?;
     let mut frames = FrameReader::new(reader);
     match frames.read() {
         Ok(Frame::Ready { url, .. }) => Ok((stream, frames, url)),
@@ -207,6 +250,11 @@ fn subdomain_of(url: &str) -> Option<String> {
     Some(host.split('.').next()?.to_string())
 }
 
+/// The port of a TCP tunnel's `tcp://HOST:PORT`.
+fn port_of(url: &str) -> Option<u16> {
+    url.strip_prefix("tcp://")?.rsplit_once(':')?.1.parse().ok()
+}
+
 /// How a control connection ended.
 enum Ended {
     /// The connection was lost: reconnect.
@@ -221,6 +269,7 @@ fn run_control(
     mut frames: FrameReader<Conn<TcpStream>>,
     server: &Server,
     local: &str,
+    tcp: bool,
 ) -> Ended {
     if let Err(e) = control.set_read_timeout(Some(PING_EVERY)) {
         return Ended::Lost(e.to_string());
@@ -234,9 +283,13 @@ fn run_control(
                 heard = Instant::now();
                 let (server, local) = (server.clone(), local.to_string());
                 let name = format!("share-{}", id.get(..8).unwrap_or(&id));
-                let _ = std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || serve_connection(&server, &id, &local));
+                let _ = std::thread::Builder::new().name(name).spawn(move || {
+                    if tcp {
+                        serve_tcp_connection(&server, &id, &local)
+                    } else {
+                        serve_connection(&server, &id, &local)
+                    }
+                });
                 Ok(())
             }
             Ok(Frame::Ping {}) => {
@@ -331,6 +384,38 @@ fn serve_connection(server: &Server, id: &str, local: &str) {
             Err(_) => return,
         }
     }
+}
+
+/// One public TCP connection: a data connection to the server piped raw to a
+/// new connection to the local service; one line when it ends.
+fn serve_tcp_connection(server: &Server, id: &str, local: &str) {
+    let started = Instant::now();
+    let short = id.get(..8).unwrap_or(id);
+    let (data, from_server) = match server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false) {
+        Ok(pair) => pair,
+        Err(err) => {
+            outln!("tcp {short} not opened: {}", err.message);
+            return;
+        }
+    };
+    let local_stream = match connect_local(local) {
+        Ok((stream, _)) => stream,
+        Err(e) => {
+            // Closing the data connection closes the public one: raw TCP has no error page.
+            let _ = data.shutdown(std::net::Shutdown::Both);
+            outln!("tcp {short} closed: could not reach {local}: {e}");
+            return;
+        }
+    };
+    let Ok(from_local) = local_stream.try_clone() else {
+        return;
+    };
+    let _ = data.set_write_timeout(None);
+    let name = format!("share-tcp-{short}");
+    let (bytes_in, bytes_out) =
+        crate::relay::tcp::splice(from_server, data, from_local, local_stream, &name);
+    let ms = started.elapsed().as_millis();
+    outln!("tcp {short} {bytes_in} bytes in, {bytes_out} bytes out, {ms}ms");
 }
 
 /// The one line printed per request: method, path, status, milliseconds.

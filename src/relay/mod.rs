@@ -3,6 +3,7 @@
 
 pub mod ingress;
 pub mod protocol;
+pub mod tcp;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -57,6 +58,16 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
+    /// A tunnel with a fresh id, under `subdomain` (a TCP tunnel's: its port).
+    fn new(subdomain: String, token_id: i64, control: TcpStream) -> Tunnel {
+        Tunnel {
+            id: random_hex::<8>(),
+            subdomain,
+            token_id,
+            control: Mutex::new(control),
+        }
+    }
+
     /// Send one frame on the control connection.
     pub fn send(&self, frame: &Frame) -> io::Result<()> {
         let mut control = lock(&self.control);
@@ -100,6 +111,8 @@ pub struct Relay {
     pub public_url: String,
     tunnels: Mutex<HashMap<String, Arc<Tunnel>>>,
     pending: Mutex<HashMap<String, SyncSender<TcpStream>>>,
+    /// TCP tunnels, by public port.
+    pub tcp: tcp::Ports,
 }
 
 impl Relay {
@@ -109,6 +122,12 @@ impl Relay {
             public_url: public_url.to_string(),
             tunnels: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
+            tcp: tcp::Ports::new(
+                tcp::DEFAULT_RANGE
+                    .parse()
+                    .expect("the default range parses"),
+                std::net::Ipv4Addr::UNSPECIFIED.into(),
+            ),
         }
     }
 
@@ -141,12 +160,7 @@ impl Relay {
                 }
             },
         };
-        let tunnel = Arc::new(Tunnel {
-            id: random_hex::<8>(),
-            subdomain: subdomain.clone(),
-            token_id,
-            control: Mutex::new(control),
-        });
+        let tunnel = Arc::new(Tunnel::new(subdomain.clone(), token_id, control));
         // The 101 and `ready` go out before any `connect`: hold the control
         // connection's lock from before the tunnel is findable until they are sent.
         let mut control = lock(&tunnel.control);
@@ -168,8 +182,10 @@ impl Relay {
         Ok(tunnel)
     }
 
-    /// Forget a tunnel, if the registry still holds this one under its name.
+    /// Forget a tunnel, if the registry still holds this one under its name
+    /// (a TCP tunnel's listener closes and its port is free when this returns).
     pub fn release(&self, tunnel: &Arc<Tunnel>) {
+        self.tcp.release(tunnel);
         let mut tunnels = lock(&self.tunnels);
         if tunnels
             .get(&tunnel.subdomain)
@@ -186,11 +202,13 @@ impl Relay {
         for tunnel in tunnels {
             tunnel.close();
         }
+        self.tcp.close_all();
     }
 
     /// Close the live tunnel with this id, telling its client why; false if none is live.
     pub fn close_by_id(&self, id: &str, reason: &str) -> bool {
         let found = lock(&self.tunnels).values().find(|t| t.id == id).cloned();
+        let found = found.or_else(|| self.tcp.find_by_id(id));
         match found {
             Some(tunnel) => {
                 self.release(&tunnel);
@@ -203,11 +221,13 @@ impl Relay {
 
     /// The ids of the live tunnels a token opened.
     pub fn ids_of_token(&self, token_id: i64) -> Vec<String> {
-        lock(&self.tunnels)
+        let mut ids: Vec<String> = lock(&self.tunnels)
             .values()
             .filter(|t| t.token_id == token_id)
             .map(|t| t.id.clone())
-            .collect()
+            .collect();
+        ids.extend(self.tcp.ids_of_token(token_id));
+        ids
     }
 
     /// The live tunnel at a subdomain.

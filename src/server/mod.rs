@@ -17,6 +17,7 @@ use signal_hook::iterator::Signals;
 use crate::api::{self, ApiState};
 use crate::auth::Auth;
 use crate::cli::{CliError, CliResult};
+use crate::relay::tcp::Ports;
 use crate::relay::Relay;
 use crate::store::Store;
 use crate::ServerArgs;
@@ -96,7 +97,10 @@ pub fn run(args: ServerArgs) -> CliResult {
         .close_all()
         .map_err(|e| CliError::other(format!("could not update the database: {e}")))?;
     let setup_code = first_run_code(&store)?;
-    let relay = Arc::new(Relay::new(&args.domain, &public_url));
+    let mut relay = Relay::new(&args.domain, &public_url);
+    // TCP tunnels listen where the front door does (loopback stays loopback).
+    relay.tcp = Ports::new(args.tcp_ports, bound.ip());
+    let relay = Arc::new(relay);
     let state = Arc::new(ApiState {
         store: store.clone(),
         auth: auth.clone(),
