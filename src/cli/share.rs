@@ -390,6 +390,7 @@ fn serve_connection(server: &Server, id: &str, local: &str) {
 /// new connection to the local service; one line when it ends.
 fn serve_tcp_connection(server: &Server, id: &str, local: &str) {
     let started = Instant::now();
+    let opened = crate::time_fmt::now();
     let short = id.get(..8).unwrap_or(id);
     let (data, from_server) = match server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false) {
         Ok(pair) => pair,
@@ -415,7 +416,7 @@ fn serve_tcp_connection(server: &Server, id: &str, local: &str) {
     let (bytes_in, bytes_out) =
         crate::relay::tcp::splice(from_server, data, from_local, local_stream, &name);
     let ms = started.elapsed().as_millis();
-    outln!("tcp {short} {bytes_in} bytes in, {bytes_out} bytes out, {ms}ms");
+    outln!("tcp {short} opened {opened}: {bytes_in} bytes in, {bytes_out} bytes out, {ms}ms");
 }
 
 /// The one line printed per request: method, path, status, milliseconds.
