@@ -477,3 +477,30 @@ fn exchange(
     data.flush()?;
     Ok(Some((response.status, response.keep_alive)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_ask_for_their_kind_and_keep_what_they_got() {
+        assert_eq!(
+            Claim::Http(None).path(),
+            "/api/v1/tunnels/connect?kind=http"
+        );
+        let http = Claim::Http(None).keep("http://calm-otter-4821.localhost:8080");
+        assert_eq!(
+            http.path(),
+            "/api/v1/tunnels/connect?kind=http&subdomain=calm-otter-4821"
+        );
+        assert_eq!(Claim::Tcp(None).path(), "/api/v1/tunnels/connect?kind=tcp");
+        let tcp = Claim::Tcp(None).keep("tcp://berth.example:20007");
+        assert_eq!(
+            tcp.path(),
+            "/api/v1/tunnels/connect?kind=tcp&remote_port=20007"
+        );
+        assert_eq!(port_of("tcp://[::1]:20001"), Some(20001));
+        assert_eq!(port_of("http://a.localhost:8080"), None);
+        assert_eq!(port_of("tcp://localhost"), None);
+    }
+}
