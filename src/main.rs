@@ -116,12 +116,13 @@ pub enum Command {
   berth traffic 3f2a9c01d4e5b6a7
   berth traffic 3f2a9c01d4e5b6a7 --limit 200 --json")]
     Traffic(TrafficArgs),
-    /// Open an HTTP tunnel to a local port and print its public URL
+    /// Open an HTTP or TCP tunnel to a local port and print its public address
     #[command(after_help = "Examples:
   berth share 3000
   berth share 8000 --subdomain myapp
   berth share 5173 --host 127.0.0.1
-  berth share 3000 --region eu")]
+  berth share 3000 --region eu
+  berth share 22 --tcp --remote-port 20022")]
     Share(ShareArgs),
     /// Recent audit events of the crew (admin and owner)
     #[command(after_help = "Examples:
@@ -152,11 +153,22 @@ pub struct ShareArgs {
     #[arg(long, value_name = "H", default_value = "localhost")]
     pub host: String,
     /// Subdomain to ask for [default: a random readable name]
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", conflicts_with = "tcp")]
     pub subdomain: Option<String>,
     /// Region the tunnel must be served in [default: config `region`, else the server's]
     #[arg(long, value_name = "R")]
     pub region: Option<String>,
+    /// Open a TCP tunnel: a public port whose connections are piped raw to the local port
+    #[arg(long)]
+    pub tcp: bool,
+    /// Public port to ask for, with --tcp [default: the first free one of the server's range]
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "tcp",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub remote_port: Option<u16>,
 }
 
 #[derive(Args)]
@@ -239,6 +251,14 @@ pub struct ServerArgs {
         value_parser = clap::value_parser!(u32).range(0..=inspect::MAX_RETENTION as i64)
     )]
     pub inspect_retention: u32,
+    /// Public ports TCP tunnels get (`share --tcp`), FIRST-LAST
+    #[arg(
+        long,
+        env = "BERTH_TCP_PORTS",
+        value_name = "A-B",
+        default_value = relay::tcp::DEFAULT_RANGE
+    )]
+    pub tcp_ports: relay::tcp::PortRange,
 }
 
 #[derive(Subcommand)]
@@ -493,6 +513,8 @@ fn main() -> ExitCode {
                 host: args.host,
                 subdomain: args.subdomain,
                 region: args.region,
+                tcp: args.tcp,
+                remote_port: args.remote_port,
             },
         ),
     };

@@ -1,4 +1,4 @@
-//! `berth share`: open an HTTP tunnel from the server's relay to a local port.
+//! `berth share`: open an HTTP or TCP tunnel from the server's relay to a local port.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -40,6 +40,46 @@ pub struct Share {
     pub subdomain: Option<String>,
     /// The region to be served in (`--region`, else the config's `region`).
     pub region: Option<String>,
+    /// A TCP tunnel (raw bytes) rather than HTTP.
+    pub tcp: bool,
+    /// The public port to ask for, with `tcp`.
+    pub remote_port: Option<u16>,
+}
+
+/// What the control connection claims; after a reconnect, the same again.
+enum Claim {
+    Http(Option<String>),
+    Tcp(Option<u16>),
+}
+
+impl Claim {
+    /// The control connection's path and query.
+    fn path(&self) -> String {
+        let mut path = "/api/v1/tunnels/connect?kind=".to_string();
+        match self {
+            Claim::Http(name) => {
+                path.push_str("http");
+                if let Some(name) = name {
+                    path.push_str(&format!("&subdomain={name}"));
+                }
+            }
+            Claim::Tcp(port) => {
+                path.push_str("tcp");
+                if let Some(port) = port {
+                    path.push_str(&format!("&remote_port={port}"));
+                }
+            }
+        }
+        path
+    }
+
+    /// Keep what the server gave (`url`), so a reconnect asks for it again.
+    fn keep(self, url: &str) -> Claim {
+        match self {
+            Claim::Http(name) => Claim::Http(subdomain_of(url).or(name)),
+            Claim::Tcp(port) => Claim::Tcp(port_of(url).or(port)),
+        }
+    }
 }
 
 /// The server as a TCP address, a Host header and, for https, TLS settings.
@@ -64,27 +104,33 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
     }
     let url = preferred_server(&session.settings, &token.expose())?;
     let server = Server::parse(&url, session.settings.ca_cert.as_deref(), token.expose())?;
-    let region = share.region.or(session.config.region.clone());
-    let wanted = Wanted {
-        subdomain: share.subdomain,
-        region: region.filter(|r| !r.is_empty()),
-    };
+    let region = share
+        .region
+        .or(session.config.region.clone())
+        .filter(|r| !r.is_empty());
     let local = format!("{}:{}", share.host, share.port);
-    let mut subdomain = wanted.subdomain.clone();
+    let tcp = share.tcp;
+    let mut claim = if tcp {
+        Claim::Tcp(share.remote_port)
+    } else {
+        Claim::Http(share.subdomain)
+    };
     let mut backoff = BACKOFF_START;
     let mut first = true;
     loop {
-        match open_control(&server, subdomain.as_deref(), wanted.region.as_deref()) {
+        match open_control(&server, &claim, region.as_deref()) {
             Ok((control, frames, url)) => {
-                if first {
+                if first && tcp {
+                    outln!("Forwarding {url} -> {local}");
+                } else if first {
                     outln!("Forwarding {url} -> http://{local}");
                 } else {
                     write_stderr(&format!("Reconnected: {url}\n"));
                 }
                 first = false;
                 backoff = BACKOFF_START;
-                subdomain = subdomain_of(&url).or(subdomain);
-                match run_control(&control, frames, &server, &local) {
+                claim = claim.keep(&url);
+                match run_control(&control, frames, &server, &local, tcp) {
                     Ended::Lost(why) => {
                         write_stderr(&format!("Lost the connection to {}: {why}\n", server.url))
                     }
@@ -245,13 +291,10 @@ impl Server {
 /// Open the control connection; the stream, its frames and the public URL.
 fn open_control(
     server: &Server,
-    subdomain: Option<&str>,
+    claim: &Claim,
     region: Option<&str>,
 ) -> Result<(Stream, FrameReader<Conn<Stream>>, String), CliError> {
-    let mut path = "/api/v1/tunnels/connect?kind=http".to_string();
-    if let Some(name) = subdomain {
-        path.push_str(&format!("&subdomain={name}"));
-    }
+    let mut path = claim.path();
     if let Some(region) = region {
         path.push_str(&format!("&region={}", query_value(region)));
     }
@@ -264,12 +307,6 @@ fn open_control(
             server.url
         ))),
     }
-}
-
-/// What the tunnel asks the server for.
-struct Wanted {
-    subdomain: Option<String>,
-    region: Option<String>,
 }
 
 /// A query value with everything but unreserved characters percent-encoded
@@ -320,6 +357,11 @@ fn subdomain_of(url: &str) -> Option<String> {
     Some(host.split('.').next()?.to_string())
 }
 
+/// The port of a TCP tunnel's `tcp://HOST:PORT`.
+fn port_of(url: &str) -> Option<u16> {
+    url.strip_prefix("tcp://")?.rsplit_once(':')?.1.parse().ok()
+}
+
 /// How a control connection ended.
 enum Ended {
     /// The connection was lost: reconnect.
@@ -334,6 +376,7 @@ fn run_control(
     mut frames: FrameReader<Conn<Stream>>,
     server: &Server,
     local: &str,
+    tcp: bool,
 ) -> Ended {
     if let Err(e) = control.set_read_timeout(Some(PING_EVERY)) {
         return Ended::Lost(e.to_string());
@@ -347,9 +390,13 @@ fn run_control(
                 heard = Instant::now();
                 let (server, local) = (server.clone(), local.to_string());
                 let name = format!("share-{}", id.get(..8).unwrap_or(&id));
-                let _ = std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || serve_connection(&server, &id, &local));
+                let _ = std::thread::Builder::new().name(name).spawn(move || {
+                    if tcp {
+                        serve_tcp_connection(&server, &id, &local)
+                    } else {
+                        serve_connection(&server, &id, &local)
+                    }
+                });
                 Ok(())
             }
             Ok(Frame::Ping {}) => {
@@ -466,6 +513,44 @@ fn serve_connection(server: &Server, id: &str, local: &str) {
     }
 }
 
+/// One public TCP connection: a data connection to the server piped raw to a
+/// new connection to the local service; one line when it ends.
+fn serve_tcp_connection(server: &Server, id: &str, local: &str) {
+    let started = Instant::now();
+    let opened = crate::time_fmt::now();
+    let short = id.get(..8).unwrap_or(id);
+    let (data, from_server) = match server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false) {
+        Ok(pair) => pair,
+        Err(err) => {
+            outln!("tcp {short} not opened: {}", err.message);
+            return;
+        }
+    };
+    let local_stream = match connect_local(local) {
+        Ok((stream, _)) => stream,
+        Err(e) => {
+            // Closing the data connection closes the public one: raw TCP has no error page.
+            let _ = data.shutdown(std::net::Shutdown::Both);
+            outln!("tcp {short} closed: could not reach {local}: {e}");
+            return;
+        }
+    };
+    let Ok(from_local) = local_stream.try_clone() else {
+        return;
+    };
+    let _ = data.set_write_timeout(None);
+    let name = format!("share-tcp-{short}");
+    let (bytes_in, bytes_out) = crate::relay::tcp::splice(
+        from_server,
+        data,
+        from_local,
+        Stream::Tcp(local_stream),
+        &name,
+    );
+    let ms = started.elapsed().as_millis();
+    outln!("tcp {short} opened {opened}: {bytes_in} bytes in, {bytes_out} bytes out, {ms}ms");
+}
+
 /// Answer the public side with a 502 saying why, closing the connection.
 fn bad_gateway(data: &mut Stream, why: &str) {
     let _ = data.write_all(&proxy::error_response(502, "bad_gateway", why));
@@ -536,5 +621,27 @@ mod tests {
     fn request_lines_never_carry_control_characters() {
         assert_eq!(printable("/a\u{1b}[2Jb\n"), "/a?[2Jb?");
         assert_eq!(printable("/ünï?x=1"), "/ünï?x=1");
+    }
+
+    #[test]
+    fn claims_ask_for_their_kind_and_keep_what_they_got() {
+        assert_eq!(
+            Claim::Http(None).path(),
+            "/api/v1/tunnels/connect?kind=http"
+        );
+        let http = Claim::Http(None).keep("http://calm-otter-4821.localhost:8080");
+        assert_eq!(
+            http.path(),
+            "/api/v1/tunnels/connect?kind=http&subdomain=calm-otter-4821"
+        );
+        assert_eq!(Claim::Tcp(None).path(), "/api/v1/tunnels/connect?kind=tcp");
+        let tcp = Claim::Tcp(None).keep("tcp://berth.example:20007");
+        assert_eq!(
+            tcp.path(),
+            "/api/v1/tunnels/connect?kind=tcp&remote_port=20007"
+        );
+        assert_eq!(port_of("tcp://[::1]:20001"), Some(20001));
+        assert_eq!(port_of("http://a.localhost:8080"), None);
+        assert_eq!(port_of("tcp://localhost"), None);
     }
 }

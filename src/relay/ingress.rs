@@ -61,10 +61,49 @@ fn query<'a>(target: &'a str, name: &str) -> Option<&'a str> {
         .filter(|value| !value.is_empty())
 }
 
-/// `GET /api/v1/tunnels/connect`: check the token, claim the subdomain, answer
-/// 101 and `ready`, then keep the control connection until it closes.
+/// What a control connection asks for: `kind`, with `subdomain` or `remote_port`.
+#[derive(Clone, Copy)]
+enum Wanted<'a> {
+    Http(Option<&'a str>),
+    Tcp(Option<u16>),
+}
+
+impl<'a> Wanted<'a> {
+    /// Read the query; a bad `kind` or a parameter of the other kind is a 400.
+    fn parse(target: &'a str) -> Result<Wanted<'a>, ApiError> {
+        let subdomain = query(target, "subdomain");
+        let port = query(target, "remote_port");
+        match query(target, "kind") {
+            None | Some("http") if port.is_some() => Err(ApiError::BadRequest(
+                "remote_port is for kind=tcp only; add --tcp or leave out --remote-port.".into(),
+            )),
+            None | Some("http") => Ok(Wanted::Http(subdomain)),
+            Some("tcp") if subdomain.is_some() => Err(ApiError::BadRequest(
+                "subdomain is for kind=http only; leave out --subdomain with --tcp.".into(),
+            )),
+            Some("tcp") => match port.map(str::parse::<u16>) {
+                None => Ok(Wanted::Tcp(None)),
+                Some(Ok(port)) if port > 0 => Ok(Wanted::Tcp(Some(port))),
+                Some(_) => Err(ApiError::BadRequest(
+                    "remote_port must be a port number from 1 to 65535.".into(),
+                )),
+            },
+            Some(_) => Err(ApiError::BadRequest("kind must be http or tcp.".into())),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Wanted::Http(_) => "http",
+            Wanted::Tcp(_) => "tcp",
+        }
+    }
+}
+
+/// `GET /api/v1/tunnels/connect`: check the token, claim the subdomain or port,
+/// answer 101 and `ready`, then keep the control connection until it closes.
 pub fn serve_control(
-    relay: &Relay,
+    relay: &Arc<Relay>,
     auth: &Auth,
     head: &RequestHead,
     stream: &Stream,
@@ -98,12 +137,11 @@ pub fn serve_control(
     if let Some(why) = relay.region_refusal(query(&head.target, "region"), token_region) {
         return refuse(&mut out, ApiError::RegionNotServed(why));
     }
-    if query(&head.target, "kind").is_some_and(|kind| kind != "http") {
-        let why = "Only http tunnels are served so far; leave out --tcp.";
-        return refuse(&mut out, ApiError::BadRequest(why.into()));
-    }
+    let wanted = match Wanted::parse(&head.target) {
+        Ok(wanted) => wanted,
+        Err(err) => return refuse(&mut out, err),
+    };
     let token_id = principal.token().map_or(0, |t| t.id);
-    let wanted = query(&head.target, "subdomain");
     let record = History {
         store: auth.store(),
         crew_id: membership.crew.id,
@@ -111,10 +149,19 @@ pub fn serve_control(
         address: peer.ip().to_string(),
     };
     let mut opened = None;
-    let claimed = relay.claim(wanted, stream.try_clone()?, token_id, |tunnel| {
-        record.opened(relay, tunnel);
+    let control = stream.try_clone()?;
+    let on_claim = |tunnel: &Tunnel| {
+        let url = match wanted {
+            Wanted::Http(_) => relay.url_of(&tunnel.subdomain),
+            Wanted::Tcp(_) => relay.tcp_url(tunnel.subdomain.parse().unwrap_or(0)),
+        };
+        record.opened(tunnel, wanted.kind(), &url);
         opened = Some(tunnel.id.clone());
-    });
+    };
+    let claimed = match wanted {
+        Wanted::Http(name) => relay.claim(name, control, token_id, on_claim),
+        Wanted::Tcp(port) => relay.tcp.claim(relay, port, control, token_id, on_claim),
+    };
     let tunnel = match claimed {
         Ok(tunnel) => tunnel,
         Err(ClaimError::Invalid(why)) => return refuse(&mut out, ApiError::BadRequest(why)),
@@ -143,16 +190,16 @@ struct History<'a> {
 }
 
 impl History<'_> {
-    fn opened(&self, relay: &Relay, tunnel: &Tunnel) {
-        let url = relay.url_of(&tunnel.subdomain);
+    /// A TCP tunnel's row holds its port in `subdomain`.
+    fn opened(&self, tunnel: &Tunnel, kind: &str, url: &str) {
         let row = NewTunnel {
             id: &tunnel.id,
             crew_id: self.crew_id,
             user_id: self.principal.user.id,
             token_id: tunnel.token_id,
-            kind: "http",
+            kind,
             subdomain: &tunnel.subdomain,
-            url: &url,
+            url,
         };
         if let Err(err) = self.store.tunnels().open(&row) {
             eprintln!("berth: could not record tunnel {}: {err}", tunnel.id);

@@ -18,6 +18,7 @@
 
 pub mod ingress;
 pub mod protocol;
+pub mod tcp;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -106,6 +107,18 @@ enum Pending {
 }
 
 impl Tunnel {
+    /// A tunnel with a fresh id, under `subdomain` (a TCP tunnel's: its port).
+    fn new(subdomain: String, token_id: i64, control: Stream) -> Tunnel {
+        Tunnel {
+            id: random_hex::<8>(),
+            subdomain,
+            token_id,
+            control: Mutex::new(control),
+            pool: Mutex::new(Pool::default()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
     /// Send one frame on the control connection.
     pub fn send(&self, frame: &Frame) -> io::Result<()> {
         let mut control = lock(&self.control);
@@ -164,6 +177,8 @@ pub struct Relay {
     pending: Mutex<HashMap<String, Pending>>,
     /// Records HTTP requests (none in unit tests that build a bare relay).
     inspector: Option<Arc<Inspector>>,
+    /// TCP tunnels, by public port.
+    pub tcp: tcp::Ports,
 }
 
 impl Relay {
@@ -175,6 +190,12 @@ impl Relay {
             tunnels: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             inspector: None,
+            tcp: tcp::Ports::new(
+                tcp::DEFAULT_RANGE
+                    .parse()
+                    .expect("the default range parses"),
+                std::net::Ipv4Addr::UNSPECIFIED.into(),
+            ),
         }
     }
 
@@ -218,14 +239,7 @@ impl Relay {
                 }
             },
         };
-        let tunnel = Arc::new(Tunnel {
-            id: random_hex::<8>(),
-            subdomain: subdomain.clone(),
-            token_id,
-            control: Mutex::new(control),
-            pool: Mutex::new(Pool::default()),
-            closed: AtomicBool::new(false),
-        });
+        let tunnel = Arc::new(Tunnel::new(subdomain.clone(), token_id, control));
         // The 101 and `ready` go out before any `connect`: hold the control
         // connection's lock from before the tunnel is findable until they are sent.
         let mut control = lock(&tunnel.control);
@@ -266,8 +280,10 @@ impl Relay {
         ))
     }
 
-    /// Forget a tunnel, if the registry still holds this one under its name.
+    /// Forget a tunnel, if the registry still holds this one under its name
+    /// (a TCP tunnel's listener closes and its port is free when this returns).
     pub fn release(&self, tunnel: &Arc<Tunnel>) {
+        self.tcp.release(tunnel);
         let mut tunnels = lock(&self.tunnels);
         if tunnels
             .get(&tunnel.subdomain)
@@ -284,11 +300,13 @@ impl Relay {
         for tunnel in tunnels {
             tunnel.close();
         }
+        self.tcp.close_all();
     }
 
     /// Close the live tunnel with this id, telling its client why; false if none is live.
     pub fn close_by_id(&self, id: &str, reason: &str) -> bool {
         let found = lock(&self.tunnels).values().find(|t| t.id == id).cloned();
+        let found = found.or_else(|| self.tcp.find_by_id(id));
         match found {
             Some(tunnel) => {
                 self.release(&tunnel);
@@ -301,11 +319,13 @@ impl Relay {
 
     /// The ids of the live tunnels a token opened.
     pub fn ids_of_token(&self, token_id: i64) -> Vec<String> {
-        lock(&self.tunnels)
+        let mut ids: Vec<String> = lock(&self.tunnels)
             .values()
             .filter(|t| t.token_id == token_id)
             .map(|t| t.id.clone())
-            .collect()
+            .collect();
+        ids.extend(self.tcp.ids_of_token(token_id));
+        ids
     }
 
     /// How many tunnels are live.

@@ -18,6 +18,7 @@ use crate::api::{self, ApiState};
 use crate::auth::Auth;
 use crate::cli::{CliError, CliResult};
 use crate::inspect::Inspector;
+use crate::relay::tcp::Ports;
 use crate::relay::Relay;
 use crate::store::Store;
 use crate::tls::CertFiles;
@@ -106,6 +107,8 @@ pub fn run(args: ServerArgs) -> CliResult {
         .map_err(|e| CliError::other(format!("could not start the traffic inspector: {e}")))?;
     let mut relay = Relay::new(&args.domain, &public_url).with_inspector(inspector.clone());
     relay.region = args.region.clone();
+    // TCP tunnels listen where the front door does (loopback stays loopback).
+    relay.tcp = Ports::new(args.tcp_ports, bound.ip());
     let relay = Arc::new(relay);
     let state = Arc::new(ApiState {
         store: store.clone(),

@@ -1,0 +1,541 @@
+//! TCP tunnels: public ports claimed from `--tcp-ports`, one listener per tunnel, and
+//! each accepted connection piped raw through a data connection (DESIGN §6).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+
+use crate::stream::Stream;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::protocol::{self, Frame};
+use super::{lock, ClaimError, Relay, Tunnel, SWITCHING};
+
+/// The ports `berth server` hands out when `--tcp-ports` is not given.
+pub const DEFAULT_RANGE: &str = "20000-20099";
+/// Bytes each direction of a piped connection moves per system call: bulk
+/// transfers (iperf3, git) want few large copies, not many 8 KiB ones; on
+/// loopback 1 MiB measured clearly better than 256 KiB (scripts/bench-tcp.sh).
+/// The buffer is zeroed memory from the OS, so an interactive connection's
+/// small reads only ever touch its first pages.
+pub const COPY_BUFFER: usize = 1024 * 1024;
+/// Open public connections per TCP tunnel; one more is closed at once, so a
+/// flood on a public port cannot take every thread and socket of the server.
+pub const MAX_CONNECTIONS: usize = 512;
+/// After a failed accept (out of file descriptors), wait this long before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long closing a tunnel waits to wake its blocked accept.
+const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// An inclusive range of public ports, written `A-B`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<PortRange, String> {
+        let bad = || {
+            format!(
+                "`{text}` is not a port range: write FIRST-LAST with 1 <= FIRST <= LAST <= 65535, e.g. {DEFAULT_RANGE}"
+            )
+        };
+        let (first, last) = text.trim().split_once('-').ok_or_else(bad)?;
+        let first: u16 = first.trim().parse().map_err(|_| bad())?;
+        let last: u16 = last.trim().parse().map_err(|_| bad())?;
+        if first == 0 || first > last {
+            return Err(bad());
+        }
+        Ok(PortRange { first, last })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// A claimed port: its listener's accept thread and the public connections it let in.
+struct Listening {
+    tunnel: Arc<Tunnel>,
+    addr: SocketAddr,
+    stopping: AtomicBool,
+    accepting: Mutex<Option<JoinHandle<()>>>,
+    /// Clones of the open public connections, so closing the tunnel can cut them.
+    open: Mutex<HashMap<u64, TcpStream>>,
+    next: AtomicU64,
+}
+
+impl Listening {
+    /// Stop accepting, drop the listener (freeing the port) and cut open connections.
+    fn shut(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let accepting = lock(&self.accepting).take();
+        if let Some(accepting) = accepting {
+            // A blocked accept returns on a connection; it then sees the flag.
+            let woke = TcpStream::connect_timeout(&wake_addr(self.addr), WAKE_TIMEOUT).is_ok();
+            if woke && accepting.thread().id() != std::thread::current().id() {
+                let _ = accepting.join();
+            }
+        }
+        for (_, stream) in lock(&self.open).drain() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Keep a clone of a public connection; `None` when the tunnel is closing or full.
+    fn track(&self, public: &TcpStream) -> Option<u64> {
+        let mut open = lock(&self.open);
+        if self.stopping.load(Ordering::SeqCst) || open.len() >= MAX_CONNECTIONS {
+            return None;
+        }
+        let key = self.next.fetch_add(1, Ordering::SeqCst);
+        open.insert(key, public.try_clone().ok()?);
+        Some(key)
+    }
+
+    fn untrack(&self, key: u64) {
+        lock(&self.open).remove(&key);
+    }
+}
+
+/// The TCP tunnels of a relay, by public port.
+pub struct Ports {
+    pub range: PortRange,
+    /// Listeners bind this address: the front door's, so a server on loopback
+    /// exposes its tunnels on loopback only.
+    ip: IpAddr,
+    live: Mutex<HashMap<u16, Arc<Listening>>>,
+}
+
+impl Ports {
+    pub fn new(range: PortRange, ip: IpAddr) -> Ports {
+        Ports {
+            range,
+            ip,
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Claim `wanted` (or the first free port of the range) for a control
+    /// connection, start its listener and greet the client (101, then `ready`).
+    /// Atomic: of two racing claims of one port exactly one wins. `claimed`
+    /// runs before the greeting, as for HTTP tunnels.
+    pub fn claim(
+        &self,
+        relay: &Arc<Relay>,
+        wanted: Option<u16>,
+        control: Stream,
+        token_id: i64,
+        claimed: impl FnOnce(&Tunnel),
+    ) -> Result<Arc<Tunnel>, ClaimError> {
+        if let Some(port) = wanted.filter(|p| !self.range.contains(*p)) {
+            return Err(ClaimError::Invalid(format!(
+                "Port {port} is outside this server's TCP ports {}; choose one in that range with --remote-port, or leave it out.",
+                self.range
+            )));
+        }
+        let mut live = lock(&self.live);
+        let (port, listener) = self.bind(&live, wanted)?;
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::new(self.ip, port));
+        let tunnel = Arc::new(Tunnel::new(port.to_string(), token_id, control));
+        let listening = Arc::new(Listening {
+            tunnel: tunnel.clone(),
+            addr,
+            stopping: AtomicBool::new(false),
+            accepting: Mutex::new(None),
+            open: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+        });
+        // As for HTTP: the 101 and `ready` go out before any `connect`.
+        let mut control = lock(&tunnel.control);
+        let accepting = {
+            let (relay, listening) = (relay.clone(), listening.clone());
+            std::thread::Builder::new()
+                .name(format!("tcp-{port}"))
+                .spawn(move || accept_loop(&relay, &listening, listener))
+        };
+        let Ok(accepting) = accepting else {
+            return Err(ClaimError::Gone);
+        };
+        *lock(&listening.accepting) = Some(accepting);
+        live.insert(port, listening.clone());
+        drop(live);
+        claimed(&tunnel);
+        let ready = Frame::Ready {
+            tunnel_id: tunnel.id.clone(),
+            url: relay.tcp_url(port),
+        };
+        let greeted = control
+            .write_all(SWITCHING.as_bytes())
+            .and_then(|()| protocol::write_frame(&mut *control, &ready));
+        drop(control);
+        if greeted.is_err() {
+            self.release(&tunnel);
+            return Err(ClaimError::Gone);
+        }
+        Ok(tunnel)
+    }
+
+    /// Bind the wanted port, or the first free one of the range.
+    fn bind(
+        &self,
+        live: &HashMap<u16, Arc<Listening>>,
+        wanted: Option<u16>,
+    ) -> Result<(u16, TcpListener), ClaimError> {
+        if let Some(port) = wanted {
+            if live.contains_key(&port) {
+                return Err(ClaimError::Taken(format!(
+                    "Port {port} is held by a live tunnel; choose another with --remote-port, or leave it out for a free one."
+                )));
+            }
+            return match TcpListener::bind((self.ip, port)) {
+                Ok(listener) => Ok((port, listener)),
+                Err(e) => Err(ClaimError::Taken(format!(
+                    "Port {port} cannot be opened on the server ({e}); choose another with --remote-port, or leave it out for a free one."
+                ))),
+            };
+        }
+        let free = (self.range.first..=self.range.last)
+            .filter(|port| !live.contains_key(port))
+            .find_map(|port| Some((port, TcpListener::bind((self.ip, port)).ok()?)));
+        free.ok_or_else(|| {
+            ClaimError::Taken(format!(
+                "All of this server's TCP ports {} are in use; close a tunnel (berth tunnels close ID) or ask the admin to widen --tcp-ports.",
+                self.range
+            ))
+        })
+    }
+
+    /// Close the listener of this tunnel, if it still holds its port, and free
+    /// the port: when this returns, a new claim can bind it.
+    pub fn release(&self, tunnel: &Arc<Tunnel>) {
+        let Ok(port) = tunnel.subdomain.parse::<u16>() else {
+            return;
+        };
+        let listening = lock(&self.live)
+            .get(&port)
+            .filter(|l| Arc::ptr_eq(&l.tunnel, tunnel))
+            .cloned();
+        if let Some(listening) = listening {
+            // Shut before forgetting: the port is not offered while still bound.
+            listening.shut();
+            let mut live = lock(&self.live);
+            if live.get(&port).is_some_and(|l| Arc::ptr_eq(l, &listening)) {
+                live.remove(&port);
+            }
+        }
+    }
+
+    /// The live TCP tunnel with this id.
+    pub fn find_by_id(&self, id: &str) -> Option<Arc<Tunnel>> {
+        lock(&self.live)
+            .values()
+            .find(|l| l.tunnel.id == id)
+            .map(|l| l.tunnel.clone())
+    }
+
+    /// The ids of the live TCP tunnels a token opened.
+    pub fn ids_of_token(&self, token_id: i64) -> Vec<String> {
+        lock(&self.live)
+            .values()
+            .filter(|l| l.tunnel.token_id == token_id)
+            .map(|l| l.tunnel.id.clone())
+            .collect()
+    }
+
+    /// Close every TCP tunnel (server shutdown).
+    pub fn close_all(&self) {
+        let tunnels: Vec<Arc<Tunnel>> = lock(&self.live)
+            .values()
+            .map(|l| l.tunnel.clone())
+            .collect();
+        for tunnel in tunnels {
+            self.release(&tunnel);
+            tunnel.close();
+        }
+    }
+}
+
+impl Relay {
+    /// The public address of a TCP tunnel: the public URL's host and the port.
+    pub fn tcp_url(&self, port: u16) -> String {
+        let rest = self
+            .public_url
+            .split_once("://")
+            .map_or(self.public_url.as_str(), |(_, rest)| rest);
+        let authority = rest.split('/').next().unwrap_or("");
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => host,
+            _ => authority,
+        };
+        let host = if host.is_empty() { "localhost" } else { host };
+        format!("tcp://{host}:{port}")
+    }
+}
+
+/// The address to connect to so a blocked accept returns.
+fn wake_addr(bound: SocketAddr) -> SocketAddr {
+    let mut addr = bound;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        });
+    }
+    addr
+}
+
+/// Accept public connections until the tunnel closes; one named thread each.
+fn accept_loop(relay: &Arc<Relay>, listening: &Arc<Listening>, listener: TcpListener) {
+    let port = listening.addr.port();
+    for public in listener.incoming() {
+        if listening.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let public = match public {
+            Ok(public) => public,
+            Err(_) => {
+                std::thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        let Some(key) = listening.track(&public) else {
+            continue;
+        };
+        let (relay, held) = (relay.clone(), listening.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("tcp-{port}-{key}"))
+            .spawn(move || {
+                serve_public(&relay, &held, public);
+                held.untrack(key);
+            });
+        if spawned.is_err() {
+            listening.untrack(key);
+        }
+    }
+}
+
+/// One public connection: ask the client for a data connection, then pipe raw bytes.
+fn serve_public(relay: &Relay, listening: &Listening, public: TcpStream) {
+    let Some(data) = relay.open_data(&listening.tunnel) else {
+        // Raw TCP has no error page: the client sees the connection close.
+        let _ = public.shutdown(Shutdown::Both);
+        return;
+    };
+    // Raw TCP may idle or stall for as long as its peers like, as TCP would.
+    let _ = data.set_write_timeout(None);
+    let _ = data.set_nodelay(true);
+    let _ = public.set_nodelay(true);
+    let (Ok(public_read), Ok(data_read)) = (public.try_clone(), data.try_clone()) else {
+        return;
+    };
+    let name = format!("tcp-{}", listening.addr.port());
+    splice(public_read, Stream::Tcp(public), data_read, data, &name);
+}
+
+/// Copy bytes both ways until both sides close, one named thread per direction,
+/// with `COPY_BUFFER`-sized copies; the bytes moved a → b and b → a.
+pub fn splice(
+    a_read: impl Read + Send + 'static,
+    a: Stream,
+    b_read: impl Read + Send + 'static,
+    b: Stream,
+    name: &str,
+) -> (u64, u64) {
+    let _ = a.set_read_timeout(None);
+    let _ = b.set_read_timeout(None);
+    let up = std::thread::Builder::new()
+        .name(format!("{name}-up"))
+        .spawn(move || copy_counted(a_read, b));
+    let down = copy_counted(b_read, a);
+    let up = up.ok().and_then(|up| up.join().ok()).unwrap_or(0);
+    (up, down)
+}
+
+/// Copy until EOF, then end the write side so the peer sees it; on an error,
+/// end both sides. The bytes copied.
+fn copy_counted(mut from: impl Read, mut to: Stream) -> u64 {
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut copied = 0u64;
+    let clean = loop {
+        match from.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break false;
+                }
+                copied += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break false,
+        }
+    };
+    let _ = to.shutdown(if clean {
+        Shutdown::Write
+    } else {
+        Shutdown::Both
+    });
+    copied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(text: &str) -> Result<PortRange, String> {
+        text.parse()
+    }
+
+    #[test]
+    fn port_ranges_parse_and_refuse() {
+        assert_eq!(
+            range("20000-20099"),
+            Ok(PortRange {
+                first: 20000,
+                last: 20099
+            })
+        );
+        assert_eq!(range(" 7-7 ").map(|r| r.to_string()), Ok("7-7".into()));
+        for bad in [
+            "", "20000", "a-b", "0-10", "10-9", "1-65536", "-5", "5-", "1--2",
+        ] {
+            let err = range(bad).unwrap_err();
+            assert!(err.contains("FIRST-LAST"), "{bad}: {err}");
+        }
+        let all = range("1-65535").unwrap();
+        assert!(all.contains(1) && all.contains(65535));
+    }
+
+    #[test]
+    fn tcp_urls_use_the_public_host() {
+        let relay = Relay::new("tunnels.example", "https://berth.example:8443/");
+        assert_eq!(relay.tcp_url(20001), "tcp://berth.example:20001");
+        let plain = Relay::new("localhost", "http://localhost");
+        assert_eq!(plain.tcp_url(7), "tcp://localhost:7");
+        let v6 = Relay::new("localhost", "http://[::1]:8080");
+        assert_eq!(v6.tcp_url(7), "tcp://[::1]:7");
+    }
+
+    /// A control connection whose far end the test holds, reading the greeting.
+    fn control() -> (Stream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (Stream::Tcp(listener.accept().unwrap().0), client)
+    }
+
+    /// A relay whose TCP range is a port the OS just handed out, free again.
+    fn relay_with_one_port() -> (Arc<Relay>, u16) {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut relay = Relay::new("localhost", "http://localhost:1");
+        let range = PortRange {
+            first: port,
+            last: port,
+        };
+        relay.tcp = Ports::new(range, Ipv4Addr::LOCALHOST.into());
+        (Arc::new(relay), port)
+    }
+
+    #[test]
+    fn of_racing_claims_of_one_port_exactly_one_wins() {
+        let (relay, port) = relay_with_one_port();
+        let mut clients = Vec::new();
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (server, client) = control();
+                clients.push(client);
+                let relay = relay.clone();
+                std::thread::spawn(move || relay.tcp.claim(&relay, Some(port), server, 1, |_| {}))
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let wins: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(wins.len(), 1);
+        assert!(results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, ClaimError::Taken(_))));
+        // Released, the port is bindable at once and claimable again.
+        let tunnel = wins[0].clone();
+        relay.tcp.release(&tunnel);
+        let (server, _client) = control();
+        let again = relay.tcp.claim(&relay, None, server, 1, |_| {}).unwrap();
+        assert_eq!(again.subdomain, port.to_string());
+        let (server, _client) = control();
+        let full = relay.tcp.claim(&relay, None, server, 1, |_| {});
+        assert!(matches!(full, Err(ClaimError::Taken(why)) if why.contains("in use")));
+        let (server, _client) = control();
+        let outside = relay
+            .tcp
+            .claim(&relay, Some(port.wrapping_add(1)), server, 1, |_| {});
+        assert!(matches!(outside, Err(ClaimError::Invalid(why)) if why.contains("outside")));
+    }
+
+    #[test]
+    fn public_connections_beyond_the_limit_are_closed() {
+        let (relay, port) = relay_with_one_port();
+        let (server, _client) = control();
+        let tunnel = relay.tcp.claim(&relay, None, server, 1, |_| {}).unwrap();
+        let listening = lock(&relay.tcp.live).get(&port).unwrap().clone();
+        let (_peer, public) = control();
+        let held: Vec<u64> = (0..MAX_CONNECTIONS)
+            .map(|_| listening.track(&public).unwrap())
+            .collect();
+        assert!(listening.track(&public).is_none());
+        listening.untrack(held[0]);
+        assert!(listening.track(&public).is_some());
+        relay.tcp.release(&tunnel);
+        assert!(
+            listening.track(&public).is_none(),
+            "a closed tunnel takes no more"
+        );
+        assert!(lock(&listening.open).is_empty());
+    }
+
+    #[test]
+    fn splice_counts_both_ways_and_passes_eof() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut left = TcpStream::connect(addr).unwrap();
+        let a = listener.accept().unwrap().0;
+        let mut right = TcpStream::connect(addr).unwrap();
+        let b = listener.accept().unwrap().0;
+        let piping = std::thread::spawn(move || {
+            let (ar, br) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+            splice(ar, Stream::Tcp(a), br, Stream::Tcp(b), "test")
+        });
+        let big = vec![7u8; 3 * COPY_BUFFER + 5];
+        left.write_all(&big).unwrap();
+        left.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        right.read_to_end(&mut got).unwrap();
+        assert_eq!(got, big);
+        right.write_all(b"back").unwrap();
+        right.shutdown(Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        left.read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"back");
+        assert_eq!(piping.join().unwrap(), (big.len() as u64, 4));
+    }
+}
