@@ -153,12 +153,18 @@ function renderList(session, state, list) {
   const table = tokens.length === 0
     ? h("p", { class: "muted", id: "no-tokens" }, "No tokens yet.")
     : tokenTable(session, state, tokens, crewWide, reload, () => renderList(session, state, list));
+  const title = h("h2", { id: "tokens-list-title", tabindex: "-1" }, heading);
   list.replaceChildren(
-    h("h2", { id: "tokens-list-title" }, heading),
+    title,
     h("div", { class: "check" }, showAll, h("label", { for: "show-inactive" }, "Show revoked and expired tokens")),
     bulkBar(state, reload),
     table,
   );
+  // After a bulk action or a revoke the row that had focus is gone; land on the list.
+  if (state.refocus) {
+    state.refocus = false;
+    title.focus();
+  }
 }
 
 function tokenTable(session, state, tokens, crewWide, reload, redraw) {
@@ -200,8 +206,8 @@ function tokenRow(t, state, crewWide, reload, redraw) {
   const error = h("p", { class: "error", role: "alert", hidden: true });
   const actions = t.status === "active"
     ? [
-      h("button", { type: "button", class: "secondary small", onclick: () => revoke(t, false, error, reload) }, "Revoke"),
-      h("button", { type: "button", class: "danger small", onclick: () => revoke(t, true, error, reload) }, "Revoke and disconnect"),
+      h("button", { type: "button", class: "secondary small", onclick: () => revoke(t, false, error, reload, state) }, "Revoke"),
+      h("button", { type: "button", class: "danger small", onclick: () => revoke(t, true, error, reload, state) }, "Revoke and disconnect"),
     ]
     : [];
   return h("tr", { "data-token-id": t.id },
@@ -229,14 +235,17 @@ function statusBadge(t) {
   return badge(t.status, t.status === "active" ? "ok" : "off");
 }
 
-async function revoke(t, disconnect, error, reload) {
+async function revoke(t, disconnect, error, reload, state) {
   const text = disconnect
     ? `Revoke token "${t.name}" and close the live tunnels it opened? It stops working at once.`
     : `Revoke token "${t.name}"? It stops working at once; tunnels it opened stay up until closed.`;
   if (!(await confirmAction(text, disconnect ? "Revoke and disconnect" : "Revoke"))) return;
   error.hidden = true;
   try {
-    await api("DELETE", `/tokens/${t.id}${disconnect ? "?disconnect=1" : ""}`);
+    const reply = await api("DELETE", `/tokens/${t.id}${disconnect ? "?disconnect=1" : ""}`);
+    state.selected.delete(t.id);
+    state.refocus = true;
+    state.result = `Revoked "${t.name}".` + (disconnect ? ` Live tunnels closed: ${reply.tunnels_closed ?? 0}.` : "");
     reload();
   } catch (failure) {
     showError(error, failure.message);
@@ -246,9 +255,9 @@ async function revoke(t, disconnect, error, reload) {
 /** The bar of bulk actions, shown while any token is selected. */
 function bulkBar(state, reload) {
   const count = state.selected.size;
-  const result = h("p", { class: "muted", role: "status", id: "bulk-result" }, state.bulkResult || "");
+  const result = h("p", { class: "muted", role: "status", id: "list-result" }, state.result || "");
   const error = h("p", { class: "error", role: "alert", hidden: true });
-  state.bulkResult = "";
+  state.result = "";
   if (count === 0) return h("div", {}, result);
   const plural = `${count} token${count === 1 ? "" : "s"}`;
   const run = async (label, question, body) => {
@@ -256,8 +265,9 @@ function bulkBar(state, reload) {
     try {
       const reply = await api("POST", "/tokens/bulk", { ...body, ids: [...state.selected] });
       state.selected.clear();
+      state.refocus = true;
       const failed = reply.failed.map((f) => `token ${f.id}: ${f.error.message}`);
-      state.bulkResult = `${reply.updated.length} updated.` + (failed.length ? ` Not changed: ${failed.join("; ")}` : "");
+      state.result = `${reply.updated.length} updated.` + (failed.length ? ` Not changed: ${failed.join("; ")}` : "");
       reload();
     } catch (failure) {
       showError(error, failure.message);

@@ -87,13 +87,19 @@ export function trafficPage(main, session, tunnelId) {
   const listEl = h("div", { id: "traffic" });
   const detail = h("section", { id: "request-detail", "aria-live": "polite", hidden: true });
   const state = { selected: null, requests: [] };
+  const which = h("span", { class: "mono", id: "traffic-tunnel" }, tunnelId || "");
   main.append(h("h1", {}, "Traffic"),
-    h("p", {}, h("a", { href: "#/tunnels" }, "← All tunnels"), " · ", h("span", { class: "mono" }, tunnelId || "")),
+    h("p", {}, h("a", { href: "#/tunnels" }, "← All tunnels"), " · ", which),
     status, h("div", { class: "split" }, listEl, detail));
   if (!tunnelId) {
     showError(status, "Pick a tunnel on the Tunnels page to see its traffic.");
     return () => {};
   }
+  // Name the tunnel by its URL; the id alone means little to a reader.
+  api("GET", `/tunnels?crew=${session.crew.id}`).then(({ tunnels }) => {
+    const tunnel = tunnels.find((t) => t.id === tunnelId);
+    if (tunnel) which.textContent = `${tunnel.url}${tunnel.active ? "" : " (closed)"}`;
+  }, () => {});
   return poll(async () => {
     try {
       const { requests } = await api("GET", `/tunnels/${encodeURIComponent(tunnelId)}/requests?limit=${TRAFFIC_LIMIT}`);

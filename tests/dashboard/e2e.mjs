@@ -338,7 +338,7 @@ async function bulkFlow(page, tokens) {
   await until(async () => (await page.textContent("#bulk-count")) === "2 tokens selected", "2 tokens selected");
   await page.click("#bulk-strict");
   await confirm(page, "2 tokens");
-  await until(async () => (await page.textContent("#bulk-result")).includes("2 updated"), "the bulk result");
+  await until(async () => (await page.textContent("#list-result")).includes("2 updated"), "the bulk result");
   for (const name of ["CI - deploy - prod", "CI - build - staging"]) {
     check((await tokenRow(page, name).textContent()).includes("Redaction: strict"), `${name} is not strict`);
   }
@@ -366,6 +366,8 @@ async function revokeFlow(page, tokens, service) {
   await tokenRow(page, "Old box - scratch").locator("button", { hasText: "Revoke and disconnect" }).click();
   await confirm(page, "Old box - scratch");
   await tokenRow(page, "Old box - scratch").waitFor({ state: "detached" });
+  await until(async () => (await page.textContent("#list-result")).includes("Live tunnels closed: 1"), "the closed-tunnel count");
+  check(await page.evaluate(() => document.activeElement.id === "tokens-list-title"), "focus is lost after a revoke");
   await exitsSoon(tunnel, "after Revoke and disconnect");
 
   step("Revoke a token");
@@ -433,12 +435,52 @@ async function keyboardFlow(page) {
   check(await page.evaluate(() => document.activeElement.textContent === "Audit"), "focus did not land on the Audit heading");
 }
 
+async function adminFlow(browser, problems) {
+  step("an admin of one crew and owner of another: crew picker and what the role allows");
+  const context = await browser.newContext({ viewport: WIDE });
+  const page = await watchedPage(context, problems);
+  await page.goto(`${BASE}/#/crew`);
+  await page.fill("#signin-username", "bob");
+  await page.fill("#signin-password", PASSWORD);
+  await page.click("#signin-form button[type=submit]");
+  await page.locator("#app").waitFor();
+  const options = await page.locator("#crew-picker option").allTextContents();
+  check(options.includes("home (admin)") && options.includes("elsewhere (owner)"), `the crew picker offers ${options}`);
+  await page.selectOption("#crew-picker", { label: "home (admin)" });
+  await page.locator("h1", { hasText: "Crew home" }).waitFor();
+  await page.locator("#members-table tr[data-user=alice]").waitFor();
+  check(await page.isDisabled("#crew-redaction"), "an admin can change the crew's default redaction");
+  check((await page.locator("#members-table tr[data-user=alice] select").count()) === 0, "an admin can change an owner's role");
+  check(!(await page.locator("#member-role option").allTextContents()).includes("owner"), "an admin can make owners");
+  await page.click("nav a[data-page=tokens]");
+  await page.locator("#tokens-list-title", { hasText: "Every token of crew home" }).waitFor();
+  await page.selectOption("#crew-picker", { label: "elsewhere (owner)" });
+  await page.locator("#tokens-list-title", { hasText: "Every token of crew elsewhere" }).waitFor();
+  check((await page.inputValue("#token-crew")) === (await page.inputValue("#crew-picker")), "the create form does not default to the chosen crew");
+  await context.close();
+}
+
 async function signOutFlow(page) {
   step("sign out ends the session");
   await page.click("#signout");
   await page.locator("#signin").waitFor();
   const status = await page.evaluate(async () => (await fetch("/api/v1/me")).status);
   check(status === 401, `after sign-out /api/v1/me answers ${status}`);
+}
+
+/** A page whose script errors, CSP refusals and requests to other origins are noted. */
+async function watchedPage(context, problems) {
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT_MS);
+  page.on("pageerror", (err) => problems.push(`script error: ${err.message}`));
+  page.on("console", (msg) => {
+    if (/Content.Security.Policy|Refused to/i.test(msg.text())) problems.push(`CSP: ${msg.text()}`);
+  });
+  page.on("request", (req) => {
+    const url = new URL(req.url());
+    if (url.protocol.startsWith("http") && url.origin !== ORIGIN) problems.push(`request to another origin: ${req.url()}`);
+  });
+  return page;
 }
 
 /** What the page on screen says, for a failure message. */
@@ -459,16 +501,7 @@ async function main() {
   try {
     const context = await browser.newContext({ viewport: WIDE });
     await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: ORIGIN });
-    const page = await context.newPage();
-    page.setDefaultTimeout(WAIT_MS);
-    page.on("pageerror", (err) => problems.push(`script error: ${err.message}`));
-    page.on("console", (msg) => {
-      if (/Content.Security.Policy|Refused to/i.test(msg.text())) problems.push(`CSP: ${msg.text()}`);
-    });
-    page.on("request", (req) => {
-      const url = new URL(req.url());
-      if (url.protocol.startsWith("http") && url.origin !== ORIGIN) problems.push(`request to another origin: ${req.url()}`);
-    });
+    const page = await watchedPage(context, problems);
     await setupAndSignIn(page);
     const tokens = await tokensFlow(page);
     await tunnelsFlow(page, tokens, service);
@@ -478,6 +511,7 @@ async function main() {
     await auditFlow(page);
     await keyboardFlow(page);
     await signOutFlow(page);
+    await adminFlow(browser, problems);
     check(problems.length === 0, problems.join("; "));
   } catch (err) {
     if (problems.length) err.message += ` (the page also reported: ${problems.join("; ")})`;
