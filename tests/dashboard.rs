@@ -39,6 +39,20 @@ fn ensure_node_modules() {
     assert!(status.success(), "`npm ci` in tests/dashboard failed");
 }
 
+/// The pure helpers of `web/dom.js` (relative times, error placement) in node.
+#[test]
+fn dashboard_helpers() {
+    let out = Command::new("node")
+        .arg(e2e_dir().join("unit.mjs"))
+        .output()
+        .expect("The dashboard tests need node: install it with `apt-get install nodejs`.");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn dashboard_from_setup_to_sign_out_in_chromium() {
     let chromium = chromium();
@@ -64,7 +78,11 @@ fn dashboard_from_setup_to_sign_out_in_chromium() {
         "the browser flow failed:\n{stdout}\n{stderr}"
     );
 
-    // What the clicks did, read back from the server's own records.
+    assert_what_the_clicks_did(&server);
+}
+
+/// What the browser's clicks did, read back from the server's own records.
+fn assert_what_the_clicks_did(server: &Server) {
     let db = server.db();
     let statuses: Vec<(String, String, Option<String>)> = db
         .prepare("SELECT name, redaction, revoked_at FROM tokens ORDER BY id")

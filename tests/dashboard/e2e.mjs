@@ -144,7 +144,12 @@ async function checkPage(page, name) {
   check(overflow <= 1, `${name}: at 375 px the page scrolls sideways by ${overflow} px`);
   if (SHOTS) await page.screenshot({ path: path.join(SHOTS, `${name}-375.png`), fullPage: true });
   await page.setViewportSize(WIDE);
-  if (SHOTS) await page.screenshot({ path: path.join(SHOTS, `${name}-1280.png`), fullPage: true });
+  if (SHOTS) {
+    await page.screenshot({ path: path.join(SHOTS, `${name}-1280.png`), fullPage: true });
+    await page.emulateMedia({ colorScheme: "dark" });
+    await page.screenshot({ path: path.join(SHOTS, `${name}-1280-dark.png`), fullPage: true });
+    await page.emulateMedia({ colorScheme: "light" });
+  }
 }
 
 /** Confirm the open dialog after checking its question. */
@@ -289,7 +294,13 @@ async function tunnelsFlow(page, tokens, service) {
   check(await page.evaluate(() => document.activeElement.tagName === "H1"), "focus did not move to the page heading");
   await checkPage(page, "tunnels");
   const id = await row.getAttribute("data-tunnel-id");
-  await trafficFlow(page, tokens, id);
+  const probe = await bearer(tokens.laptop, "GET", `/tunnels/${id}/requests`);
+  const inspector = !(probe.status === 404 && probe.body.error.message.startsWith("Nothing at"));
+  if (inspector) {
+    const count = row.locator("td[data-label=Requests]");
+    await until(async () => (await count.count()) === 1 && (await count.textContent()) === "1", "a request count of 1");
+  }
+  await trafficFlow(page, id, inspector);
 
   step("close the tunnel from the page");
   await page.click("nav a[data-page=tunnels]");
@@ -299,11 +310,11 @@ async function tunnelsFlow(page, tokens, service) {
   await exitsSoon(tunnel, "after Close");
 }
 
-async function trafficFlow(page, tokens, id) {
-  const probe = await bearer(tokens.laptop, "GET", `/tunnels/${id}/requests`);
+/** The Traffic page of tunnel `id`: real records when the server has the inspector. */
+async function trafficFlow(page, id, inspector) {
   await page.locator(`#tunnels-table tr[data-tunnel-id="${id}"] a`, { hasText: "Traffic" }).click();
   await page.locator("h1", { hasText: "Traffic" }).waitFor();
-  if (probe.status === 404 && probe.body.error.message.startsWith("Nothing at")) {
+  if (!inspector) {
     step("traffic: this build has no inspector endpoint; the page says so");
     await until(async () => (await page.textContent("#main")).includes("does not record traffic yet"), "the no-inspector message");
     await checkPage(page, "traffic-unavailable");
