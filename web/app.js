@@ -62,19 +62,22 @@ async function signOut() {
 /** Load who is signed in and their crews; show sign-in if nobody is. */
 async function start() {
   let me;
+  let crews;
   try {
     me = await api("GET", "/me");
+    setCsrf(me.csrf_token);
+    ({ crews } = await api("GET", "/crews"));
   } catch (failure) {
     if (failure.status !== 401) {
-      byId("signin-error").textContent = failure.message;
+      byId("signin-error").textContent = failure.code === "no_team_context"
+        ? "You are not a member of any crew yet; ask an admin of your crew to add you."
+        : failure.message;
       byId("signin-error").hidden = false;
     }
     showSignIn();
     return;
   }
-  setCsrf(me.csrf_token);
   session.user = me.user;
-  const { crews } = await api("GET", "/crews");
   session.crews = crews;
   const saved = sessionStorage.getItem("berth.crew");
   session.crew = crews.find((c) => String(c.id) === saved) || crews.find((c) => c.id === me.crew.id) || crews[0];

@@ -168,3 +168,17 @@ export function confirmAction(text, okLabel) {
 export function badge(text, kind) {
   return h("span", { class: `badge${kind ? ` badge-${kind}` : ""}` }, text);
 }
+
+/**
+ * Replace a container's children, keeping keyboard focus on the control with the same
+ * `data-focus-key` if it was inside: live pages redraw while someone tabs through them.
+ */
+export function redraw(container, ...children) {
+  const active = document.activeElement;
+  const key = active && container.contains(active) ? active.dataset.focusKey : undefined;
+  container.replaceChildren(...children);
+  if (key) {
+    const again = container.querySelector(`[data-focus-key="${CSS.escape(key)}"]`);
+    if (again) again.focus();
+  }
+}

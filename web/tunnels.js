@@ -1,7 +1,7 @@
 // The Tunnels page (live tunnels of the crew, close) and the Traffic page (recorded requests).
 "use strict";
 
-import { api, h, timeEl, showError, confirmAction, badge } from "./dom.js";
+import { api, h, timeEl, showError, confirmAction, badge, redraw } from "./dom.js";
 
 /** How often the live pages ask the server again. */
 const TUNNELS_POLL_MS = 5000;
@@ -31,10 +31,15 @@ export function tunnelsPage(main, session) {
   main.append(h("h1", {}, "Tunnels"),
     h("p", { class: "muted" }, `Live tunnels of crew ${session.crew.name}, refreshed every few seconds.`),
     status, body);
+  let last = "";
   return poll(async () => {
     try {
       const { tunnels } = await api("GET", `/tunnels?active=1&crew=${session.crew.id}`);
       status.hidden = true;
+      // Redraw only on a change, so a pending error or a hover is not wiped every poll.
+      const now = JSON.stringify(tunnels);
+      if (now === last) return;
+      last = now;
       renderTunnels(body, tunnels, session);
     } catch (failure) {
       showError(status, failure.message);
@@ -44,7 +49,7 @@ export function tunnelsPage(main, session) {
 
 function renderTunnels(body, tunnels, session) {
   if (tunnels.length === 0) {
-    body.replaceChildren(h("p", { class: "muted", id: "no-tunnels" },
+    redraw(body, h("p", { class: "muted", id: "no-tunnels" },
       "No live tunnels. Open one with: berth share PORT"));
     return;
   }
@@ -53,7 +58,7 @@ function renderTunnels(body, tunnels, session) {
     .filter(Boolean).map((c) => h("th", { scope: "col" }, c)));
   const rows = tunnels.map((t) => {
     const error = h("p", { class: "error", role: "alert", hidden: true });
-    const close = h("button", { type: "button", class: "danger small" }, "Close");
+    const close = h("button", { type: "button", class: "danger small", "data-focus-key": `close-${t.id}` }, "Close");
     close.setAttribute("aria-label", `Close tunnel ${t.url}`);
     close.addEventListener("click", () => closeTunnel(t, error, body, session));
     return h("tr", { "data-tunnel-id": t.id },
@@ -64,10 +69,10 @@ function renderTunnels(body, tunnels, session) {
       h("td", { "data-label": "Started" }, timeEl(t.opened_at)),
       counted ? h("td", { "data-label": "Requests", class: "num" }, String(t.request_count ?? 0)) : null,
       h("td", { "data-label": "Actions", class: "row-actions" },
-        t.kind === "http" ? h("a", { href: `#/traffic/${encodeURIComponent(t.id)}`, class: "button secondary small" }, "Traffic") : null,
+        t.kind === "http" ? h("a", { href: `#/traffic/${encodeURIComponent(t.id)}`, class: "button secondary small", "data-focus-key": `traffic-${t.id}` }, "Traffic") : null,
         close, error));
   });
-  body.replaceChildren(h("table", { class: "list", id: "tunnels-table" }, h("thead", {}, head), h("tbody", {}, rows)));
+  redraw(body, h("table", { class: "list", id: "tunnels-table" }, h("thead", {}, head), h("tbody", {}, rows)));
 }
 
 async function closeTunnel(t, error, body, session) {
@@ -117,12 +122,14 @@ export function trafficPage(main, session, tunnelId) {
 
 function renderRequests(listEl, detail, state) {
   if (state.requests.length === 0) {
-    listEl.replaceChildren(h("p", { class: "muted", id: "no-requests" }, "No requests yet; they appear here as they arrive."));
+    redraw(listEl, h("p", { class: "muted", id: "no-requests" }, "No requests yet; they appear here as they arrive."));
     return;
   }
   const head = h("tr", {}, ["Time", "Method", "Path", "Status", "Duration"].map((c) => h("th", { scope: "col" }, c)));
   const rows = state.requests.map((r) => {
-    const open = h("button", { type: "button", class: "link", "aria-label": `Details of ${r.method} ${r.path}` }, r.path);
+    const open = h("button", {
+      type: "button", class: "link", "aria-label": `Details of ${r.method} ${r.path}`, "data-focus-key": `request-${r.id}`,
+    }, r.path);
     open.addEventListener("click", () => {
       state.selected = r.id;
       renderRequests(listEl, detail, state);
@@ -135,7 +142,7 @@ function renderRequests(listEl, detail, state) {
       h("td", { "data-label": "Status" }, badge(String(r.status), r.status >= 500 ? "off" : r.status >= 400 ? "strict" : "ok")),
       h("td", { "data-label": "Duration", class: "num" }, `${r.duration_ms} ms`));
   });
-  listEl.replaceChildren(h("table", { class: "list", id: "requests-table" }, h("thead", {}, head), h("tbody", {}, rows)));
+  redraw(listEl, h("table", { class: "list", id: "requests-table" }, h("thead", {}, head), h("tbody", {}, rows)));
   const chosen = state.requests.find((r) => r.id === state.selected);
   if (chosen) renderDetail(detail, chosen);
 }

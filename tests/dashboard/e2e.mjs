@@ -76,6 +76,9 @@ function startService() {
   return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
 }
 
+/** Every `berth share` started, so none outlives a failed run. */
+const shares = [];
+
 /** `berth share PORT` with a token; resolves once it printed its public URL. */
 async function share(token, port) {
   const child = spawn(BIN, ["share", String(port), "--host", "127.0.0.1"], {
@@ -85,6 +88,7 @@ async function share(token, port) {
     },
     stdio: ["ignore", "pipe", "inherit"],
   });
+  shares.push(child);
   const exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
   const lines = readline.createInterface({ input: child.stdout });
   const url = await new Promise((resolve, reject) => {
@@ -300,7 +304,7 @@ async function tunnelsFlow(page, tokens, service) {
     const count = row.locator("td[data-label=Requests]");
     await until(async () => (await count.count()) === 1 && (await count.textContent()) === "1", "a request count of 1");
   }
-  await trafficFlow(page, id, inspector);
+  await trafficFlow(page, id, inspector, tunnel);
 
   step("close the tunnel from the page");
   await page.click("nav a[data-page=tunnels]");
@@ -311,7 +315,7 @@ async function tunnelsFlow(page, tokens, service) {
 }
 
 /** The Traffic page of tunnel `id`: real records when the server has the inspector. */
-async function trafficFlow(page, id, inspector) {
+async function trafficFlow(page, id, inspector, tunnel) {
   await page.locator(`#tunnels-table tr[data-tunnel-id="${id}"] a`, { hasText: "Traffic" }).click();
   await page.locator("h1", { hasText: "Traffic" }).waitFor();
   if (!inspector) {
@@ -332,6 +336,12 @@ async function trafficFlow(page, id, inspector) {
   check(shown.includes("Request headers") && shown.includes("Response headers"), "the detail lacks header tables");
   check(shown.includes("[REDACTED]") && !shown.includes("not-a-real-one"), "the Authorization header is not redacted");
   await checkPage(page, "traffic");
+
+  step("traffic: a new request appears live and keyboard focus stays put");
+  await request.locator("button").focus();
+  await throughTunnel(tunnel.url, "/second", {});
+  await page.locator("#requests-table tbody tr", { hasText: "/second" }).waitFor();
+  check(await page.evaluate(() => document.activeElement.textContent === "/hello?x=1"), "the live refresh moved the focus");
 }
 
 async function bulkFlow(page, tokens) {
@@ -530,6 +540,9 @@ async function main() {
     if (shown) err.message += `\nthe page showed: ${shown}`;
     throw err;
   } finally {
+    for (const child of shares) {
+      if (child.exitCode === null && child.signalCode === null) child.kill();
+    }
     service.close();
     await browser.close();
   }
