@@ -39,6 +39,32 @@ fn ensure_node_modules() {
     assert!(status.success(), "`npm ci` in tests/dashboard failed");
 }
 
+/// `/` serves the dashboard shell and its modules under the strict CSP, without chromium.
+#[test]
+fn the_dashboard_is_served_at_the_root_under_the_csp() {
+    let server = Server::start();
+    let page = server.send("GET", "/", &[], "");
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type").as_deref(),
+        Some("text/html; charset=utf-8")
+    );
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"));
+    assert!(page
+        .text
+        .contains(r#"<script type="module" src="/assets/app.js">"#));
+    for module in ["app.js", "dom.js", "tokens.js", "tunnels.js", "crew.js"] {
+        let asset = server.send("GET", &format!("/assets/{module}"), &[], "");
+        assert_eq!(asset.status, 200, "{module}");
+        assert_eq!(
+            asset.header("content-type").as_deref(),
+            Some("text/javascript; charset=utf-8")
+        );
+    }
+    assert_eq!(server.send("POST", "/", &[], "").status, 405);
+}
+
 /// The pure helpers of `web/dom.js` (relative times, error placement) in node.
 #[test]
 fn dashboard_helpers() {

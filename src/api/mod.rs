@@ -133,6 +133,7 @@ fn route(state: &ApiState, call: &mut Call, request: &mut Request) -> Result<Rep
         (["setup"], Get) => page("setup.html"),
         // The dashboard is one page (sign-in included) with hash routes.
         ([] | [""], Get) => page("index.html"),
+        ([] | [""], _) => Err(ApiError::MethodNotAllowed),
         (["assets", name], Get) => page(name),
         (["api", "v1", rest @ ..], _) => {
             // Browsers say where a request comes from; no mutation, sign-in and
