@@ -56,6 +56,8 @@ async function signOut() {
     // The session may be gone already; signing in again is the way forward either way.
   }
   setCsrf("");
+  // The next person to sign in on this tab starts from their own first crew.
+  sessionStorage.removeItem("berth.crew");
   showSignIn();
 }
 
