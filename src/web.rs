@@ -39,9 +39,53 @@ mod tests {
         assert!(file("missing.css").is_none());
     }
 
+    fn text(name: &str) -> &'static str {
+        std::str::from_utf8(file(name).unwrap().0).unwrap()
+    }
+
     #[test]
     fn pages_have_no_inline_scripts_or_styles() {
-        let html = std::str::from_utf8(file("setup.html").unwrap().0).unwrap();
-        assert!(!html.contains("<script>") && !html.contains("style="));
+        for page in ["setup.html", "index.html"] {
+            let html = text(page);
+            assert!(
+                !html.contains("<script>") && !html.contains("<style"),
+                "{page}"
+            );
+            assert!(!html.contains("style="), "{page}");
+            // No event-handler attributes (onclick=, onload=, ...).
+            let handler = html.split(" on").skip(1).any(|rest| {
+                let name: String = rest.chars().take_while(char::is_ascii_lowercase).collect();
+                !name.is_empty() && rest[name.len()..].starts_with('=')
+            });
+            assert!(!handler, "{page} has an inline event handler");
+        }
+    }
+
+    /// Every `/assets/X` a page names and every module a script imports is embedded,
+    /// so the dashboard works with no other server (air-gapped).
+    #[test]
+    fn everything_the_pages_load_is_embedded() {
+        let mut names = Vec::new();
+        for page in ["setup.html", "index.html"] {
+            for part in text(page).split("/assets/").skip(1) {
+                names.push(part.split('"').next().unwrap().to_string());
+            }
+        }
+        for script in WEB
+            .files()
+            .filter(|f| f.path().extension() == Some("js".as_ref()))
+        {
+            let code = script.contents_utf8().unwrap();
+            for part in code.split("from \"./").skip(1) {
+                names.push(part.split('"').next().unwrap().to_string());
+            }
+        }
+        assert!(names.contains(&"tokens.js".to_string()), "{names:?}");
+        for name in names {
+            assert!(
+                file(&name).is_some(),
+                "{name} is referenced but not embedded"
+            );
+        }
     }
 }

@@ -147,6 +147,9 @@ fn route(state: &ApiState, call: &mut Call, request: &mut Request) -> Result<Rep
     let method = request.method().clone();
     match (segments.as_slice(), &method) {
         (["setup"], Method::Get) => return page("setup.html"),
+        // The dashboard is one page (sign-in included) with hash routes.
+        ([] | [""], Method::Get) => return page("index.html"),
+        ([] | [""], _) => return Err(ApiError::MethodNotAllowed),
         (["assets", name], Method::Get) => return page(name),
         (["api", "v1", ..], _) => {
             // Browsers say where a request comes from; no mutation, sign-in and
