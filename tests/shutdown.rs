@@ -1,0 +1,155 @@
+//! Graceful shutdown (issue 6): on SIGTERM the server stops accepting, lets a
+//! request in flight through a tunnel finish, exits 0, and the `share` client
+//! reconnects to the restarted server with its subdomain.
+
+mod common;
+mod relay_support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, BIN};
+use relay_support::streaming::FixedServer;
+
+/// How long the local service takes to answer `/slow`.
+const SLOW: Duration = Duration::from_secs(2);
+
+/// A local HTTP service that answers every request after `SLOW`, closing after each.
+fn slow_service() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || answer_slowly(stream));
+        }
+    });
+    port
+}
+
+fn answer_slowly(stream: TcpStream) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut target = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if target.is_empty() {
+            target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    if target == "/slow" {
+        std::thread::sleep(SLOW);
+    }
+    let body = format!("answered {target}");
+    let _ = (&stream).write_all(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+}
+
+fn share(server: &Server, port: u16, token: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args([
+            "share",
+            &port.to_string(),
+            "--host",
+            "127.0.0.1",
+            "--subdomain",
+            "drain",
+        ])
+        .env_clear()
+        .env("BERTH_CONFIG", "/nonexistent/berth-shutdown-test.json")
+        .env("BERTH_SERVER", &server.url)
+        .env("BERTH_TOKEN", token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn share");
+    let (lines, _url) = relay_support::share_output(&mut child);
+    (child, lines)
+}
+
+/// curl through the tunnel: status and body.
+fn through(server: &Server, path: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "20",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "Host: drain.localhost",
+        ])
+        .arg(format!("{}{path}", server.url))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.to_string(), body.to_string())
+}
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish_and_share_reconnects_after_restart() {
+    let mut server = Server::start();
+    server.create_user("alice", "home", "owner");
+    let token = server.token_for("alice", "home", "drain");
+    let port = slow_service();
+    let (mut child, _lines) = share(&server, port, &token);
+    assert_eq!(through(&server, "/quick").0, "200");
+
+    let url = server.url.clone();
+    let in_flight = std::thread::spawn(move || {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "20",
+                "-w",
+                "\n%{http_code}",
+                "-H",
+                "Host: drain.localhost",
+            ])
+            .arg(format!("{url}/slow"))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    // Let the slow request reach the service, then stop the server under it.
+    std::thread::sleep(SLOW / 4);
+    assert_eq!(server.terminate(), Some(0), "a clean exit after the drain");
+    let answer = in_flight.join().unwrap();
+    assert!(
+        answer.ends_with("\n200"),
+        "the request in flight finished: {answer:?}"
+    );
+    assert!(answer.starts_with("answered /slow"), "{answer:?}");
+
+    // The client was told by the closed control connection, and comes back.
+    let _restarted = FixedServer::start(BIN, &server.data, &server.addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = through(&server, "/again");
+        if status == "200" {
+            assert_eq!(body, "answered /again");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "share did not come back: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
