@@ -629,3 +629,53 @@ fn nothing_makes_the_api_answer_500() {
     let (status, _) = server.call("GET", "/api/v1/me", Some(&token), None);
     assert_eq!(status, 200, "the token survived all that");
 }
+
+/// Browsers open several keep-alive connections at once (a page's scripts). tiny_http
+/// 0.12's connection pool could leave one of them queued behind the others' busy
+/// tasks for minutes, so the front door gives the API one request per connection;
+/// here, rounds of six clients at once each make three keep-alive requests, and every
+/// one is answered (a stalled read fails after 5 s).
+#[test]
+fn connections_arriving_together_are_all_answered() {
+    let server = Server::start();
+    for round in 0..300 {
+        let clients: Vec<_> = (0..6)
+            .map(|_| {
+                let addr = server.addr.clone();
+                std::thread::spawn(move || -> std::io::Result<TcpStream> {
+                    let stream = TcpStream::connect(&addr)?;
+                    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    let mut reader = BufReader::new(stream.try_clone()?);
+                    for _ in 0..3 {
+                        (&stream).write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")?;
+                        let mut length = 0;
+                        loop {
+                            let mut line = String::new();
+                            reader.read_line(&mut line)?;
+                            if let Some(n) =
+                                line.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                length = n.trim().parse().unwrap_or(0);
+                            }
+                            if line == "\r\n" || line.is_empty() {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        reader.read_exact(&mut body)?;
+                    }
+                    // Kept open while the others finish, as a browser keeps it.
+                    Ok(stream)
+                })
+            })
+            .collect();
+        let answered: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        for (i, client) in answered.iter().enumerate() {
+            assert!(
+                client.is_ok(),
+                "round {round}, client {i}: {:?}",
+                client.as_ref().err()
+            );
+        }
+    }
+}

@@ -91,11 +91,16 @@ impl RequestHead {
     }
 
     /// The head as sent to the API, whose body the front door has read whole
-    /// (`body_len` bytes, de-chunked): framed by Content-Length alone, and never
-    /// an upgrade, so tiny_http always knows where the next request starts.
+    /// (`body_len` bytes, de-chunked): framed by Content-Length alone, never an
+    /// upgrade, and the only request on its connection. tiny_http 0.12 runs each
+    /// connection as one task of a pool that can leave a new task queued behind
+    /// busy ones when connections arrive together; a kept-alive connection keeps
+    /// its task busy, so a request queued behind it would wait for minutes. One
+    /// request per connection keeps every task short.
     pub fn encode_for_api(&self, client_ip: &str, proto: &str, body_len: usize) -> Vec<u8> {
         let mut out = self.encode_start(&["transfer-encoding", "content-length"]);
         out.extend_from_slice(format!("Content-Length: {body_len}\r\n").as_bytes());
+        out.extend_from_slice(b"Connection: close\r\n");
         self.encode_end(out, client_ip, proto)
     }
 
@@ -472,15 +477,12 @@ mod tests {
         .unwrap();
         let out = String::from_utf8(head.encode_for_api("10.1.1.1", "http", 9)).unwrap();
         let lower = out.to_ascii_lowercase();
-        for gone in [
-            "transfer-encoding",
-            "upgrade",
-            "connection",
-            "expect",
-            "6.6.6.6",
-        ] {
+        for gone in ["transfer-encoding", "upgrade", "expect", "6.6.6.6"] {
             assert!(!lower.contains(gone), "{gone} in {out}");
         }
+        // The client's Connection header is dropped; the API's own says close.
+        assert_eq!(lower.matches("connection:").count(), 1, "{out}");
+        assert!(out.contains("Connection: close\r\n"), "{out}");
         assert!(out.contains("Content-Length: 9\r\n"));
         assert!(out.contains("X-A: b\r\n"));
         assert!(out.ends_with(

@@ -139,7 +139,6 @@ impl FrontDoor {
         };
         let mut client = Conn::new(reader);
         let mut out = BufWriter::new(&stream);
-        let mut backend: Option<Backend> = None;
         let mut leg: Option<Leg> = None;
         let set_timeout = |t: Option<Duration>| stream.set_read_timeout(t);
         // A new connection must start its first head as promptly as a head must
@@ -161,14 +160,7 @@ impl FrontDoor {
             idle = proxy::IDLE_TIMEOUT;
             let _ = stream.set_read_timeout(Some(proxy::IDLE_TIMEOUT));
             let outcome = match self.route(&head) {
-                Route::Api => self.to_api(
-                    &head,
-                    &mut client,
-                    &mut out,
-                    &mut backend,
-                    peer,
-                    &set_timeout,
-                ),
+                Route::Api => self.to_api(&head, &mut client, &mut out, peer, &set_timeout),
                 Route::Tunnel(host) => ingress::forward(
                     &self.relay,
                     &head,
@@ -259,7 +251,6 @@ impl FrontDoor {
         head: &RequestHead,
         client: &mut Conn<Stream>,
         out: &mut impl Write,
-        backend: &mut Option<Backend>,
         peer: SocketAddr,
         set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
     ) -> io::Result<Outcome> {
@@ -322,40 +313,24 @@ impl FrontDoor {
             Err(BodyError::Closed) => return Ok(Outcome::Close),
         };
         let _ = set_timeout(Some(proxy::IDLE_TIMEOUT));
-        if backend.is_none() {
-            match Backend::connect(&self.api_socket) {
-                Ok(b) => *backend = Some(b),
-                Err(_) => {
-                    out.write_all(&proxy::error_response(
-                        503,
-                        "unavailable",
-                        "The API is not running; try again in a moment.",
-                    ))?;
-                    return Ok(Outcome::Close);
-                }
-            }
-        }
-        let Some(api) = backend.as_mut() else {
+        // A new API connection per request: see `RequestHead::encode_for_api`.
+        let Ok(mut api) = Backend::connect(&self.api_socket) else {
+            out.write_all(&proxy::error_response(
+                503,
+                "unavailable",
+                "The API is not running; try again in a moment.",
+            ))?;
             return Ok(Outcome::Close);
         };
         let scheme = ingress::scheme(&client.stream);
-        let result = exchange(head, &body, out, api, &peer.ip().to_string(), scheme);
+        let result = exchange(head, &body, out, &mut api, &peer.ip().to_string(), scheme);
         match result {
-            Ok(Exchange {
-                keep_backend,
-                keep_client,
-            }) => {
-                if !keep_backend {
-                    *backend = None;
-                }
-                Ok(if keep_client && head.keep_alive {
-                    Outcome::KeepAlive
-                } else {
-                    Outcome::Close
-                })
-            }
+            Ok(Exchange { keep_client }) => Ok(if keep_client && head.keep_alive {
+                Outcome::KeepAlive
+            } else {
+                Outcome::Close
+            }),
             Err(ExchangeError::BeforeResponse) => {
-                *backend = None;
                 out.write_all(&proxy::error_response(
                     502,
                     "bad_gateway",
@@ -397,7 +372,6 @@ impl Backend {
 }
 
 struct Exchange {
-    keep_backend: bool,
     keep_client: bool,
 }
 
@@ -436,10 +410,7 @@ fn exchange(
     out.write_all(&response.encode(keep_client && head.keep_alive))
         .map_err(ExchangeError::After)?;
     proxy::copy_body(response.body, &mut api.reader, out).map_err(ExchangeError::After)?;
-    Ok(Exchange {
-        keep_backend: response.keep_alive,
-        keep_client,
-    })
+    Ok(Exchange { keep_client })
 }
 
 /// Answer a refused head, if the client is still there to read it.
