@@ -23,12 +23,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest error body read from a refused upgrade.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
-/// How long the local service may take to start answering.
-const LOCAL_TIMEOUT: Duration = Duration::from_secs(60);
-/// A data connection idle this long is dropped (the server closes it sooner).
+/// A parked data connection that gets no request this long is dropped (the
+/// server's tending closes it sooner).
 const LEG_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-/// Buffer that lets a message's head and a small body leave in one write.
-const COALESCE_BYTES: usize = 16 * 1024;
+/// The first read of a data connection: a whole small request in one go.
+const FIRST_READ: usize = 16 * 1024;
 /// First and longest wait between reconnection attempts.
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -407,63 +406,40 @@ fn describe(e: &io::Error) -> String {
     }
 }
 
-/// One public connection: a data connection to the server and one to the
-/// local service, request by request. The per-request lines come from the
-/// server's `request` frames, so they show what the inspector recorded.
+/// One public connection: a data connection to the server, piped byte for
+/// byte to a connection to the local service. The server already checked and
+/// framed every request (and answers 502 itself when the service goes quiet),
+/// so nothing here parses HTTP; the per-request lines come from the server's
+/// `request` frames, so they show what the inspector recorded.
 fn serve_connection(server: &Server, id: &str, local: &str) {
     let Ok((mut data, mut public)) = server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
     else {
         return;
     };
-    let mut service: Option<(TcpStream, Conn<TcpStream>)> = None;
-    loop {
-        // The server checked the head already; parsing again gives its framing.
-        let Ok(raw) = public.read_head(LEG_IDLE_TIMEOUT, &|t| data.set_read_timeout(t)) else {
-            return;
-        };
-        let Ok(head) = proxy::parse_request(&raw) else {
-            return;
-        };
-        if service.is_none() {
-            match connect_local(local) {
-                Ok(conn) => service = Some(conn),
-                Err(e) => {
-                    let why = format!("berth share could not reach http://{local}: {e}");
-                    return bad_gateway(&mut data, &why);
-                }
-            }
+    // A parked connection waits here for its first request; the service is
+    // dialled only then, so an idle tunnel holds no local connections.
+    let mut first = vec![0u8; FIRST_READ];
+    let _ = data.set_read_timeout(Some(LEG_IDLE_TIMEOUT));
+    let n = match public.read(&mut first) {
+        Ok(n) if n > 0 => n,
+        _ => return,
+    };
+    let mut service = match connect_local(local) {
+        Ok(service) => service,
+        Err(e) => {
+            let why = format!("berth share could not reach http://{local}: {e}");
+            return bad_gateway(&mut data, &why);
         }
-        let Some((local_stream, from_local)) = service.as_mut() else {
-            return;
-        };
-        match exchange(
-            &head,
-            &raw,
-            &mut public,
-            &mut data,
-            local_stream,
-            from_local,
-        ) {
-            Ok(Some((status, keep))) => {
-                if status == 101 {
-                    let Some((local_stream, from_local)) = service.take() else {
-                        return;
-                    };
-                    let local_stream = Stream::Tcp(local_stream);
-                    crate::relay::pipe(public, data, from_local, local_stream, "share-upgrade");
-                    return;
-                }
-                if !keep {
-                    return;
-                }
-            }
-            Ok(None) => {
-                let why = format!("The service at http://{local} did not answer.");
-                return bad_gateway(&mut data, &why);
-            }
-            Err(_) => return,
-        }
+    };
+    if service.write_all(&first[..n]).is_err() {
+        let why = format!("The service at http://{local} did not answer.");
+        return bad_gateway(&mut data, &why);
     }
+    drop(first);
+    let Ok(from_local) = service.try_clone() else {
+        return;
+    };
+    crate::relay::pipe(public, data, from_local, Stream::Tcp(service), "share");
 }
 
 /// Answer the public side with a 502 saying why, closing the connection.
@@ -471,61 +447,18 @@ fn bad_gateway(data: &mut Stream, why: &str) {
     let _ = data.write_all(&proxy::error_response(502, "bad_gateway", why));
 }
 
-fn connect_local(local: &str) -> io::Result<(TcpStream, Conn<TcpStream>)> {
+fn connect_local(local: &str) -> io::Result<TcpStream> {
     let mut last = io::Error::other("no address");
     for addr in local.to_socket_addrs()? {
         match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                let reader = Conn::new(stream.try_clone()?);
-                return Ok((stream, reader));
+                return Ok(stream);
             }
             Err(e) => last = e,
         }
     }
     Err(last)
-}
-
-/// One request to the local service and its response back; the status and
-/// whether the connection stays open, or `None` if the service did not answer.
-fn exchange(
-    head: &proxy::RequestHead,
-    raw: &[u8],
-    public: &mut Conn<Stream>,
-    data: &mut Stream,
-    local: &mut TcpStream,
-    from_local: &mut Conn<TcpStream>,
-) -> io::Result<Option<(u16, bool)>> {
-    // A head and a small body leave in one write: one segment, one wake-up of
-    // the reader, instead of two per message.
-    let mut to_local = io::BufWriter::with_capacity(COALESCE_BYTES, &mut *local);
-    if to_local.write_all(raw).is_err() {
-        return Ok(None);
-    }
-    proxy::copy_body(head.body, public, &mut to_local)?;
-    if to_local.flush().is_err() {
-        return Ok(None);
-    }
-    drop(to_local);
-    let mut back = io::BufWriter::with_capacity(COALESCE_BYTES, &mut *data);
-    let response = loop {
-        let raw = from_local.read_head(LOCAL_TIMEOUT, &|t| local.set_read_timeout(t));
-        let Ok(raw) = raw else { return Ok(None) };
-        let Ok(response) = proxy::parse_response(&raw, head.method == "HEAD") else {
-            return Ok(None);
-        };
-        back.write_all(&raw)?;
-        if response.status >= 200 || response.status == 101 {
-            break response;
-        }
-        // An interim response (100 Continue) goes at once.
-        back.flush()?;
-    };
-    if response.status != 101 {
-        proxy::copy_body(response.body, from_local, &mut back)?;
-    }
-    back.flush()?;
-    Ok(Some((response.status, response.keep_alive)))
 }
 
 #[cfg(test)]
