@@ -24,6 +24,7 @@ pub struct Leg {
     subdomain: String,
     reader: Conn<Stream>,
     writer: Stream,
+    timeout: proxy::ReadTimeout,
 }
 
 /// What became of the public connection after a request.
@@ -326,6 +327,7 @@ fn leg_to<'a>(
             subdomain: tunnel.subdomain.clone(),
             reader: Conn::new(data.try_clone()?),
             writer: data,
+            timeout: proxy::ReadTimeout::already(Some(RESPONSE_TIMEOUT)),
         });
     }
     Ok(leg.as_mut())
@@ -436,11 +438,11 @@ fn exchange(
     if let Some(early) = send_request(head, client, out, leg, seen)? {
         return Ok(early);
     }
-    let writer = &leg.writer;
+    let (writer, timeout) = (&leg.writer, &leg.timeout);
     let response = loop {
-        let raw = leg
-            .reader
-            .read_head(RESPONSE_TIMEOUT, &|t| writer.set_read_timeout(t));
+        let raw = leg.reader.read_head(RESPONSE_TIMEOUT, &|t| {
+            timeout.set(t, |t| writer.set_read_timeout(t))
+        });
         let Ok(raw) = raw else {
             return Ok(Answer::Silent);
         };
