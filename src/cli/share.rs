@@ -340,7 +340,13 @@ fn run_control(
     let mut writer = control;
     let mut heard = Instant::now();
     let mut pinged = Instant::now();
+    // Request lines arrive gathered; they are printed in one write per gathering.
+    let mut printed = String::new();
     loop {
+        if !frames.has_frame() {
+            write_stdout_lines(&printed);
+            printed.clear();
+        }
         let result = match frames.read() {
             Ok(Frame::Connect { id }) => {
                 heard = Instant::now();
@@ -355,7 +361,10 @@ fn run_control(
                 heard = Instant::now();
                 protocol::write_frame(&mut writer, &Frame::Pong {})
             }
-            Ok(Frame::Closed { reason }) => return Ended::Closed(reason),
+            Ok(Frame::Closed { reason }) => {
+                write_stdout_lines(&printed);
+                return Ended::Closed(reason);
+            }
             Ok(Frame::Request {
                 method,
                 path,
@@ -365,7 +374,7 @@ fn run_control(
             }) => {
                 heard = Instant::now();
                 let (method, path) = (printable(&method), printable(&path));
-                outln!("{method} {path} {status} {duration_ms}ms");
+                printed.push_str(&format!("{method} {path} {status} {duration_ms}ms\n"));
                 Ok(())
             }
             Ok(_) => {
@@ -387,6 +396,13 @@ fn run_control(
                 return Ended::Lost(describe(&e));
             }
         }
+    }
+}
+
+/// Print gathered request lines (each ending in a newline) in one write.
+fn write_stdout_lines(lines: &str) {
+    if !lines.is_empty() {
+        super::write_stdout(lines);
     }
 }
 

@@ -382,7 +382,7 @@ pub fn scheme(stream: &Stream) -> &'static str {
 }
 
 /// Hand a request's record to the inspector and its line to the tunnel's client.
-fn note(relay: &Relay, tunnel: &Tunnel, head: &RequestHead, seen: Observed) {
+fn note(relay: &Relay, tunnel: &Arc<Tunnel>, head: &RequestHead, seen: Observed) {
     if let Some(status) = seen.status {
         crate::metrics::tunnel_request(status, seen.bytes_in, seen.bytes_out);
     }
@@ -406,14 +406,17 @@ fn note(relay: &Relay, tunnel: &Tunnel, head: &RequestHead, seen: Observed) {
         },
     );
     let (method, path) = record.frame_text();
-    let _ = tunnel.send(&Frame::Request {
-        method,
-        path,
-        status,
-        duration_ms: record.duration_ms,
-        bytes_in: record.bytes_in,
-        bytes_out: record.bytes_out,
-    });
+    relay.send_line(
+        tunnel,
+        &Frame::Request {
+            method,
+            path,
+            status,
+            duration_ms: record.duration_ms,
+            bytes_in: record.bytes_in,
+            bytes_out: record.bytes_out,
+        },
+    );
     inspector.submit(record);
 }
 

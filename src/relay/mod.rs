@@ -17,6 +17,7 @@
 //! need that no client claimed within `PENDING_TIMEOUT`.
 
 pub mod ingress;
+mod lines;
 pub mod protocol;
 
 use std::collections::{HashMap, VecDeque};
@@ -164,6 +165,8 @@ pub struct Relay {
     pending: Mutex<HashMap<String, Pending>>,
     /// Records HTTP requests (none in unit tests that build a bare relay).
     inspector: Option<Arc<Inspector>>,
+    /// `request` frames gathered for each tunnel's client.
+    lines: Arc<lines::Lines>,
 }
 
 impl Relay {
@@ -175,6 +178,7 @@ impl Relay {
             tunnels: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             inspector: None,
+            lines: Arc::default(),
         }
     }
 
@@ -182,6 +186,12 @@ impl Relay {
     pub fn with_inspector(mut self, inspector: Arc<Inspector>) -> Relay {
         self.inspector = Some(inspector);
         self
+    }
+
+    /// Send a per-request `request` frame to the tunnel's client, gathered
+    /// with others for up to `lines::GATHER`.
+    pub fn send_line(&self, tunnel: &Arc<Tunnel>, frame: &Frame) {
+        self.lines.send(tunnel, frame);
     }
 
     /// The traffic inspector, if the relay records.
