@@ -1,9 +1,10 @@
 //! `berth share`: open an HTTP tunnel from the server's relay to a local port.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::collections::HashMap;
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{outln, write_stderr, CliError, CliResult};
@@ -83,7 +84,12 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
                 first = false;
                 backoff = BACKOFF_START;
                 subdomain = subdomain_of(&url).or(subdomain);
-                match run_control(&control, frames, &server, &local) {
+                let legs = Legs::default();
+                let ended = run_control(&control, frames, &server, &local, &legs);
+                // Piped data connections have no idle timeout of their own: a
+                // server that vanished without closing them must not hold them.
+                legs.close_all();
+                match ended {
                     Ended::Lost(why) => {
                         write_stderr(&format!("Lost the connection to {}: {why}\n", server.url))
                     }
@@ -333,6 +339,7 @@ fn run_control(
     mut frames: FrameReader<Conn<Stream>>,
     server: &Server,
     local: &str,
+    legs: &Legs,
 ) -> Ended {
     if let Err(e) = control.set_read_timeout(Some(PING_EVERY)) {
         return Ended::Lost(e.to_string());
@@ -350,11 +357,11 @@ fn run_control(
         let result = match frames.read() {
             Ok(Frame::Connect { id }) => {
                 heard = Instant::now();
-                let (server, local) = (server.clone(), local.to_string());
+                let (server, local, legs) = (server.clone(), local.to_string(), legs.clone());
                 let name = format!("share-{}", id.get(..8).unwrap_or(&id));
                 let _ = std::thread::Builder::new()
                     .name(name)
-                    .spawn(move || serve_connection(&server, &id, &local));
+                    .spawn(move || serve_connection(&server, &id, &local, &legs));
                 Ok(())
             }
             Ok(Frame::Ping {}) => {
@@ -427,11 +434,12 @@ fn describe(e: &io::Error) -> String {
 /// framed every request (and answers 502 itself when the service goes quiet),
 /// so nothing here parses HTTP; the per-request lines come from the server's
 /// `request` frames, so they show what the inspector recorded.
-fn serve_connection(server: &Server, id: &str, local: &str) {
+fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
     let Ok((mut data, mut public)) = server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
     else {
         return;
     };
+    let _held = legs.hold(id, &data);
     // A parked connection waits here for its first request; the service is
     // dialled only then, so an idle tunnel holds no local connections.
     let mut first = vec![0u8; FIRST_READ];
@@ -458,6 +466,45 @@ fn serve_connection(server: &Server, id: &str, local: &str) {
     crate::relay::pipe(public, data, from_local, Stream::Tcp(service), "share");
 }
 
+/// The data connections of one control connection, by id, so that losing the
+/// server closes them all.
+#[derive(Clone, Default)]
+struct Legs(Arc<Mutex<HashMap<String, Stream>>>);
+
+/// A data connection's place in `Legs`, given up when its thread ends.
+struct Held<'a> {
+    legs: &'a Legs,
+    id: String,
+}
+
+impl Legs {
+    fn hold<'a>(&'a self, id: &str, data: &Stream) -> Held<'a> {
+        if let Ok(clone) = data.try_clone() {
+            lock(&self.0).insert(id.to_string(), clone);
+        }
+        Held {
+            legs: self,
+            id: id.to_string(),
+        }
+    }
+
+    fn close_all(&self) {
+        for (_, data) in lock(&self.0).drain() {
+            let _ = data.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        lock(&self.legs.0).remove(&self.id);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Answer the public side with a 502 saying why, closing the connection.
 fn bad_gateway(data: &mut Stream, why: &str) {
     let _ = data.write_all(&proxy::error_response(502, "bad_gateway", why));
@@ -480,6 +527,21 @@ fn connect_local(local: &str) -> io::Result<TcpStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn losing_the_server_closes_every_data_connection_held() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let data = Stream::Tcp(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+        let (mut far, _) = listener.accept().unwrap();
+        let legs = Legs::default();
+        let held = legs.hold("a1", &data);
+        legs.hold("b2", &data);
+        assert_eq!(lock(&legs.0).len(), 1, "a finished leg gives up its place");
+        legs.close_all();
+        assert_eq!(far.read(&mut [0u8; 8]).unwrap(), 0, "closed");
+        assert!(lock(&legs.0).is_empty());
+        drop(held);
+    }
 
     #[test]
     fn request_lines_never_carry_control_characters() {
