@@ -1,7 +1,7 @@
 //! `berth share`: open an HTTP tunnel from the server's relay to a local port.
 
-use std::io::{self, Read, Write};
 use std::collections::HashMap;
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
