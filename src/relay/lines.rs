@@ -22,10 +22,13 @@ pub const MAX_WAITING_BYTES: usize = 256 * 1024;
 /// How often an idle sender thread checks that its relay still exists.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// Each tunnel with lines waiting, by tunnel id, and the lines' bytes.
+type Waiting = HashMap<String, (Arc<Tunnel>, Vec<u8>)>;
+
 /// The lines waiting for each tunnel, by tunnel id.
 #[derive(Default)]
 pub struct Lines {
-    waiting: Mutex<HashMap<String, (Arc<Tunnel>, Vec<u8>)>>,
+    waiting: Mutex<Waiting>,
     wake: Condvar,
     sender: OnceLock<()>,
 }
@@ -63,7 +66,7 @@ impl Lines {
     }
 
     /// Everything waiting, once something is (or `None` after `IDLE_CHECK`).
-    fn next_batch(&self) -> Option<HashMap<String, (Arc<Tunnel>, Vec<u8>)>> {
+    fn next_batch(&self) -> Option<Waiting> {
         let waiting = lock(&self.waiting);
         let (waiting, _) = self
             .wake
