@@ -444,9 +444,13 @@ fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
     // dialled only then, so an idle tunnel holds no local connections.
     let mut first = vec![0u8; FIRST_READ];
     let _ = data.set_read_timeout(Some(LEG_IDLE_TIMEOUT));
-    let n = match public.read(&mut first) {
-        Ok(n) if n > 0 => n,
-        _ => return,
+    let n = loop {
+        match public.read(&mut first) {
+            Ok(n) if n > 0 => break n,
+            // A signal during the wait is not the end of the connection.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            _ => return,
+        }
     };
     let mut service = match connect_local(local) {
         Ok(service) => service,
