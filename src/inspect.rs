@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::store::{Redaction, Store};
 
@@ -21,6 +21,8 @@ pub const MAX_RETENTION: u32 = 1_000_000;
 pub const QUEUE_CAPACITY: usize = 4096;
 /// Most records the writer stores in one transaction.
 pub const MAX_BATCH: usize = 512;
+/// Longest a record waits for others to share its transaction.
+pub const GATHER: Duration = Duration::from_millis(50);
 /// Longest path and method in a `request` control frame: the frame stays far
 /// under the 64 KiB frame limit even if every character needs escaping.
 pub const MAX_FRAME_PATH: usize = 4096;
@@ -389,8 +391,12 @@ impl Inspector {
 }
 
 /// The writer thread: batches of records, each batch one transaction, pruned to `retention`.
+/// A batch gathers for up to `GATHER` after its first record (less when it fills
+/// or someone waits for a flush), so busy traffic costs a commit per batch
+/// rather than one per few records.
 fn write_loop(store: &Store, jobs: &Receiver<Job>, retention: u32) {
     while let Ok(first) = jobs.recv() {
+        let until = Instant::now() + GATHER;
         let mut batch = Vec::new();
         let mut flushes = Vec::new();
         let mut next = Some(first);
@@ -399,10 +405,13 @@ fn write_loop(store: &Store, jobs: &Receiver<Job>, retention: u32) {
                 Job::Store(record) => batch.push(record),
                 Job::Flush(done) => flushes.push(done),
             }
-            next = if batch.len() < MAX_BATCH {
-                jobs.try_recv().ok()
-            } else {
+            let left = until.saturating_duration_since(Instant::now());
+            next = if batch.len() >= MAX_BATCH {
                 None
+            } else if flushes.is_empty() && !left.is_zero() {
+                jobs.recv_timeout(left).ok()
+            } else {
+                jobs.try_recv().ok()
             };
         }
         if !batch.is_empty() {

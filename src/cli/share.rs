@@ -1,9 +1,10 @@
 //! `berth share`: open an HTTP or TCP tunnel from the server's relay to a local port.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{outln, write_stderr, CliError, CliResult};
@@ -23,12 +24,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest error body read from a refused upgrade.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
-/// How long the local service may take to start answering.
-const LOCAL_TIMEOUT: Duration = Duration::from_secs(60);
-/// A data connection idle this long is dropped (the server closes it sooner).
+/// A parked data connection that gets no request this long is dropped (the
+/// server's tending closes it sooner).
 const LEG_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-/// Buffer that lets a message's head and a small body leave in one write.
-const COALESCE_BYTES: usize = 16 * 1024;
+/// The first read of a data connection: a whole small request in one go.
+const FIRST_READ: usize = 16 * 1024;
 /// First and longest wait between reconnection attempts.
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -130,7 +130,12 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
                 first = false;
                 backoff = BACKOFF_START;
                 claim = claim.keep(&url);
-                match run_control(&control, frames, &server, &local, tcp) {
+                let legs = Legs::default();
+                let ended = run_control(&control, frames, &server, &local, tcp, &legs);
+                // Piped data connections have no idle timeout of their own: a
+                // server that vanished without closing them must not hold them.
+                legs.close_all();
+                match ended {
                     Ended::Lost(why) => {
                         write_stderr(&format!("Lost the connection to {}: {why}\n", server.url))
                     }
@@ -377,6 +382,7 @@ fn run_control(
     server: &Server,
     local: &str,
     tcp: bool,
+    legs: &Legs,
 ) -> Ended {
     if let Err(e) = control.set_read_timeout(Some(PING_EVERY)) {
         return Ended::Lost(e.to_string());
@@ -384,17 +390,23 @@ fn run_control(
     let mut writer = control;
     let mut heard = Instant::now();
     let mut pinged = Instant::now();
+    // Request lines arrive gathered; they are printed in one write per gathering.
+    let mut printed = String::new();
     loop {
+        if !frames.has_frame() {
+            write_stdout_lines(&printed);
+            printed.clear();
+        }
         let result = match frames.read() {
             Ok(Frame::Connect { id }) => {
                 heard = Instant::now();
-                let (server, local) = (server.clone(), local.to_string());
+                let (server, local, legs) = (server.clone(), local.to_string(), legs.clone());
                 let name = format!("share-{}", id.get(..8).unwrap_or(&id));
                 let _ = std::thread::Builder::new().name(name).spawn(move || {
                     if tcp {
                         serve_tcp_connection(&server, &id, &local)
                     } else {
-                        serve_connection(&server, &id, &local)
+                        serve_connection(&server, &id, &local, &legs)
                     }
                 });
                 Ok(())
@@ -403,7 +415,10 @@ fn run_control(
                 heard = Instant::now();
                 protocol::write_frame(&mut writer, &Frame::Pong {})
             }
-            Ok(Frame::Closed { reason }) => return Ended::Closed(reason),
+            Ok(Frame::Closed { reason }) => {
+                write_stdout_lines(&printed);
+                return Ended::Closed(reason);
+            }
             Ok(Frame::Request {
                 method,
                 path,
@@ -413,7 +428,7 @@ fn run_control(
             }) => {
                 heard = Instant::now();
                 let (method, path) = (printable(&method), printable(&path));
-                outln!("{method} {path} {status} {duration_ms}ms");
+                printed.push_str(&format!("{method} {path} {status} {duration_ms}ms\n"));
                 Ok(())
             }
             Ok(_) => {
@@ -438,6 +453,13 @@ fn run_control(
     }
 }
 
+/// Print gathered request lines (each ending in a newline) in one write.
+fn write_stdout_lines(lines: &str) {
+    if !lines.is_empty() {
+        super::write_stdout(lines);
+    }
+}
+
 /// Text from the wire as a terminal may show it: control characters (escape
 /// sequences) become `?`.
 fn printable(text: &str) -> String {
@@ -454,63 +476,84 @@ fn describe(e: &io::Error) -> String {
     }
 }
 
-/// One public connection: a data connection to the server and one to the
-/// local service, request by request. The per-request lines come from the
-/// server's `request` frames, so they show what the inspector recorded.
-fn serve_connection(server: &Server, id: &str, local: &str) {
+/// One public connection: a data connection to the server, piped byte for
+/// byte to a connection to the local service. The server already checked and
+/// framed every request (and answers 502 itself when the service goes quiet),
+/// so nothing here parses HTTP; the per-request lines come from the server's
+/// `request` frames, so they show what the inspector recorded.
+fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
     let Ok((mut data, mut public)) = server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
     else {
         return;
     };
-    let mut service: Option<(TcpStream, Conn<TcpStream>)> = None;
-    loop {
-        // The server checked the head already; parsing again gives its framing.
-        let Ok(raw) = public.read_head(LEG_IDLE_TIMEOUT, &|t| data.set_read_timeout(t)) else {
-            return;
-        };
-        let Ok(head) = proxy::parse_request(&raw) else {
-            return;
-        };
-        if service.is_none() {
-            match connect_local(local) {
-                Ok(conn) => service = Some(conn),
-                Err(e) => {
-                    let why = format!("berth share could not reach http://{local}: {e}");
-                    return bad_gateway(&mut data, &why);
-                }
-            }
+    let _held = legs.hold(id, &data);
+    // A parked connection waits here for its first request; the service is
+    // dialled only then, so an idle tunnel holds no local connections.
+    let mut first = vec![0u8; FIRST_READ];
+    let _ = data.set_read_timeout(Some(LEG_IDLE_TIMEOUT));
+    let n = loop {
+        match public.read(&mut first) {
+            Ok(n) if n > 0 => break n,
+            // A signal during the wait is not the end of the connection.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            _ => return,
         }
-        let Some((local_stream, from_local)) = service.as_mut() else {
-            return;
-        };
-        match exchange(
-            &head,
-            &raw,
-            &mut public,
-            &mut data,
-            local_stream,
-            from_local,
-        ) {
-            Ok(Some((status, keep))) => {
-                if status == 101 {
-                    let Some((local_stream, from_local)) = service.take() else {
-                        return;
-                    };
-                    let local_stream = Stream::Tcp(local_stream);
-                    crate::relay::pipe(public, data, from_local, local_stream, "share-upgrade");
-                    return;
-                }
-                if !keep {
-                    return;
-                }
-            }
-            Ok(None) => {
-                let why = format!("The service at http://{local} did not answer.");
-                return bad_gateway(&mut data, &why);
-            }
-            Err(_) => return,
+    };
+    let mut service = match connect_local(local) {
+        Ok(service) => service,
+        Err(e) => {
+            let why = format!("berth share could not reach http://{local}: {e}");
+            return bad_gateway(&mut data, &why);
+        }
+    };
+    if service.write_all(&first[..n]).is_err() {
+        let why = format!("The service at http://{local} did not answer.");
+        return bad_gateway(&mut data, &why);
+    }
+    drop(first);
+    let Ok(from_local) = service.try_clone() else {
+        return;
+    };
+    crate::relay::pipe(public, data, from_local, Stream::Tcp(service), "share");
+}
+
+/// The data connections of one control connection, by id, so that losing the
+/// server closes them all.
+#[derive(Clone, Default)]
+struct Legs(Arc<Mutex<HashMap<String, Stream>>>);
+
+/// A data connection's place in `Legs`, given up when its thread ends.
+struct Held<'a> {
+    legs: &'a Legs,
+    id: String,
+}
+
+impl Legs {
+    fn hold<'a>(&'a self, id: &str, data: &Stream) -> Held<'a> {
+        if let Ok(clone) = data.try_clone() {
+            lock(&self.0).insert(id.to_string(), clone);
+        }
+        Held {
+            legs: self,
+            id: id.to_string(),
         }
     }
+
+    fn close_all(&self) {
+        for (_, data) in lock(&self.0).drain() {
+            let _ = data.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        lock(&self.legs.0).remove(&self.id);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One public TCP connection: a data connection to the server piped raw to a
@@ -527,7 +570,7 @@ fn serve_tcp_connection(server: &Server, id: &str, local: &str) {
         }
     };
     let local_stream = match connect_local(local) {
-        Ok((stream, _)) => stream,
+        Ok(stream) => stream,
         Err(e) => {
             // Closing the data connection closes the public one: raw TCP has no error page.
             let _ = data.shutdown(std::net::Shutdown::Both);
@@ -556,14 +599,13 @@ fn bad_gateway(data: &mut Stream, why: &str) {
     let _ = data.write_all(&proxy::error_response(502, "bad_gateway", why));
 }
 
-fn connect_local(local: &str) -> io::Result<(TcpStream, Conn<TcpStream>)> {
+fn connect_local(local: &str) -> io::Result<TcpStream> {
     let mut last = io::Error::other("no address");
     for addr in local.to_socket_addrs()? {
         match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                let reader = Conn::new(stream.try_clone()?);
-                return Ok((stream, reader));
+                return Ok(stream);
             }
             Err(e) => last = e,
         }
@@ -571,51 +613,24 @@ fn connect_local(local: &str) -> io::Result<(TcpStream, Conn<TcpStream>)> {
     Err(last)
 }
 
-/// One request to the local service and its response back; the status and
-/// whether the connection stays open, or `None` if the service did not answer.
-fn exchange(
-    head: &proxy::RequestHead,
-    raw: &[u8],
-    public: &mut Conn<Stream>,
-    data: &mut Stream,
-    local: &mut TcpStream,
-    from_local: &mut Conn<TcpStream>,
-) -> io::Result<Option<(u16, bool)>> {
-    // A head and a small body leave in one write: one segment, one wake-up of
-    // the reader, instead of two per message.
-    let mut to_local = io::BufWriter::with_capacity(COALESCE_BYTES, &mut *local);
-    if to_local.write_all(raw).is_err() {
-        return Ok(None);
-    }
-    proxy::copy_body(head.body, public, &mut to_local)?;
-    if to_local.flush().is_err() {
-        return Ok(None);
-    }
-    drop(to_local);
-    let mut back = io::BufWriter::with_capacity(COALESCE_BYTES, &mut *data);
-    let response = loop {
-        let raw = from_local.read_head(LOCAL_TIMEOUT, &|t| local.set_read_timeout(t));
-        let Ok(raw) = raw else { return Ok(None) };
-        let Ok(response) = proxy::parse_response(&raw, head.method == "HEAD") else {
-            return Ok(None);
-        };
-        back.write_all(&raw)?;
-        if response.status >= 200 || response.status == 101 {
-            break response;
-        }
-        // An interim response (100 Continue) goes at once.
-        back.flush()?;
-    };
-    if response.status != 101 {
-        proxy::copy_body(response.body, from_local, &mut back)?;
-    }
-    back.flush()?;
-    Ok(Some((response.status, response.keep_alive)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn losing_the_server_closes_every_data_connection_held() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let data = Stream::Tcp(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+        let (mut far, _) = listener.accept().unwrap();
+        let legs = Legs::default();
+        let held = legs.hold("a1", &data);
+        legs.hold("b2", &data);
+        assert_eq!(lock(&legs.0).len(), 1, "a finished leg gives up its place");
+        legs.close_all();
+        assert_eq!(far.read(&mut [0u8; 8]).unwrap(), 0, "closed");
+        assert!(lock(&legs.0).is_empty());
+        drop(held);
+    }
 
     #[test]
     fn request_lines_never_carry_control_characters() {

@@ -144,11 +144,47 @@ impl<S: Read> Timed<'_, S> {
     }
 }
 
+/// A socket's read timeout as last set through it: setting the same value
+/// again (every request on a kept-alive connection) skips the system call.
+/// Every change of that socket's timeout must go through it while it is used.
+#[derive(Default)]
+pub struct ReadTimeout {
+    last: std::cell::Cell<Option<Option<Duration>>>,
+}
+
+impl ReadTimeout {
+    /// A memo of a timeout already set on the socket.
+    pub fn already(timeout: Option<Duration>) -> ReadTimeout {
+        ReadTimeout {
+            last: std::cell::Cell::new(Some(timeout)),
+        }
+    }
+
+    /// Set `timeout` with `set` unless it is the one set last.
+    pub fn set(
+        &self,
+        timeout: Option<Duration>,
+        set: impl FnOnce(Option<Duration>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if self.last.get() == Some(timeout) {
+            return Ok(());
+        }
+        // Unknown until the call succeeds.
+        self.last.set(None);
+        set(timeout)?;
+        self.last.set(Some(timeout));
+        Ok(())
+    }
+}
+
 /// A connection read through a buffer, so bytes after a head stay for its body.
 pub struct Conn<S> {
     pub stream: S,
+    /// Bytes read and not yet consumed are `buf[pos..end]`; the rest of `buf`
+    /// is room kept between reads, so a read does not clear it again.
     buf: Vec<u8>,
     pos: usize,
+    end: usize,
 }
 
 impl<S: Read> Conn<S> {
@@ -157,28 +193,31 @@ impl<S: Read> Conn<S> {
             stream,
             buf: Vec::new(),
             pos: 0,
+            end: 0,
         }
     }
 
     fn buffered(&self) -> &[u8] {
-        &self.buf[self.pos..]
+        &self.buf[self.pos..self.end]
     }
 
     /// Read more bytes into the buffer; 0 means the peer closed.
     fn fill(&mut self) -> io::Result<usize> {
         if self.pos > 0 {
-            self.buf.drain(..self.pos);
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
             self.pos = 0;
         }
-        let start = self.buf.len();
-        self.buf.resize(start + COPY_BUF, 0);
+        if self.buf.len() < self.end + COPY_BUF {
+            self.buf.resize(self.end + COPY_BUF, 0);
+        }
         let read = loop {
-            match self.stream.read(&mut self.buf[start..]) {
+            match self.stream.read(&mut self.buf[self.end..]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
         };
-        self.buf.truncate(start + *read.as_ref().unwrap_or(&0));
+        self.end += *read.as_ref().unwrap_or(&0);
         read
     }
 
@@ -431,6 +470,30 @@ mod tests {
             conn(b"").read_head(IDLE_TIMEOUT, &no_timeout),
             Err(HeadError::Closed)
         ));
+    }
+
+    #[test]
+    fn a_read_timeout_is_set_again_only_when_it_changes() {
+        let calls = std::cell::Cell::new(0);
+        let set = |_| {
+            calls.set(calls.get() + 1);
+            Ok(())
+        };
+        let memo = ReadTimeout::default();
+        memo.set(Some(IDLE_TIMEOUT), set).unwrap();
+        memo.set(Some(IDLE_TIMEOUT), set).unwrap();
+        assert_eq!(calls.get(), 1);
+        memo.set(Some(HEAD_TIMEOUT), set).unwrap();
+        memo.set(None, set).unwrap();
+        assert_eq!(calls.get(), 3);
+        // A failed call leaves the socket's timeout unknown: the next one is made.
+        let failing = |_| Err(io::Error::other("gone"));
+        assert!(memo.set(Some(IDLE_TIMEOUT), failing).is_err());
+        memo.set(None, set).unwrap();
+        assert_eq!(calls.get(), 4);
+        let already = ReadTimeout::already(Some(IDLE_TIMEOUT));
+        already.set(Some(IDLE_TIMEOUT), set).unwrap();
+        assert_eq!(calls.get(), 4);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub struct Leg {
     subdomain: String,
     reader: Conn<Stream>,
     writer: Stream,
+    timeout: proxy::ReadTimeout,
 }
 
 /// What became of the public connection after a request.
@@ -373,6 +374,7 @@ fn leg_to<'a>(
             subdomain: tunnel.subdomain.clone(),
             reader: Conn::new(data.try_clone()?),
             writer: data,
+            timeout: proxy::ReadTimeout::already(Some(RESPONSE_TIMEOUT)),
         });
     }
     Ok(leg.as_mut())
@@ -427,7 +429,7 @@ pub fn scheme(stream: &Stream) -> &'static str {
 }
 
 /// Hand a request's record to the inspector and its line to the tunnel's client.
-fn note(relay: &Relay, tunnel: &Tunnel, head: &RequestHead, seen: Observed) {
+fn note(relay: &Relay, tunnel: &Arc<Tunnel>, head: &RequestHead, seen: Observed) {
     if let Some(status) = seen.status {
         crate::metrics::tunnel_request(status, seen.bytes_in, seen.bytes_out);
     }
@@ -451,14 +453,17 @@ fn note(relay: &Relay, tunnel: &Tunnel, head: &RequestHead, seen: Observed) {
         },
     );
     let (method, path) = record.frame_text();
-    let _ = tunnel.send(&Frame::Request {
-        method,
-        path,
-        status,
-        duration_ms: record.duration_ms,
-        bytes_in: record.bytes_in,
-        bytes_out: record.bytes_out,
-    });
+    relay.send_line(
+        tunnel,
+        &Frame::Request {
+            method,
+            path,
+            status,
+            duration_ms: record.duration_ms,
+            bytes_in: record.bytes_in,
+            bytes_out: record.bytes_out,
+        },
+    );
     inspector.submit(record);
 }
 
@@ -483,11 +488,11 @@ fn exchange(
     if let Some(early) = send_request(head, client, out, leg, seen)? {
         return Ok(early);
     }
-    let writer = &leg.writer;
+    let (writer, timeout) = (&leg.writer, &leg.timeout);
     let response = loop {
-        let raw = leg
-            .reader
-            .read_head(RESPONSE_TIMEOUT, &|t| writer.set_read_timeout(t));
+        let raw = leg.reader.read_head(RESPONSE_TIMEOUT, &|t| {
+            timeout.set(t, |t| writer.set_read_timeout(t))
+        });
         let Ok(raw) = raw else {
             return Ok(Answer::Silent);
         };

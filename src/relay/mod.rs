@@ -17,6 +17,7 @@
 //! need that no client claimed within `PENDING_TIMEOUT`.
 
 pub mod ingress;
+mod lines;
 pub mod protocol;
 pub mod tcp;
 
@@ -179,6 +180,8 @@ pub struct Relay {
     inspector: Option<Arc<Inspector>>,
     /// TCP tunnels, by public port.
     pub tcp: tcp::Ports,
+    /// `request` frames gathered for each tunnel's client.
+    lines: Arc<lines::Lines>,
 }
 
 impl Relay {
@@ -196,6 +199,7 @@ impl Relay {
                     .expect("the default range parses"),
                 std::net::Ipv4Addr::UNSPECIFIED.into(),
             ),
+            lines: Arc::default(),
         }
     }
 
@@ -203,6 +207,12 @@ impl Relay {
     pub fn with_inspector(mut self, inspector: Arc<Inspector>) -> Relay {
         self.inspector = Some(inspector);
         self
+    }
+
+    /// Send a per-request `request` frame to the tunnel's client, gathered
+    /// with others for up to `lines::GATHER`.
+    pub fn send_line(&self, tunnel: &Arc<Tunnel>, frame: &Frame) {
+        self.lines.send(tunnel, frame);
     }
 
     /// The traffic inspector, if the relay records.

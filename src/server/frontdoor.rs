@@ -140,7 +140,10 @@ impl FrontDoor {
         let mut client = Conn::new(reader);
         let mut out = BufWriter::new(&stream);
         let mut leg: Option<Leg> = None;
-        let set_timeout = |t: Option<Duration>| stream.set_read_timeout(t);
+        // Only through this (and `to_api`, given it) does the loop change the
+        // client socket's read timeout, so an unchanged one costs no system call.
+        let timeout = proxy::ReadTimeout::default();
+        let set_timeout = |t: Option<Duration>| timeout.set(t, |t| stream.set_read_timeout(t));
         // A new connection must start its first head as promptly as a head must
         // finish; only between requests may a kept-alive connection idle longer.
         let mut idle = proxy::HEAD_TIMEOUT;
@@ -158,7 +161,7 @@ impl FrontDoor {
                 }
             };
             idle = proxy::IDLE_TIMEOUT;
-            let _ = stream.set_read_timeout(Some(proxy::IDLE_TIMEOUT));
+            let _ = set_timeout(Some(proxy::IDLE_TIMEOUT));
             let outcome = match self.route(&head) {
                 Route::Api => self.to_api(&head, &mut client, &mut out, peer, &set_timeout),
                 Route::Tunnel(host) => ingress::forward(
