@@ -29,6 +29,9 @@ const MAX_ERROR_BODY: u64 = 64 * 1024;
 const LEG_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// The first read of a data connection: a whole small request in one go.
 const FIRST_READ: usize = 16 * 1024;
+/// How long data connections outlive the control connection they came with:
+/// longer than the server's drain of requests in flight when it shuts down (10 s).
+const LEGS_GRACE: Duration = Duration::from_secs(15);
 /// First and longest wait between reconnection attempts.
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -134,7 +137,8 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
                 let ended = run_control(&control, frames, &server, &local, tcp, &legs);
                 // Piped data connections have no idle timeout of their own: a
                 // server that vanished without closing them must not hold them.
-                legs.close_all();
+                // Those still open get the server's shutdown drain first.
+                legs.close_after(LEGS_GRACE);
                 match ended {
                     Ended::Lost(why) => {
                         write_stderr(&format!("Lost the connection to {}: {why}\n", server.url))
@@ -537,6 +541,17 @@ impl Legs {
             legs: self,
             id: id.to_string(),
         }
+    }
+
+    /// Close every held data connection after `grace`, on a thread of its own.
+    fn close_after(&self, grace: Duration) {
+        let legs = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("share-legs".into())
+            .spawn(move || {
+                std::thread::sleep(grace);
+                legs.close_all();
+            });
     }
 
     fn close_all(&self) {
