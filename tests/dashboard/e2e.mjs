@@ -130,23 +130,6 @@ async function exitsSoon(proc, what) {
 }
 
 /** Every page: labelled controls, no sideways scrolling at 375 px, screenshots. */
-/**
- * Wait for the signed-in app. Headless chromium now and then leaves one module
- * request of a fresh page load pending with no connection to the server at all
- * (seen about once in ten loads on a loaded 2-core machine; the server held no
- * socket and no thread for it). One reload is allowed, and said on stderr, so
- * that browser stall does not fail the flow; a second stall fails it.
- */
-async function appShown(page) {
-  try {
-    await page.locator("#app").waitFor({ timeout: 15000 });
-  } catch (stalled) {
-    console.error("note: the page stalled loading; reloading once");
-    await page.reload();
-    await page.locator("#app").waitFor();
-  }
-}
-
 async function checkPage(page, name) {
   const unlabelled = await page.evaluate(() => {
     const visible = (el) => el.offsetParent !== null || el.getClientRects().length > 0;
@@ -206,7 +189,7 @@ async function setupAndSignIn(page) {
   check((await page.textContent("#done-crew")) === "home", "setup did not name crew home");
   await checkPage(page, "setup-done");
   await page.click("#open-dashboard");
-  await appShown(page);
+  await page.locator("#app").waitFor();
   await page.locator("h1", { hasText: "Tokens" }).waitFor();
 
   step("sign out, then sign-in errors and throttling");
@@ -228,7 +211,7 @@ async function setupAndSignIn(page) {
   await page.fill("#signin-username", "alice");
   await page.fill("#signin-password", PASSWORD);
   await page.click("#signin-form button[type=submit]");
-  await appShown(page);
+  await page.locator("#app").waitFor();
   await page.locator("#tokens-list-title").waitFor();
   check((await page.getAttribute("nav a[data-page=tokens]", "aria-current")) === "page", "Tokens is not the current page");
 }
@@ -481,7 +464,7 @@ async function adminFlow(browser, problems) {
   await page.fill("#signin-username", "bob");
   await page.fill("#signin-password", PASSWORD);
   await page.click("#signin-form button[type=submit]");
-  await appShown(page);
+  await page.locator("#app").waitFor();
   const options = await page.locator("#crew-picker option").allTextContents();
   check(options.includes("home (admin)") && options.includes("elsewhere (owner)"), `the crew picker offers ${options}`);
   await page.selectOption("#crew-picker", { label: "home (admin)" });
