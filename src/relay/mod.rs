@@ -242,22 +242,13 @@ impl Relay {
         let tunnel = Arc::new(Tunnel::new(subdomain.clone(), token_id, control));
         // The 101 and `ready` go out before any `connect`: hold the control
         // connection's lock from before the tunnel is findable until they are sent.
-        let mut control = lock(&tunnel.control);
+        let control = lock(&tunnel.control);
         tunnels.insert(subdomain.clone(), tunnel.clone());
         drop(tunnels);
         claimed(&tunnel);
-        let ready = Frame::Ready {
-            tunnel_id: tunnel.id.clone(),
-            url: self.url_of(&subdomain),
-        };
-        let greeted = control
-            .write_all(SWITCHING.as_bytes())
-            .and_then(|()| protocol::write_frame(&mut *control, &ready));
-        drop(control);
-        if greeted.is_err() {
-            self.release(&tunnel);
-            return Err(ClaimError::Gone);
-        }
+        greet(&tunnel, control, self.url_of(&subdomain), || {
+            self.release(&tunnel)
+        })?;
         Ok(tunnel)
     }
 
@@ -533,6 +524,31 @@ fn random_name() -> String {
 fn random_hex<const N: usize>() -> String {
     let bytes: [u8; N] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Answer a claim: the 101 and `ready` (with the tunnel's `url`) on its control
+/// connection, whose lock `control` is, held since before the tunnel was findable
+/// so that no `connect` goes first. If they cannot be sent, the lock is let go and
+/// the tunnel is undone with `release`.
+fn greet(
+    tunnel: &Tunnel,
+    mut control: MutexGuard<'_, Stream>,
+    url: String,
+    release: impl FnOnce(),
+) -> Result<(), ClaimError> {
+    let ready = Frame::Ready {
+        tunnel_id: tunnel.id.clone(),
+        url,
+    };
+    let greeted = control
+        .write_all(SWITCHING.as_bytes())
+        .and_then(|()| protocol::write_frame(&mut *control, &ready));
+    drop(control);
+    if greeted.is_err() {
+        release();
+        return Err(ClaimError::Gone);
+    }
+    Ok(())
 }
 
 /// Copy bytes both ways until either side closes: one named thread per direction.

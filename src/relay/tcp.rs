@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::protocol::{self, Frame};
-use super::{lock, ClaimError, Relay, Tunnel, SWITCHING};
+use super::{greet, lock, ClaimError, Relay, Tunnel};
 
 /// The ports `berth server` hands out when `--tcp-ports` is not given.
 pub const DEFAULT_RANGE: &str = "20000-20099";
@@ -165,7 +164,7 @@ impl Ports {
             next: AtomicU64::new(0),
         });
         // As for HTTP: the 101 and `ready` go out before any `connect`.
-        let mut control = lock(&tunnel.control);
+        let control = lock(&tunnel.control);
         let accepting = {
             let (relay, listening) = (relay.clone(), listening.clone());
             std::thread::Builder::new()
@@ -179,18 +178,9 @@ impl Ports {
         live.insert(port, listening.clone());
         drop(live);
         claimed(&tunnel);
-        let ready = Frame::Ready {
-            tunnel_id: tunnel.id.clone(),
-            url: relay.tcp_url(port),
-        };
-        let greeted = control
-            .write_all(SWITCHING.as_bytes())
-            .and_then(|()| protocol::write_frame(&mut *control, &ready));
-        drop(control);
-        if greeted.is_err() {
-            self.release(&tunnel);
-            return Err(ClaimError::Gone);
-        }
+        greet(&tunnel, control, relay.tcp_url(port), || {
+            self.release(&tunnel)
+        })?;
         Ok(tunnel)
     }
 
