@@ -16,12 +16,15 @@
 //! before the client's own idle timeout on them) and expires ids asked ahead of
 //! need that no client claimed within `PENDING_TIMEOUT`.
 
+mod copy;
 pub mod ingress;
 pub mod protocol;
 pub mod tcp;
 
+pub use copy::{pipe, splice};
+
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -551,39 +554,10 @@ fn greet(
     Ok(())
 }
 
-/// Copy bytes both ways until either side closes: one named thread per direction.
-pub fn pipe(
-    a_read: impl Read + Send + 'static,
-    a: Stream,
-    b_read: impl Read + Send + 'static,
-    b: Stream,
-    name: &str,
-) {
-    let (a_write, b_write) = match (a.try_clone(), b.try_clone()) {
-        (Ok(a_write), Ok(b_write)) => (a_write, b_write),
-        _ => return,
-    };
-    let _ = a.set_read_timeout(None);
-    let _ = b.set_read_timeout(None);
-    let up = std::thread::Builder::new()
-        .name(format!("{name}-up"))
-        .spawn(move || copy_then_close(a_read, b_write));
-    copy_then_close(b_read, a_write);
-    if let Ok(up) = up {
-        let _ = up.join();
-    }
-}
-
-/// Copy until EOF, then end the write side so the peer sees it.
-fn copy_then_close(mut from: impl Read, mut to: Stream) {
-    let _ = io::copy(&mut from, &mut to);
-    let _ = to.flush();
-    let _ = to.shutdown(Shutdown::Write);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::net::TcpListener;
 
     /// A connected socket whose far end stays open (its listener lives on).
