@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Server, BIN};
+use common::{berth_with_token, Server};
 use relay_support::{big_body, Cutter, Service};
 
 /// `berth share` running in the background, killed on Drop.
@@ -63,16 +63,8 @@ impl Drop for Share {
 
 /// `berth ARGS` against the server with a token and no config file.
 fn share_command(server_url: &str, token: &str, args: &[String]) -> Command {
-    let dir = std::env::temp_dir().join(format!("berth-relay-{}", std::process::id()));
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .env_clear()
-        .env("BERTH_CONFIG", dir.join("none.json"))
-        .env("BERTH_SERVER", server_url)
-        .env("BERTH_TOKEN", token)
-        .stdin(Stdio::null());
-    command
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    berth_with_token(server_url, token, &args)
 }
 
 /// Run `berth share` expecting it to fail; its exit code and stderr.
