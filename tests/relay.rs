@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{berth_with_token, Server};
+use common::{berth_with_token, code_and_stderr, Server};
 use relay_support::{big_body, Cutter, Service};
 
 /// `berth share` running in the background, killed on Drop.
@@ -71,15 +71,7 @@ fn share_command(server_url: &str, token: &str, args: &[String]) -> Command {
 fn share_fails(server: &Server, token: &str, args: &[&str]) -> (i32, String) {
     let mut all = vec!["share".to_string()];
     all.extend(args.iter().map(|a| a.to_string()));
-    let out = share_command(&server.url, token, &all)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    code_and_stderr(&mut share_command(&server.url, token, &all))
 }
 
 /// curl to the server with a Host header; returns stdout bytes.

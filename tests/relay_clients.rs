@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{berth_with_token, Server, BIN, PASSWORD};
+use common::{berth_with_token, code_and_stderr, Server, BIN, PASSWORD};
 use relay_support::streaming::{sha256_file, sha256_pattern, FixedServer, StreamingService};
 use relay_support::{Cutter, Service};
 
@@ -61,15 +61,7 @@ fn share_command(server_url: &str, token: &str, port: u16, extra: &[&str]) -> Co
 
 /// Run `berth share` expecting it to end; its exit code and stderr.
 fn share_fails(server_url: &str, token: &str, port: u16, extra: &[&str]) -> (i32, String) {
-    let out = share_command(server_url, token, port, extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    code_and_stderr(&mut share_command(server_url, token, port, extra))
 }
 
 /// curl through the tunnel at `host`; stdout as text.

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{berth_with_token, Server, BIN};
+use common::{berth_with_token, code_and_stderr, Server, BIN};
 use relay_support::Cutter;
 use sha2::{Digest, Sha256};
 
@@ -78,15 +78,7 @@ impl Drop for Share {
 
 /// Run `berth ARGS` expecting it to end; its exit code and stderr.
 fn run_fails(server: &Server, token: &str, args: &[&str]) -> (i32, String) {
-    let out = berth_with_token(&server.url, token, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    code_and_stderr(&mut berth_with_token(&server.url, token, args))
 }
 
 /// A local service echoing every byte back on each connection.

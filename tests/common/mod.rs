@@ -441,3 +441,16 @@ pub fn run_with_token(server_url: &str, token: &str, args: &[&str]) -> Output {
     ];
     run_with_stdin(args, &env, "")
 }
+
+/// Run `command` to its end with stdout and stderr captured; its exit code and stderr.
+pub fn code_and_stderr(command: &mut Command) -> (i32, String) {
+    let out = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run berth");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
