@@ -17,35 +17,18 @@
 # invalid (build or server failure, no token, non-2xx responses under load).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WRK_ARGS=${WRK_ARGS:--t2 -c32 -d10s --latency}
 WARMUP=${WARMUP:-2}
 GOAL=${GOAL:-0.5}
-case " $WRK_ARGS " in
-*" --latency "* | *" -L "*) ;;
-*) WRK_ARGS="$WRK_ARGS --latency" ;;
-esac
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'bench-api: %s\n' "$*" >&2
-    exit 1
-}
-
-need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required; $2"; }
+SCRIPT=bench-api
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+wrk_latency
 need curl "install it (e.g. apt-get install -y curl)."
 
 # --- 1. the binary ---------------------------------------------------------
-if [[ -n ${BERTH_BIN:-} ]]; then
-    [[ -x $BERTH_BIN ]] || die "BERTH_BIN=$BERTH_BIN is not an executable file."
-    BIN=$BERTH_BIN
-    say "using BERTH_BIN=$BIN (not building)"
-else
-    need cargo "install Rust (https://rustup.rs) or set BERTH_BIN to a built berth."
-    say "building the release binary (cargo build --release)"
-    (cd "$ROOT" && cargo build --release --quiet)
-    BIN=$ROOT/target/release/berth
-fi
+berth_bin release
 
 # --- 2. wrk ----------------------------------------------------------------
 if ! command -v wrk >/dev/null 2>&1; then
@@ -58,60 +41,15 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 
 # --- 3. the server ---------------------------------------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench.XXXXXX")
+workdir berth-bench
 DATA=$WORK/data
-SERVER_PID=
-cleanup() {
-    local status=$?
-    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
 say "starting berth server (data $DATA)"
-"$BIN" server --listen 127.0.0.1:0 --data "$DATA" >"$WORK/server.out" 2>"$WORK/server.err" &
-SERVER_PID=$!
-
-ADDR=
-for _ in $(seq 100); do
-    ADDR=$(sed -n 's/^berth listening on http:\/\/\([^ ]*\) .*/\1/p' "$WORK/server.out" | head -n1)
-    [[ -n $ADDR ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-done
-if [[ -z $ADDR ]]; then
-    cat "$WORK/server.out" "$WORK/server.err" >&2 || true
-    die "the server did not report its address."
-fi
-BASE=http://$ADDR
+start_server server "$DATA"
 say "server listening on $BASE"
 
 # --- 4. a user and a token -------------------------------------------------
-PASSWORD=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
-printf '%s\n' "$PASSWORD" |
-    "$BIN" admin create-user bench --crew bench --role owner --password-stdin --data "$DATA" >&2 ||
-    die "could not create the bench user."
-
-REPLY=$(curl -sS --fail-with-body -u "bench:$PASSWORD" -X POST "$BASE/api/v1/tokens" \
-    -H 'Content-Type: application/json' -d '{"name":"bench"}') ||
-    die "could not mint a token: $REPLY"
-if command -v python3 >/dev/null 2>&1; then
-    TOKEN=$(printf '%s' "$REPLY" | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
-else
-    TOKEN=$(printf '%s' "$REPLY" | sed -n 's/.*"secret":"\([^"]*\)".*/\1/p')
-fi
-[[ -n $TOKEN ]] || die "no secret in the token reply: $REPLY"
+create_user "$DATA" bench
+TOKEN=$(mint_token "$BASE" bench "$PASSWORD" bench)
 
 code=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$BASE/api/v1/me")
 [[ $code == 200 ]] || die "GET /api/v1/me with the new token answered $code, not 200."
@@ -119,34 +57,10 @@ code=$(curl -sS -o /dev/null -w '%{http_code}' "$BASE/healthz")
 [[ $code == 200 ]] || die "GET /healthz answered $code, not 200."
 
 # --- 5. load ---------------------------------------------------------------
-# run_wrk NAME PATH [wrk header args...]: measure, keeping wrk's report in $WORK/NAME.txt.
-run_wrk() {
-    local name=$1 path=$2
-    shift 2
-    if [[ $WARMUP -gt 0 ]]; then
-        say "warm-up $name (${WARMUP}s)"
-        wrk -t1 -c4 -d"${WARMUP}s" "$@" "$BASE$path" >/dev/null
-    fi
-    say "measuring $name: wrk $WRK_ARGS $BASE$path"
-    # shellcheck disable=SC2086 # WRK_ARGS is a word list on purpose
-    wrk $WRK_ARGS "$@" "$BASE$path" | tee "$WORK/$name.txt" >&2
-}
-
-run_wrk healthz /healthz
-run_wrk me /api/v1/me -H "Authorization: Bearer $TOKEN"
+run_wrk healthz "$BASE/healthz"
+run_wrk me "$BASE/api/v1/me" -H "Authorization: Bearer $TOKEN"
 
 # --- 6. summary ------------------------------------------------------------
-rps() { awk '/^Requests\/sec:/ {print $2}' "$WORK/$1.txt"; }
-# Latency percentile from wrk's "Latency Distribution", in milliseconds.
-pct() {
-    awk -v p="$2%" '$1 == p {
-        v = $2; n = v + 0
-        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000
-        printf "%.2f", n; exit
-    }' "$WORK/$1.txt"
-}
-errors() { awk '/Non-2xx or 3xx responses:/ {n += $NF} /Socket errors:/ {n += 1} END {print n + 0}' "$WORK/$1.txt"; }
-
 H_RPS=$(rps healthz)
 M_RPS=$(rps me)
 [[ -n $H_RPS && -n $M_RPS ]] || die "could not read Requests/sec from wrk's output."

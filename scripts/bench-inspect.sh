@@ -15,56 +15,19 @@
 # server or share failure, non-2xx responses under load, records not written).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WRK_ARGS=${WRK_ARGS:--t2 -c32 -d10s --latency}
 WARMUP=${WARMUP:-2}
-case " $WRK_ARGS " in
-*" --latency "* | *" -L "*) ;;
-*) WRK_ARGS="$WRK_ARGS --latency" ;;
-esac
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'bench-inspect: %s\n' "$*" >&2
-    exit 1
-}
-need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required; $2"; }
+SCRIPT=bench-inspect
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+wrk_latency
 need curl "install it (e.g. apt-get install -y curl)."
 need python3 "install it (e.g. apt-get install -y python3); it runs the local service."
 need wrk "install it first, e.g. \`sudo apt-get install -y wrk\` (Debian/Ubuntu) or \`brew install wrk\` (macOS)."
 
-if [[ -n ${BERTH_BIN:-} ]]; then
-    [[ -x $BERTH_BIN ]] || die "BERTH_BIN=$BERTH_BIN is not an executable file."
-    BIN=$BERTH_BIN
-    say "using BERTH_BIN=$BIN (not building)"
-else
-    need cargo "install Rust (https://rustup.rs) or set BERTH_BIN to a built berth."
-    say "building the release binary (cargo build --release)"
-    (cd "$ROOT" && cargo build --release --quiet)
-    BIN=$ROOT/target/release/berth
-fi
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-inspect.XXXXXX")
-PIDS=()
-stop() {
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local status=$?
-    for pid in "${PIDS[@]}"; do stop "$pid"; done
-    rm -rf "$WORK"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+berth_bin release
+workdir berth-bench-inspect
 
 # --- the local service: keep-alive HTTP/1.1, a fixed 2 KiB answer ------------
 cat >"$WORK/service.py" <<'PY'
@@ -91,65 +54,23 @@ async def main():
 asyncio.run(main())
 PY
 python3 "$WORK/service.py" >"$WORK/service.out" &
-PIDS+=($!)
-SERVICE_PORT=
-for _ in $(seq 50); do
-    SERVICE_PORT=$(head -n1 "$WORK/service.out" 2>/dev/null || true)
-    [[ -n $SERVICE_PORT ]] && break
-    sleep 0.1
-done
+track "$!"
+SERVICE_PORT=$(await_line "$WORK/service.out" 1p "$!")
 [[ -n $SERVICE_PORT ]] || die "the local service did not start."
-
-# run_wrk NAME URL [wrk args...]: measure, keeping wrk's report in $WORK/NAME.txt.
-run_wrk() {
-    local name=$1 url=$2
-    shift 2
-    if [[ $WARMUP -gt 0 ]]; then
-        wrk -t1 -c4 -d"${WARMUP}s" "$@" "$url" >/dev/null
-    fi
-    say "measuring $name: wrk $WRK_ARGS $* $url"
-    # shellcheck disable=SC2086 # WRK_ARGS is a word list on purpose
-    wrk $WRK_ARGS "$@" "$url" | tee "$WORK/$name.txt" >&2
-}
 
 # tunnel_run NAME RETENTION: a fresh server with that retention, a share, wrk through it.
 tunnel_run() {
     local name=$1 retention=$2 data=$WORK/data-$1
-    "$BIN" server --listen 127.0.0.1:0 --data "$data" --inspect-retention "$retention" \
-        >"$WORK/$name-server.out" 2>"$WORK/$name-server.err" &
-    local server_pid=$!
-    PIDS+=("$server_pid")
-    local addr=
-    for _ in $(seq 100); do
-        addr=$(sed -n 's/^berth listening on http:\/\/\([^ ]*\) .*/\1/p' "$WORK/$name-server.out" | head -n1)
-        [[ -n $addr ]] && break
-        sleep 0.1
-    done
-    [[ -n $addr ]] || die "the $name server did not report its address."
-    local password
-    password=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
-    printf '%s\n' "$password" |
-        "$BIN" admin create-user bench --crew bench --role owner --password-stdin --data "$data" >/dev/null
+    start_server "$name-server" "$data" --inspect-retention "$retention"
+    local server_pid=$SERVER_PID addr=$ADDR
+    create_user "$data" bench
     local token
-    token=$(curl -sS --fail-with-body -u "bench:$password" -X POST "http://$addr/api/v1/tokens" \
-        -H 'Content-Type: application/json' -d '{"name":"bench"}' |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])') ||
-        die "could not mint a token on the $name server."
+    token=$(mint_token "$BASE" bench "$PASSWORD" bench)
     # share prints one line per request; they go to a file, as a user's terminal would take them.
-    BERTH_CONFIG=$WORK/none.json BERTH_SERVER=http://$addr BERTH_TOKEN=$token \
-        "$BIN" share "$SERVICE_PORT" --host 127.0.0.1 --subdomain bench \
-        >"$WORK/$name-share.out" 2>"$WORK/$name-share.err" &
-    local share_pid=$!
-    PIDS+=("$share_pid")
-    local ok=
-    for _ in $(seq 100); do
-        if grep -q '^Forwarding ' "$WORK/$name-share.out" 2>/dev/null; then
-            ok=1
-            break
-        fi
-        sleep 0.1
-    done
-    [[ -n $ok ]] || die "berth share did not open the $name tunnel: $(cat "$WORK/$name-share.err")"
+    start_share "$name-share" "$BASE" "$token" "$SERVICE_PORT" --host 127.0.0.1 --subdomain bench
+    local share_pid=$SHARE_PID
+    [[ -n $(await_line "$WORK/$name-share.out" '/^Forwarding /p' "$share_pid") ]] ||
+        die "berth share did not open the $name tunnel: $(cat "$WORK/$name-share.err")"
     code=$(curl -sS -o /dev/null -w '%{http_code}' -H 'Host: bench.localhost' "http://$addr/warm")
     [[ $code == 200 ]] || die "a request through the $name tunnel answered $code."
     run_wrk "$name" "http://$addr/bench?page=1" -H 'Host: bench.localhost' -H 'Cookie: session=bench'
@@ -173,16 +94,7 @@ run_wrk direct "http://127.0.0.1:$SERVICE_PORT/bench"
 tunnel_run recording 1000
 tunnel_run off 0
 
-rps() { awk '/^Requests\/sec:/ {print $2}' "$WORK/$1.txt"; }
 total() { awk '/requests in/ {print $1}' "$WORK/$1.txt"; }
-pct() {
-    awk -v p="$2%" '$1 == p {
-        v = $2; n = v + 0
-        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000
-        printf "%.2f", n; exit
-    }' "$WORK/$1.txt"
-}
-errors() { awk '/Non-2xx or 3xx responses:/ {n += $NF} /Socket errors:/ {n += 1} END {print n + 0}' "$WORK/$1.txt"; }
 
 echo
 echo "berth inspector benchmark ($(nproc 2>/dev/null || echo '?') CPUs, wrk $WRK_ARGS, warm-up ${WARMUP}s)"

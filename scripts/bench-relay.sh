@@ -19,36 +19,21 @@
 # The script fails only when the benchmark cannot run or is invalid.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WRK_ARGS=${WRK_ARGS:--t2 -c64 -d10s --latency}
 WARMUP=${WARMUP:-2}
 TTFB_RUNS=${TTFB_RUNS:-200}
 TUNNELS=${TUNNELS:-1000}
-case " $WRK_ARGS " in
-*" --latency "* | *" -L "*) ;;
-*) WRK_ARGS="$WRK_ARGS --latency" ;;
-esac
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'bench-relay: %s\n' "$*" >&2
-    exit 1
-}
-need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required; $2"; }
+SCRIPT=bench-relay
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+wrk_latency
 need curl "install it (e.g. apt-get install -y curl)."
 need wrk "install it (e.g. apt-get install -y wrk)."
 need python3 "install it (e.g. apt-get install -y python3); it runs scripts/idle-tunnels.py."
 
 # --- 1. binaries -------------------------------------------------------------
-if [[ -n ${BERTH_BIN:-} ]]; then
-    [[ -x $BERTH_BIN ]] || die "BERTH_BIN=$BERTH_BIN is not an executable file."
-    BIN=$BERTH_BIN
-else
-    need cargo "install Rust or set BERTH_BIN to a built berth."
-    say "building the release binary (cargo build --release)"
-    (cd "$ROOT" && cargo build --release --quiet)
-    BIN=$ROOT/target/release/berth
-fi
+berth_bin release
 if [[ -n ${ORIGIN_BIN:-} ]]; then
     ORIGIN=$ORIGIN_BIN
 else
@@ -61,79 +46,31 @@ fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # --- 2. processes --------------------------------------------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-relay.XXXXXX")
-PIDS=()
-cleanup() {
-    local status=$?
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+workdir berth-bench-relay
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # Proportional set size: shared pages (the binary both processes map) counted once.
 pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
 anon_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status"; }
 
-# start_server NAME: a server on its own data dir; sets ADDR and SERVER_PID.
-start_server() {
-    local name=$1
-    "$BIN" server --listen 127.0.0.1:0 --data "$WORK/$name" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    ADDR=
-    for _ in $(seq 100); do
-        ADDR=$(sed -n 's/^berth listening on http:\/\/\([^ ]*\) .*/\1/p' "$WORK/$name.out" | head -n1)
-        [[ -n $ADDR ]] && break
-        sleep 0.1
-    done
-    [[ -n $ADDR ]] || die "the server did not report its address: $(cat "$WORK/$name.err")"
-}
-
-# token_for NAME: a user and a token on server NAME (at $ADDR); sets TOKEN.
-token_for() {
-    local password
-    password=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
-    printf '%s\n' "$password" |
-        "$BIN" admin create-user bench --crew bench --role owner --password-stdin --data "$WORK/$1" >&2
-    TOKEN=$(curl -sS --fail-with-body -u "bench:$password" -X POST "http://$ADDR/api/v1/tokens" \
-        -H 'Content-Type: application/json' -d '{"name":"bench"}' |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])') ||
-        die "could not mint a token."
+# server_with_token NAME: a server on data dir $WORK/NAME with a user and a token;
+# sets ADDR, BASE, SERVER_PID and TOKEN.
+server_with_token() {
+    start_server "$1" "$WORK/$1"
+    create_user "$WORK/$1" bench
+    TOKEN=$(mint_token "$BASE" bench "$PASSWORD" bench)
 }
 
 say "starting the origin and berth server"
 "$ORIGIN" >"$WORK/origin.out" &
-PIDS+=("$!")
-for _ in $(seq 50); do
-    ORIGIN_PORT=$(head -n1 "$WORK/origin.out")
-    [[ -n $ORIGIN_PORT ]] && break
-    sleep 0.1
-done
+track "$!"
+ORIGIN_PORT=$(await_line "$WORK/origin.out" 1p "$!")
 [[ -n $ORIGIN_PORT ]] || die "the origin did not report its port."
-start_server relay
+server_with_token relay
 RELAY_PID=$SERVER_PID
-BASE=http://$ADDR
-token_for relay
 
-BERTH_CONFIG=$WORK/none.json BERTH_SERVER=$BASE BERTH_TOKEN=$TOKEN \
-    "$BIN" share "$ORIGIN_PORT" --host 127.0.0.1 >"$WORK/share.out" 2>"$WORK/share.err" &
-SHARE_PID=$!
-PIDS+=("$SHARE_PID")
-TUNNEL_URL=
-for _ in $(seq 100); do
-    TUNNEL_URL=$(sed -n 's/^Forwarding \([^ ]*\) .*/\1/p' "$WORK/share.out" | head -n1)
-    [[ -n $TUNNEL_URL ]] && break
-    sleep 0.1
-done
+start_share share "$BASE" "$TOKEN" "$ORIGIN_PORT" --host 127.0.0.1
+TUNNEL_URL=$(await_line "$WORK/share.out" 's/^Forwarding \([^ ]*\) .*/\1/p' "$SHARE_PID")
 [[ -n $TUNNEL_URL ]] || die "share did not open a tunnel: $(cat "$WORK/share.err")"
 THOST=${TUNNEL_URL#http://}
 DIRECT=http://127.0.0.1:$ORIGIN_PORT/
@@ -149,28 +86,9 @@ IDLE_PSS=$(($(pss_kib "$RELAY_PID") + $(pss_kib "$SHARE_PID")))
 IDLE_ANON=$(anon_kib "$RELAY_PID")
 
 # --- 4. throughput and latency (wrk) ---------------------------------------------
-run_wrk() {
-    local name=$1 url=$2
-    shift 2
-    if [[ $WARMUP -gt 0 ]]; then
-        wrk -t1 -c4 -d"${WARMUP}s" "$@" "$url" >/dev/null
-    fi
-    say "measuring $name: wrk $WRK_ARGS $* $url"
-    # shellcheck disable=SC2086 # WRK_ARGS is a word list on purpose
-    wrk $WRK_ARGS "$@" "$url" | tee "$WORK/$name.txt" >&2
-}
 run_wrk direct "$DIRECT"
 run_wrk tunnel "$BASE/" -H "Host: $THOST"
 
-rps() { awk '/^Requests\/sec:/ {print $2}' "$WORK/$1.txt"; }
-pct() {
-    awk -v p="$2%" '$1 == p {
-        v = $2; n = v + 0
-        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000
-        printf "%.2f", n; exit
-    }' "$WORK/$1.txt"
-}
-errors() { awk '/Non-2xx or 3xx responses:/ {n += $NF} /Socket errors:/ {n += 1} END {print n + 0}' "$WORK/$1.txt"; }
 for name in direct tunnel; do
     [[ $(errors "$name") -eq 0 ]] || die "the $name run had failed requests: $(grep -E 'Non-2xx|Socket errors' "$WORK/$name.txt")"
 done
@@ -192,15 +110,14 @@ quantile() { awk -v q="$2" '{a[NR] = $1} END {i = int(NR * q); if (i < 1) i = 1;
 # --- 6. memory per idle tunnel -------------------------------------------------------
 PER_TUNNEL=
 if [[ $TUNNELS -gt 0 ]]; then
-    start_server idle
+    server_with_token idle
     IDLE_PID=$SERVER_PID
-    token_for idle
     curl -sS -o /dev/null -H "Authorization: Bearer $TOKEN" "http://$ADDR/api/v1/me"
     sleep 1
     BEFORE=$(rss_kib "$IDLE_PID")
     say "opening $TUNNELS idle tunnels (scripts/idle-tunnels.py)"
     python3 "$ROOT/scripts/idle-tunnels.py" "$ADDR" "$TOKEN" "$TUNNELS" >"$WORK/idle.out" 2>"$WORK/idle.err" &
-    PIDS+=("$!")
+    track "$!"
     for _ in $(seq 3000); do
         grep -q '^ready' "$WORK/idle.out" 2>/dev/null && break
         kill -0 "${PIDS[-1]}" 2>/dev/null || die "idle-tunnels failed: $(cat "$WORK/idle.err")"

@@ -13,18 +13,15 @@
 # Prints the binary's size; exits non-zero on any failed check.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SCRIPT=check-static
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 TARGET=$(uname -m)-unknown-linux-gnu
 # getrandom 0.3 finds glibc's getrandom() with dlsym, which a static binary cannot
 # answer, and falls back to /dev/urandom; with this cfg it calls getrandom() directly,
 # so the binary needs no /dev at all.
 STATIC_RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"'
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'check-static: %s\n' "$*" >&2
-    exit 1
-}
 for tool in curl file ldd; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required (apt-get install -y curl file libc-bin)."
 done
@@ -60,21 +57,9 @@ if grep -q "=>" <<<"$libs"; then die "ldd lists shared libraries: $libs"; fi
 version=$("$BIN" --version) || die "$BIN --version failed."
 say "version: $version"
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/berth-static.XXXXXX")
-SERVER_PID=
-cleanup() {
-    local status=$?
-    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [[ $status -ne 0 ]]; then
-        cat "$WORK"/*.out "$WORK"/*.err >&2 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-    exit "$status"
-}
-trap cleanup EXIT
+workdir berth-static
+show_output() { cat "$WORK"/*.out "$WORK"/*.err >&2 2>/dev/null; }
+ON_FAILURE=show_output
 
 # No inherited BERTH_* settings.
 while IFS='=' read -r name _; do
@@ -95,13 +80,9 @@ smoke() {
     "${run[@]}" "$bin" server --listen 127.0.0.1:0 --data "$data" \
         >"$WORK/$label.out" 2>"$WORK/$label.err" &
     SERVER_PID=$!
-    local addr=
-    for _ in $(seq 100); do
-        addr=$(sed -n 's/^berth listening on http:\/\/\([^ ]*\) .*/\1/p' "$WORK/$label.out" | head -n1)
-        [[ -n $addr ]] && break
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
+    track "$SERVER_PID"
+    local addr
+    addr=$(await_line "$WORK/$label.out" "$LISTENING" "$SERVER_PID")
     [[ -n $addr ]] || die "$label: the server did not report its address."
     local health
     health=$(curl -sS --max-time 10 "http://$addr/healthz") || die "$label: GET /healthz failed."
@@ -121,7 +102,7 @@ smoke() {
     kill -TERM "$SERVER_PID"
     local status=0
     wait "$SERVER_PID" || status=$?
-    SERVER_PID=
+    PIDS=() # the one tracked process, the server, is gone
     [[ $status -eq 0 ]] || die "$label: the server exited $status on SIGTERM, not 0."
     say "$label: server, /healthz, login and whoami through localhost, clean SIGTERM stop"
 }

@@ -17,19 +17,16 @@
 # itself cannot start.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MAX_EXAMPLES=${MAX_EXAMPLES:-30}
 TIME_LIMIT=${TIME_LIMIT:-600}
 SEED=${SEED:-$((RANDOM * 32768 + RANDOM))}
 VENV=${SCHEMATHESIS_VENV:-${TMPDIR:-/tmp}/berth-schemathesis-venv}
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'schemathesis.sh: %s\n' "$*" >&2
-    exit 1
-}
-command -v curl >/dev/null 2>&1 || die "curl is required; install it (apt-get install -y curl)."
-command -v python3 >/dev/null 2>&1 || die "python3 is required (apt-get install -y python3 python3-venv)."
+SCRIPT=schemathesis.sh
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need curl "install it (apt-get install -y curl)."
+need python3 "install it (apt-get install -y python3 python3-venv)."
 
 # --- 1. schemathesis -------------------------------------------------------
 if [[ -n ${SCHEMATHESIS:-} ]]; then
@@ -47,69 +44,27 @@ fi
 say "using $("$ST" --version)"
 
 # --- 2. the binary ---------------------------------------------------------
-if [[ -n ${BERTH_BIN:-} ]]; then
-    [[ -x $BERTH_BIN ]] || die "BERTH_BIN=$BERTH_BIN is not an executable file."
-    BIN=$BERTH_BIN
-else
-    say "building berth (cargo build)"
-    (cd "$ROOT" && cargo build --quiet)
-    BIN=$ROOT/target/debug/berth
-fi
+berth_bin debug
 
 # --- 3. the server ---------------------------------------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/berth-schemathesis.XXXXXX")
+workdir berth-schemathesis
 DATA=$WORK/data
-SERVER_PID=
-cleanup() {
-    local status=$?
-    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [[ $status -ne 0 && -s $WORK/server.err ]]; then
+server_log() {
+    if [[ -s $WORK/server.err ]]; then
         say "server stderr:"
         tail -n 20 "$WORK/server.err" >&2
     fi
-    rm -rf "$WORK"
-    exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-"$BIN" server --listen 127.0.0.1:0 --data "$DATA" >"$WORK/server.out" 2>"$WORK/server.err" &
-SERVER_PID=$!
-ADDR=
-for _ in $(seq 100); do
-    ADDR=$(sed -n 's/^berth listening on http:\/\/\([^ ]*\) .*/\1/p' "$WORK/server.out" | head -n1)
-    [[ -n $ADDR ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-done
-[[ -n $ADDR ]] || die "the server did not report its address."
-BASE=http://$ADDR
+ON_FAILURE=server_log
+start_server server "$DATA"
 say "server at $BASE (data $DATA)"
 
 # --- 4. a user and a token -------------------------------------------------
-PASSWORD=fuzz-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
-printf '%s\n' "$PASSWORD" |
-    "$BIN" admin create-user fuzz --crew fuzz --role owner --password-stdin --data "$DATA" >&2 ||
-    die "could not create the fuzz user."
-mint() {
-    curl -sS --fail-with-body -u "fuzz:$PASSWORD" -X POST "$BASE/api/v1/tokens" \
-        -H 'Content-Type: application/json' -d "{\"name\":\"$1\"}"
-}
+create_user "$DATA" fuzz
 # Fuzzed ids are mostly small: spare tokens take them, so a fuzzed DELETE rarely
 # revokes the token the run itself uses.
-for i in $(seq 20); do mint "spare $i" >/dev/null || die "could not mint a spare token."; done
-REPLY=$(mint fuzz) || die "could not mint a token: $REPLY"
-TOKEN=$(printf '%s' "$REPLY" | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
-[[ -n $TOKEN ]] || die "no secret in the token reply: $REPLY"
+for i in $(seq 20); do mint_token "$BASE" fuzz "$PASSWORD" "spare $i" >/dev/null; done
+TOKEN=$(mint_token "$BASE" fuzz "$PASSWORD" fuzz)
 
 # --- 5. fuzz ---------------------------------------------------------------
 say "schemathesis: max $MAX_EXAMPLES examples, seed $SEED, at most ${TIME_LIMIT}s"

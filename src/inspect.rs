@@ -611,40 +611,8 @@ mod tests {
 
     /// A store with one user, crew and token (inherit) and a tunnel `t1` of that token.
     fn store_with_tunnel() -> (Arc<Store>, i64, i64) {
-        use crate::store::{NewToken, NewTunnel, Role};
-        let store = Arc::new(Store::open_in_memory().unwrap());
-        let user = store
-            .users()
-            .create("ana", "x", Some(("dock", Role::Owner)))
-            .unwrap();
-        let crew = store.crews().find_by_name("dock").unwrap().unwrap();
-        let token = store
-            .tokens()
-            .create(&NewToken {
-                user_id: user.id,
-                crew_id: crew.id,
-                name: "ci",
-                secret_hash: &[0; 32],
-                scopes: &["berth:*".to_string()],
-                redaction: Redaction::Inherit,
-                region: None,
-                server: None,
-                expires_at: None,
-            })
-            .unwrap();
-        store
-            .tunnels()
-            .open(&NewTunnel {
-                id: "t1",
-                crew_id: crew.id,
-                user_id: user.id,
-                token_id: token.id,
-                kind: "http",
-                subdomain: "t1",
-                url: "http://t1.localhost",
-            })
-            .unwrap();
-        (store, crew.id, token.id)
+        let fixture = crate::store::fixture::store_with_tunnels(&["t1"]);
+        (Arc::new(fixture.store), fixture.crew_id, fixture.token_id)
     }
 
     fn plain_record(path: &str) -> Record {

@@ -5,24 +5,16 @@
 mod common;
 mod relay_support;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use common::{run_with_stdin, Output, Server, BIN, PASSWORD};
+use common::{berth_with_token, run_with_stdin, run_with_token, Output, Server, PASSWORD};
 use relay_support::Service;
 use serde_json::{json, Value};
 
 fn audit(server: &Server, token: &str, args: &[&str]) -> Output {
     let mut all = vec!["audit"];
     all.extend_from_slice(args);
-    run_with_stdin(
-        &all,
-        &[
-            ("BERTH_CONFIG", "/nonexistent/berth/config.json"),
-            ("BERTH_SERVER", &server.url),
-            ("BERTH_TOKEN", token),
-        ],
-        "",
-    )
+    run_with_token(&server.url, token, &all)
 }
 
 fn events(server: &Server, token: &str) -> Vec<Value> {
@@ -46,13 +38,8 @@ fn find<'a>(events: &'a [Value], action: &str) -> &'a Value {
 /// Open a tunnel with `berth share`, then end it; the server records both.
 fn share_once(server: &Server, token: &str) {
     let service = Service::start();
-    let mut child = Command::new(BIN)
-        .args(["share", &service.port.to_string(), "--host", "127.0.0.1"])
-        .env_clear()
-        .env("BERTH_CONFIG", "/nonexistent/berth/config.json")
-        .env("BERTH_SERVER", &server.url)
-        .env("BERTH_TOKEN", token)
-        .stdin(Stdio::null())
+    let port = service.port.to_string();
+    let mut child = berth_with_token(&server.url, token, &["share", &port, "--host", "127.0.0.1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{run_with_stdin, Output, Server, BIN, PASSWORD};
+use common::{berth_with_token, run_with_stdin, run_with_token, Output, Server, PASSWORD};
 use inspect_support::service;
 use serde_json::{json, Value};
 
@@ -30,14 +30,16 @@ struct Share {
 
 impl Share {
     fn start(server: &Server, port: u16, token: &str, subdomain: &str) -> Share {
-        let mut child = Command::new(BIN)
-            .args(["share", &port.to_string(), "--host", "127.0.0.1"])
-            .args(["--subdomain", subdomain])
-            .env_clear()
-            .env("BERTH_CONFIG", "/nonexistent/berth/config.json")
-            .env("BERTH_SERVER", &server.url)
-            .env("BERTH_TOKEN", token)
-            .stdin(Stdio::null())
+        let port = port.to_string();
+        let args = [
+            "share",
+            &port,
+            "--host",
+            "127.0.0.1",
+            "--subdomain",
+            subdomain,
+        ];
+        let mut child = berth_with_token(&server.url, token, &args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -271,15 +273,7 @@ fn strict_redacts_more_headers_both_ways_and_sensitive_query_values() {
 
 /// `berth ARGS` with a token against the server; no config file.
 fn berth(server: &Server, token: &str, args: &[&str]) -> Output {
-    run_with_stdin(
-        args,
-        &[
-            ("BERTH_SERVER", &server.url),
-            ("BERTH_TOKEN", token),
-            ("BERTH_CONFIG", "/nonexistent/berth/config.json"),
-        ],
-        "",
-    )
+    run_with_token(&server.url, token, args)
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, BIN, PASSWORD};
+use common::{berth_with_token, Server, PASSWORD};
 use relay_support::Service;
 use serde_json::{json, Value};
 
@@ -22,17 +22,13 @@ struct Share {
 
 impl Share {
     fn start(server: &Server, port: u16, token: &str) -> Share {
-        let mut child = Command::new(BIN)
-            .args(["share", &port.to_string(), "--host", "127.0.0.1"])
-            .env_clear()
-            .env("BERTH_CONFIG", "/nonexistent/berth/config.json")
-            .env("BERTH_SERVER", &server.url)
-            .env("BERTH_TOKEN", token)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn berth share");
+        let port = port.to_string();
+        let mut child =
+            berth_with_token(&server.url, token, &["share", &port, "--host", "127.0.0.1"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn berth share");
         let (lines, url) = relay_support::share_output(&mut child);
         let host = url.trim_start_matches("http://").to_string();
         Share {

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Server, BIN};
+use common::{berth_with_token, code_and_stderr, Server};
 use relay_support::{big_body, Cutter, Service};
 
 /// `berth share` running in the background, killed on Drop.
@@ -63,31 +63,15 @@ impl Drop for Share {
 
 /// `berth ARGS` against the server with a token and no config file.
 fn share_command(server_url: &str, token: &str, args: &[String]) -> Command {
-    let dir = std::env::temp_dir().join(format!("berth-relay-{}", std::process::id()));
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .env_clear()
-        .env("BERTH_CONFIG", dir.join("none.json"))
-        .env("BERTH_SERVER", server_url)
-        .env("BERTH_TOKEN", token)
-        .stdin(Stdio::null());
-    command
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    berth_with_token(server_url, token, &args)
 }
 
 /// Run `berth share` expecting it to fail; its exit code and stderr.
 fn share_fails(server: &Server, token: &str, args: &[&str]) -> (i32, String) {
     let mut all = vec!["share".to_string()];
     all.extend(args.iter().map(|a| a.to_string()));
-    let out = share_command(&server.url, token, &all)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    code_and_stderr(&mut share_command(&server.url, token, &all))
 }
 
 /// curl to the server with a Host header; returns stdout bytes.

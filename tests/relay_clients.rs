@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, BIN, PASSWORD};
+use common::{berth_with_token, code_and_stderr, Server, BIN, PASSWORD};
 use relay_support::streaming::{sha256_file, sha256_pattern, FixedServer, StreamingService};
 use relay_support::{Cutter, Service};
 
@@ -53,30 +53,15 @@ impl Drop for Share {
 }
 
 fn share_command(server_url: &str, token: &str, port: u16, extra: &[&str]) -> Command {
-    let dir = std::env::temp_dir().join(format!("berth-relay-clients-{}", std::process::id()));
-    let mut command = Command::new(BIN);
-    command
-        .args(["share", &port.to_string(), "--host", "127.0.0.1"])
-        .args(extra)
-        .env_clear()
-        .env("BERTH_CONFIG", dir.join("none.json"))
-        .env("BERTH_SERVER", server_url)
-        .env("BERTH_TOKEN", token)
-        .stdin(Stdio::null());
-    command
+    let port = port.to_string();
+    let mut args = vec!["share", &port, "--host", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    berth_with_token(server_url, token, &args)
 }
 
 /// Run `berth share` expecting it to end; its exit code and stderr.
 fn share_fails(server_url: &str, token: &str, port: u16, extra: &[&str]) -> (i32, String) {
-    let out = share_command(server_url, token, port, extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    code_and_stderr(&mut share_command(server_url, token, port, extra))
 }
 
 /// curl through the tunnel at `host`; stdout as text.

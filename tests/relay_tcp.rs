@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Server, BIN};
+use common::{berth_with_token, code_and_stderr, Server, BIN};
 use relay_support::Cutter;
 use sha2::{Digest, Sha256};
 
@@ -42,7 +42,7 @@ impl Share {
         args.extend(extra);
         let local = local.to_string();
         args.push(&local);
-        let mut child = share_command(server_url, token, &args)
+        let mut child = berth_with_token(server_url, token, &args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -76,31 +76,9 @@ impl Drop for Share {
     }
 }
 
-/// `berth ARGS` against a server with a token and no config file.
-fn share_command(server_url: &str, token: &str, args: &[&str]) -> Command {
-    let dir = std::env::temp_dir().join(format!("berth-relay-tcp-{}", std::process::id()));
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .env_clear()
-        .env("BERTH_CONFIG", dir.join("none.json"))
-        .env("BERTH_SERVER", server_url)
-        .env("BERTH_TOKEN", token)
-        .stdin(Stdio::null());
-    command
-}
-
 /// Run `berth ARGS` expecting it to end; its exit code and stderr.
 fn run_fails(server: &Server, token: &str, args: &[&str]) -> (i32, String) {
-    let out = share_command(&server.url, token, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    code_and_stderr(&mut berth_with_token(&server.url, token, args))
 }
 
 /// A local service echoing every byte back on each connection.
@@ -398,7 +376,7 @@ fn closing_cuts_connections_and_frees_the_port_at_once() {
     assert_eq!(status.code(), Some(1));
 
     // `berth tunnels list` shows both, by their tcp:// address.
-    let out = share_command(&server.url, &token, &["tunnels", "list"])
+    let out = berth_with_token(&server.url, &token, &["tunnels", "list"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Server, BIN, PASSWORD};
+use common::{berth_with_token, Server, BIN, PASSWORD};
 use relay_support::Service;
 
 /// A private CA made by openssl, and leaf certificates it signs for
@@ -162,21 +162,17 @@ impl Drop for Shared {
 }
 
 fn share(public: &str, pki: &Pki, token: &str, port: u16) -> Shared {
-    let mut child = Command::new(BIN)
-        .args([
-            "share",
-            &port.to_string(),
-            "--host",
-            "127.0.0.1",
-            "--subdomain",
-            "secure",
-        ])
-        .env_clear()
-        .env("BERTH_CONFIG", "/nonexistent/berth-tls-test.json")
-        .env("BERTH_SERVER", public)
-        .env("BERTH_TOKEN", token)
+    let port = port.to_string();
+    let args = [
+        "share",
+        &port,
+        "--host",
+        "127.0.0.1",
+        "--subdomain",
+        "secure",
+    ];
+    let mut child = berth_with_token(public, token, &args)
         .env("BERTH_CA_CERT", pki.path("ca.pem"))
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

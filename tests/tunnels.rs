@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{run_with_stdin, Output, Server, BIN};
+use common::{berth_with_token, run_with_token, Output, Server};
 use relay_support::Service;
 use serde_json::{json, Value};
 
@@ -20,17 +20,13 @@ struct Share {
 
 impl Share {
     fn start(server: &Server, port: u16, token: &str) -> Share {
-        let mut child = Command::new(BIN)
-            .args(["share", &port.to_string(), "--host", "127.0.0.1"])
-            .env_clear()
-            .env("BERTH_CONFIG", "/nonexistent/berth/config.json")
-            .env("BERTH_SERVER", &server.url)
-            .env("BERTH_TOKEN", token)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn berth share");
+        let port = port.to_string();
+        let mut child =
+            berth_with_token(&server.url, token, &["share", &port, "--host", "127.0.0.1"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn berth share");
         let (_lines, url) = relay_support::share_output(&mut child);
         Share { child, url }
     }
@@ -92,15 +88,7 @@ fn public_status(server: &Server, host: &str) -> u16 {
 
 /// `berth ARGS` with a token and no config file.
 fn berth(server: &Server, token: &str, args: &[&str]) -> Output {
-    run_with_stdin(
-        args,
-        &[
-            ("BERTH_CONFIG", "/nonexistent/berth/config.json"),
-            ("BERTH_SERVER", &server.url),
-            ("BERTH_TOKEN", token),
-        ],
-        "",
-    )
+    run_with_token(&server.url, token, args)
 }
 
 fn tunnels(server: &Server, token: &str, query: &str) -> Vec<Value> {
@@ -227,15 +215,7 @@ fn revoking_leaves_live_tunnels_up_but_refuses_new_ones() {
     assert_eq!(public_status(&server, share.host()), 200);
     assert!(share.running());
     assert_eq!(tunnels(&server, &admin, "?active=1").len(), 1);
-    let again = run_with_stdin(
-        &["share", &service.port.to_string()],
-        &[
-            ("BERTH_CONFIG", "/nonexistent/berth/config.json"),
-            ("BERTH_SERVER", &server.url),
-            ("BERTH_TOKEN", &token),
-        ],
-        "",
-    );
+    let again = run_with_token(&server.url, &token, &["share", &service.port.to_string()]);
     assert_eq!(again.code, 3, "{}", again.stderr);
 }
 

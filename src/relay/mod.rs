@@ -16,13 +16,16 @@
 //! before the client's own idle timeout on them) and expires ids asked ahead of
 //! need that no client claimed within `PENDING_TIMEOUT`.
 
+mod copy;
 pub mod ingress;
 mod lines;
 pub mod protocol;
 pub mod tcp;
 
+pub use copy::{pipe, splice};
+
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -252,22 +255,13 @@ impl Relay {
         let tunnel = Arc::new(Tunnel::new(subdomain.clone(), token_id, control));
         // The 101 and `ready` go out before any `connect`: hold the control
         // connection's lock from before the tunnel is findable until they are sent.
-        let mut control = lock(&tunnel.control);
+        let control = lock(&tunnel.control);
         tunnels.insert(subdomain.clone(), tunnel.clone());
         drop(tunnels);
         claimed(&tunnel);
-        let ready = Frame::Ready {
-            tunnel_id: tunnel.id.clone(),
-            url: self.url_of(&subdomain),
-        };
-        let greeted = control
-            .write_all(SWITCHING.as_bytes())
-            .and_then(|()| protocol::write_frame(&mut *control, &ready));
-        drop(control);
-        if greeted.is_err() {
-            self.release(&tunnel);
-            return Err(ClaimError::Gone);
-        }
+        greet(&tunnel, control, self.url_of(&subdomain), || {
+            self.release(&tunnel)
+        })?;
         Ok(tunnel)
     }
 
@@ -545,39 +539,35 @@ fn random_hex<const N: usize>() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Copy bytes both ways until either side closes: one named thread per direction.
-pub fn pipe(
-    a_read: impl Read + Send + 'static,
-    a: Stream,
-    b_read: impl Read + Send + 'static,
-    b: Stream,
-    name: &str,
-) {
-    let (a_write, b_write) = match (a.try_clone(), b.try_clone()) {
-        (Ok(a_write), Ok(b_write)) => (a_write, b_write),
-        _ => return,
+/// Answer a claim: the 101 and `ready` (with the tunnel's `url`) on its control
+/// connection, whose lock `control` is, held since before the tunnel was findable
+/// so that no `connect` goes first. If they cannot be sent, the lock is let go and
+/// the tunnel is undone with `release`.
+fn greet(
+    tunnel: &Tunnel,
+    mut control: MutexGuard<'_, Stream>,
+    url: String,
+    release: impl FnOnce(),
+) -> Result<(), ClaimError> {
+    let ready = Frame::Ready {
+        tunnel_id: tunnel.id.clone(),
+        url,
     };
-    let _ = a.set_read_timeout(None);
-    let _ = b.set_read_timeout(None);
-    let up = std::thread::Builder::new()
-        .name(format!("{name}-up"))
-        .spawn(move || copy_then_close(a_read, b_write));
-    copy_then_close(b_read, a_write);
-    if let Ok(up) = up {
-        let _ = up.join();
+    let greeted = control
+        .write_all(SWITCHING.as_bytes())
+        .and_then(|()| protocol::write_frame(&mut *control, &ready));
+    drop(control);
+    if greeted.is_err() {
+        release();
+        return Err(ClaimError::Gone);
     }
-}
-
-/// Copy until EOF, then end the write side so the peer sees it.
-fn copy_then_close(mut from: impl Read, mut to: Stream) {
-    let _ = io::copy(&mut from, &mut to);
-    let _ = to.flush();
-    let _ = to.shutdown(Shutdown::Write);
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::net::TcpListener;
 
     /// A connected socket whose far end stays open (its listener lives on).

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 
 use crate::stream::Stream;
@@ -13,17 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::protocol::{self, Frame};
-use super::{lock, ClaimError, Relay, Tunnel, SWITCHING};
+pub use super::splice;
+use super::{greet, lock, ClaimError, Relay, Tunnel};
 
 /// The ports `berth server` hands out when `--tcp-ports` is not given.
 pub const DEFAULT_RANGE: &str = "20000-20099";
-/// Bytes each direction of a piped connection moves per system call: bulk
-/// transfers (iperf3, git) want few large copies, not many 8 KiB ones; on
-/// loopback 1 MiB measured clearly better than 256 KiB (scripts/bench-tcp.sh).
-/// The buffer is zeroed memory from the OS, so an interactive connection's
-/// small reads only ever touch its first pages.
-pub const COPY_BUFFER: usize = 1024 * 1024;
 /// Open public connections per TCP tunnel; one more is closed at once, so a
 /// flood on a public port cannot take every thread and socket of the server.
 pub const MAX_CONNECTIONS: usize = 512;
@@ -165,7 +158,7 @@ impl Ports {
             next: AtomicU64::new(0),
         });
         // As for HTTP: the 101 and `ready` go out before any `connect`.
-        let mut control = lock(&tunnel.control);
+        let control = lock(&tunnel.control);
         let accepting = {
             let (relay, listening) = (relay.clone(), listening.clone());
             std::thread::Builder::new()
@@ -179,18 +172,9 @@ impl Ports {
         live.insert(port, listening.clone());
         drop(live);
         claimed(&tunnel);
-        let ready = Frame::Ready {
-            tunnel_id: tunnel.id.clone(),
-            url: relay.tcp_url(port),
-        };
-        let greeted = control
-            .write_all(SWITCHING.as_bytes())
-            .and_then(|()| protocol::write_frame(&mut *control, &ready));
-        drop(control);
-        if greeted.is_err() {
-            self.release(&tunnel);
-            return Err(ClaimError::Gone);
-        }
+        greet(&tunnel, control, relay.tcp_url(port), || {
+            self.release(&tunnel)
+        })?;
         Ok(tunnel)
     }
 
@@ -351,51 +335,6 @@ fn serve_public(relay: &Relay, listening: &Listening, public: TcpStream) {
     splice(public_read, Stream::Tcp(public), data_read, data, &name);
 }
 
-/// Copy bytes both ways until both sides close, one named thread per direction,
-/// with `COPY_BUFFER`-sized copies; the bytes moved a → b and b → a.
-pub fn splice(
-    a_read: impl Read + Send + 'static,
-    a: Stream,
-    b_read: impl Read + Send + 'static,
-    b: Stream,
-    name: &str,
-) -> (u64, u64) {
-    let _ = a.set_read_timeout(None);
-    let _ = b.set_read_timeout(None);
-    let up = std::thread::Builder::new()
-        .name(format!("{name}-up"))
-        .spawn(move || copy_counted(a_read, b));
-    let down = copy_counted(b_read, a);
-    let up = up.ok().and_then(|up| up.join().ok()).unwrap_or(0);
-    (up, down)
-}
-
-/// Copy until EOF, then end the write side so the peer sees it; on an error,
-/// end both sides. The bytes copied.
-fn copy_counted(mut from: impl Read, mut to: Stream) -> u64 {
-    let mut buf = vec![0u8; COPY_BUFFER];
-    let mut copied = 0u64;
-    let clean = loop {
-        match from.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break false;
-                }
-                copied += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break false,
-        }
-    };
-    let _ = to.shutdown(if clean {
-        Shutdown::Write
-    } else {
-        Shutdown::Both
-    });
-    copied
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,31 +450,5 @@ mod tests {
             "a closed tunnel takes no more"
         );
         assert!(lock(&listening.open).is_empty());
-    }
-
-    #[test]
-    fn splice_counts_both_ways_and_passes_eof() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut left = TcpStream::connect(addr).unwrap();
-        let a = listener.accept().unwrap().0;
-        let mut right = TcpStream::connect(addr).unwrap();
-        let b = listener.accept().unwrap().0;
-        let piping = std::thread::spawn(move || {
-            let (ar, br) = (a.try_clone().unwrap(), b.try_clone().unwrap());
-            splice(ar, Stream::Tcp(a), br, Stream::Tcp(b), "test")
-        });
-        let big = vec![7u8; 3 * COPY_BUFFER + 5];
-        left.write_all(&big).unwrap();
-        left.shutdown(Shutdown::Write).unwrap();
-        let mut got = Vec::new();
-        right.read_to_end(&mut got).unwrap();
-        assert_eq!(got, big);
-        right.write_all(b"back").unwrap();
-        right.shutdown(Shutdown::Write).unwrap();
-        let mut back = Vec::new();
-        left.read_to_end(&mut back).unwrap();
-        assert_eq!(back, b"back");
-        assert_eq!(piping.join().unwrap(), (big.len() as u64, 4));
     }
 }

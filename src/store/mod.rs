@@ -3,6 +3,8 @@
 
 mod audit;
 mod crews;
+#[cfg(test)]
+pub(crate) mod fixture;
 mod requests;
 mod sessions;
 mod tokens;

@@ -109,45 +109,10 @@ impl Requests<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewToken, NewTunnel, Redaction, Role};
 
     /// A store with tunnels `a` and `b`.
     fn store_with_tunnels() -> Store {
-        let store = Store::open_in_memory().unwrap();
-        let user = store
-            .users()
-            .create("ana", "x", Some(("dock", Role::Member)))
-            .unwrap();
-        let crew = store.crews().find_by_name("dock").unwrap().unwrap();
-        let token = store
-            .tokens()
-            .create(&NewToken {
-                user_id: user.id,
-                crew_id: crew.id,
-                name: "ci",
-                secret_hash: &[0; 32],
-                scopes: &["berth:*".to_string()],
-                redaction: Redaction::Inherit,
-                region: None,
-                server: None,
-                expires_at: None,
-            })
-            .unwrap();
-        for id in ["a", "b"] {
-            store
-                .tunnels()
-                .open(&NewTunnel {
-                    id,
-                    crew_id: crew.id,
-                    user_id: user.id,
-                    token_id: token.id,
-                    kind: "http",
-                    subdomain: id,
-                    url: "http://x.localhost",
-                })
-                .unwrap();
-        }
-        store
+        crate::store::fixture::store_with_tunnels(&["a", "b"]).store
     }
 
     fn record(tunnel: &str, path: &str) -> Record {

@@ -136,46 +136,12 @@ impl Tunnels<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::store::{NewToken, Redaction, Role};
+    use crate::store::fixture::{store_with_tunnels, Fixture};
 
     #[test]
     fn a_tunnel_opens_closes_once_and_lists_newest_first() {
-        let store = Store::open_in_memory().unwrap();
-        let user = store
-            .users()
-            .create("ana", "x", Some(("dock", Role::Member)))
-            .unwrap();
-        let crew = store.crews().find_by_name("dock").unwrap().unwrap();
-        let token = store
-            .tokens()
-            .create(&NewToken {
-                user_id: user.id,
-                crew_id: crew.id,
-                name: "ci",
-                secret_hash: &[0; 32],
-                scopes: &["berth:*".to_string()],
-                redaction: Redaction::Inherit,
-                region: None,
-                server: None,
-                expires_at: None,
-            })
-            .unwrap();
-        for id in ["a1", "b2"] {
-            store
-                .tunnels()
-                .open(&NewTunnel {
-                    id,
-                    crew_id: crew.id,
-                    user_id: user.id,
-                    token_id: token.id,
-                    kind: "http",
-                    subdomain: id,
-                    url: "http://x.localhost",
-                })
-                .unwrap();
-        }
-        let all = store.tunnels().list_for_crew(crew.id, false).unwrap();
+        let Fixture { store, crew_id, .. } = store_with_tunnels(&["a1", "b2"]);
+        let all = store.tunnels().list_for_crew(crew_id, false).unwrap();
         assert_eq!(
             all.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
             ["b2", "a1"]
@@ -183,13 +149,13 @@ mod tests {
         assert_eq!(all[0].token_name, "ci");
         assert!(store.tunnels().close("a1").unwrap());
         assert!(!store.tunnels().close("a1").unwrap());
-        let live = store.tunnels().list_for_crew(crew.id, true).unwrap();
+        let live = store.tunnels().list_for_crew(crew_id, true).unwrap();
         assert_eq!(live.len(), 1);
         assert!(!store.tunnels().find_by_id("a1").unwrap().unwrap().active());
         assert_eq!(store.tunnels().close_all().unwrap(), 1);
         assert!(store
             .tunnels()
-            .list_for_crew(crew.id, true)
+            .list_for_crew(crew_id, true)
             .unwrap()
             .is_empty());
     }

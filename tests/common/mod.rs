@@ -412,3 +412,45 @@ pub fn run_with_stdin(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Outpu
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// `BERTH_CONFIG` for CLI runs with a server and token of their own: a file that
+/// is never there, so no config on the machine changes what they do.
+pub const NO_CONFIG: &str = "/nonexistent/berth/config.json";
+
+/// `berth ARGS` against `server_url` with `token`, no config file and nothing
+/// else in its environment, stdin closed; the caller picks stdout and stderr.
+pub fn berth_with_token(server_url: &str, token: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_clear()
+        .env("BERTH_CONFIG", NO_CONFIG)
+        .env("BERTH_SERVER", server_url)
+        .env("BERTH_TOKEN", token)
+        .stdin(Stdio::null());
+    command
+}
+
+/// Run `berth ARGS` to its end against `server_url` with `token` and no config
+/// file; no inherited BERTH_* variables.
+pub fn run_with_token(server_url: &str, token: &str, args: &[&str]) -> Output {
+    let env = [
+        ("BERTH_CONFIG", NO_CONFIG),
+        ("BERTH_SERVER", server_url),
+        ("BERTH_TOKEN", token),
+    ];
+    run_with_stdin(args, &env, "")
+}
+
+/// Run `command` to its end with stdout and stderr captured; its exit code and stderr.
+pub fn code_and_stderr(command: &mut Command) -> (i32, String) {
+    let out = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run berth");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
