@@ -478,3 +478,41 @@ fn a_malformed_port_range_is_a_usage_error() {
         assert!(err.contains("FIRST-LAST"), "{err}");
     }
 }
+
+/// A TCP tunnel opens no data connection ahead of need: its client dials the local
+/// service per public connection, and a service that speaks first (SSH) or counts
+/// connections (iperf3) must see only the real ones.
+#[test]
+fn the_local_service_sees_only_real_connections() {
+    let (server, token, _, _dir) = setup(8);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Speak first, as an SSH server does.
+            let _ = (&stream).write_all(b"SSH-2.0-berth-test\r\n");
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    });
+    let share = Share::start(&server.url, &token, port, &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no connection before a client"
+    );
+    let mut public = TcpStream::connect(share.addr()).unwrap();
+    public
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut banner = [0u8; 20];
+    public.read_exact(&mut banner).unwrap();
+    assert_eq!(
+        &banner, b"SSH-2.0-berth-test\r\n",
+        "the service spoke first, through the tunnel"
+    );
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -86,6 +86,11 @@ pub struct Tunnel {
     /// The token that opened it (`tokens revoke --disconnect` closes by token).
     pub token_id: i64,
     control: Mutex<Stream>,
+    /// Whether data connections are opened ahead of need: HTTP only. A TCP
+    /// tunnel's client dials the local service when its data connection
+    /// arrives, and a service that speaks first (SSH, SMTP, a database) or
+    /// counts connections (iperf3) must not see connections nobody made.
+    ahead: bool,
     pool: Mutex<Pool>,
     closed: AtomicBool,
 }
@@ -111,13 +116,15 @@ enum Pending {
 }
 
 impl Tunnel {
-    /// A tunnel with a fresh id, under `subdomain` (a TCP tunnel's: its port).
-    fn new(subdomain: String, token_id: i64, control: Stream) -> Tunnel {
+    /// A tunnel with a fresh id, under `subdomain` (a TCP tunnel's: its port);
+    /// `ahead`: whether data connections are opened ahead of need.
+    fn new(subdomain: String, token_id: i64, control: Stream, ahead: bool) -> Tunnel {
         Tunnel {
             id: random_hex::<8>(),
             subdomain,
             token_id,
             control: Mutex::new(control),
+            ahead,
             pool: Mutex::new(Pool::default()),
             closed: AtomicBool::new(false),
         }
@@ -252,7 +259,7 @@ impl Relay {
                 }
             },
         };
-        let tunnel = Arc::new(Tunnel::new(subdomain.clone(), token_id, control));
+        let tunnel = Arc::new(Tunnel::new(subdomain.clone(), token_id, control, true));
         // The 101 and `ready` go out before any `connect`: hold the control
         // connection's lock from before the tunnel is findable until they are sent.
         let control = lock(&tunnel.control);
@@ -401,7 +408,7 @@ impl Relay {
     /// Send `connect` frames until the tunnel has `PARKED_PER_TUNNEL` data
     /// connections parked or on their way.
     pub fn refill(&self, tunnel: &Arc<Tunnel>) {
-        if tunnel.closed.load(Ordering::SeqCst) {
+        if !tunnel.ahead || tunnel.closed.load(Ordering::SeqCst) {
             return;
         }
         let need = {

@@ -148,7 +148,8 @@ impl Ports {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::new(self.ip, port));
-        let tunnel = Arc::new(Tunnel::new(port.to_string(), token_id, control));
+        // No data connections ahead of need: see `Tunnel::ahead`.
+        let tunnel = Arc::new(Tunnel::new(port.to_string(), token_id, control, false));
         let listening = Arc::new(Listening {
             tunnel: tunnel.clone(),
             addr,
