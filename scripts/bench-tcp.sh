@@ -48,10 +48,11 @@ code=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN"
 # --- 4. iperf3 and the tunnel ----------------------------------------------
 # A free loopback port for iperf3's server: bound by the OS, then released.
 IPERF_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-iperf3 -s -B 127.0.0.1 -p "$IPERF_PORT" >"$WORK/iperf3.out" 2>&1 &
+iperf3 -s -B 127.0.0.1 -p "$IPERF_PORT" --forceflush >"$WORK/iperf3.out" 2>&1 &
 track "$!"
+# Wait for iperf3 to say it listens: a probe connection would count as a test.
 for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$IPERF_PORT") 2>/dev/null && break
+    grep -q "Server listening" "$WORK/iperf3.out" 2>/dev/null && break
     sleep 0.1
 done
 
