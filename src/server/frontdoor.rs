@@ -42,6 +42,9 @@ const BACKEND_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Stack of a connection thread: it holds buffers on the heap, not the stack.
 const CONN_STACK: usize = 256 * 1024;
+/// Connection threads left waiting in `accept` at most: one whose connection
+/// ends while this many wait ends too.
+const IDLE_ACCEPTORS: usize = 8;
 /// An API request body (at most `MAX_BODY_BYTES`) must arrive whole within this
 /// time, like its head: the front door reads it before the API sees the request,
 /// so slow uploads hold a front-door slot, never one of the API's few workers.
@@ -89,45 +92,49 @@ impl FrontDoor {
         }
     }
 
-    /// Accept connections until asked to stop; with `tls`, each one is a TLS
-    /// connection whose handshake runs on the connection's own thread.
-    pub fn serve(self: &Arc<Self>, listener: TcpListener, tls: Option<Arc<ServerConfig>>) {
-        for stream in listener.incoming() {
-            if self.stopping.load(Ordering::SeqCst) {
-                break;
-            }
-            let Ok(stream) = stream else { continue };
-            let Ok(peer) = stream.peer_addr() else {
-                continue;
-            };
-            if self.open.fetch_add(1, Ordering::SeqCst) >= self.max_connections {
-                self.open.fetch_sub(1, Ordering::SeqCst);
-                metrics::connection_refused();
-                refuse_busy(stream, tls.is_some());
-                continue;
-            }
-            let door = self.clone();
-            let tls = tls.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("conn-{peer}"))
-                .stack_size(CONN_STACK)
-                .spawn(move || {
-                    let _open = metrics::connection_opened();
-                    let stream = match tls {
-                        None => Some(Stream::Tcp(stream)),
-                        // A failed handshake (a plain-HTTP client, an untrusting
-                        // one, a timeout) has no channel to answer on: close.
-                        Some(config) => TlsStream::accept(config, stream).ok().map(Stream::Tls),
-                    };
-                    if let Some(stream) = stream {
-                        door.handle(stream, peer);
-                    }
-                    door.open.fetch_sub(1, Ordering::SeqCst);
-                });
-            if spawned.is_err() {
-                self.open.fetch_sub(1, Ordering::SeqCst);
-            }
+    /// Serve the listener's connections until asked to stop, on connection
+    /// threads that each accept their own (see [`Acceptors`]); with `tls`, each
+    /// is a TLS connection whose handshake runs on its thread.
+    pub fn serve(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> io::Result<Arc<Acceptors>> {
+        let acceptors = Arc::new(Acceptors {
+            door: self.clone(),
+            listener,
+            tls,
+            idle: AtomicUsize::new(0),
+        });
+        acceptors.start()?;
+        Ok(acceptors)
+    }
+
+    /// One accepted connection: counted against `max_connections` (503 beyond),
+    /// its TLS handshake if any, then its requests.
+    fn serve_accepted(&self, stream: TcpStream, tls: Option<&Arc<ServerConfig>>) {
+        let Ok(peer) = stream.peer_addr() else {
+            return;
+        };
+        if self.open.fetch_add(1, Ordering::SeqCst) >= self.max_connections {
+            self.open.fetch_sub(1, Ordering::SeqCst);
+            metrics::connection_refused();
+            refuse_busy(stream, tls.is_some());
+            return;
         }
+        let _open = metrics::connection_opened();
+        let stream = match tls {
+            None => Some(Stream::Tcp(stream)),
+            // A failed handshake (a plain-HTTP client, an untrusting
+            // one, a timeout) has no channel to answer on: close.
+            Some(config) => TlsStream::accept(config.clone(), stream)
+                .ok()
+                .map(Stream::Tls),
+        };
+        if let Some(stream) = stream {
+            self.handle(stream, peer);
+        }
+        self.open.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Serve one client connection: a loop of request heads, each routed.
@@ -441,6 +448,80 @@ fn linger(stream: &Stream) {
 
 /// Tell a connection beyond the bound to come back later (in plain HTTP; a TLS
 /// client just sees the connection close, without spending a handshake on it).
+/// A listener's connection threads. Each waits in `accept` itself and serves
+/// the connection it gets, so a new connection's first request is read by the
+/// thread the kernel woke for it: starting a thread per connection (or waking
+/// one from a pool) was a sizable share of a fresh connection's time to first
+/// byte (scripts/bench-relay.sh). A thread that accepts while no other waits
+/// starts one more before it serves, so a thread always waits in `accept`.
+pub struct Acceptors {
+    door: Arc<FrontDoor>,
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    /// Threads waiting in `accept`.
+    idle: AtomicUsize,
+}
+
+impl Acceptors {
+    /// Start one more connection thread.
+    fn start(self: &Arc<Self>) -> io::Result<()> {
+        let acceptors = self.clone();
+        let name = if self.tls.is_some() {
+            "conn-tls"
+        } else {
+            "conn"
+        };
+        std::thread::Builder::new()
+            .name(name.into())
+            .stack_size(CONN_STACK)
+            .spawn(move || acceptors.run())
+            .map(drop)
+    }
+
+    /// Accept and serve connections until the server stops or enough other
+    /// threads wait.
+    fn run(self: &Arc<Self>) {
+        loop {
+            self.idle.fetch_add(1, Ordering::SeqCst);
+            let accepted = self.listener.accept();
+            let others = self.idle.fetch_sub(1, Ordering::SeqCst) - 1;
+            if self.door.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // Out of descriptors, say: let some connections end first.
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            if others == 0 && self.start().is_err() {
+                // No thread would accept while this one serves: refuse.
+                refuse_busy(stream, self.tls.is_some());
+                continue;
+            }
+            self.door.serve_accepted(stream, self.tls.as_ref());
+            if self.door.stopping.load(Ordering::SeqCst)
+                || self.idle.load(Ordering::SeqCst) >= IDLE_ACCEPTORS
+            {
+                return;
+            }
+        }
+    }
+
+    /// After `stopping` is set: connect to the listener at `addr` until no
+    /// thread waits in `accept` (each that wakes sees the flag and ends), for
+    /// at most a second.
+    pub fn wake(&self, addr: SocketAddr) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while self.idle.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 fn refuse_busy(stream: TcpStream, tls: bool) {
     if tls {
         let _ = stream.shutdown(Shutdown::Both);

@@ -3,7 +3,7 @@
 
 mod frontdoor;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -132,25 +132,20 @@ pub fn run(args: ServerArgs) -> CliResult {
         door.max_tunnels = bound;
     }
     let door = Arc::new(door);
-    let serving = {
-        let door = door.clone();
-        std::thread::Builder::new()
-            .name("front-door".into())
-            .spawn(move || door.serve(listener, None))
-            .map_err(|e| CliError::other(format!("could not start the listener: {e}")))?
-    };
+    let serving = door
+        .serve(listener, None)
+        .map_err(|e| CliError::other(format!("could not start the listener: {e}")))?;
     let serving_tls = match &tls {
         Some(tls) => {
-            let (door, listener) = (door.clone(), tls.listener.try_clone());
+            let listener = tls.listener.try_clone();
             let listener = listener
                 .map_err(|e| CliError::other(format!("could not start the TLS listener: {e}")))?;
             let config = crate::tls::server_config(tls.certs.clone());
-            let thread = std::thread::Builder::new()
-                .name("front-door-tls".into())
-                .spawn(move || door.serve(listener, Some(config)))
+            let acceptors = door
+                .serve(listener, Some(config))
                 .map_err(|e| CliError::other(format!("could not start the TLS listener: {e}")))?;
             say(format_args!("berth listening on https://{}", tls.bound));
-            Some((thread, tls.bound))
+            Some((acceptors, tls.bound))
         }
         None => None,
     };
@@ -181,12 +176,10 @@ pub fn run(args: ServerArgs) -> CliResult {
     say(format_args!("berth shutting down"));
     door.stopping.store(true, Ordering::SeqCst);
     door.relay.close_all();
-    // Wake the accept loop so it sees the flag.
-    let _ = TcpStream::connect_timeout(&wake_addr(bound), Duration::from_secs(1));
-    let _ = serving.join();
-    if let Some((thread, bound)) = serving_tls {
-        let _ = TcpStream::connect_timeout(&wake_addr(bound), Duration::from_secs(1));
-        let _ = thread.join();
+    // Wake the threads waiting in accept so they see the flag.
+    serving.wake(wake_addr(bound));
+    if let Some((acceptors, bound)) = serving_tls {
+        acceptors.wake(wake_addr(bound));
     }
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while door.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
