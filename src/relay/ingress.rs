@@ -315,6 +315,11 @@ pub fn forward(
         return Ok(Forwarded::Refused);
     };
     let mut seen = Observed::start(head, peer, scheme(client_stream));
+    let refill = Refill {
+        relay,
+        tunnel: &tunnel,
+        due: std::cell::Cell::new(leg.as_ref().is_none_or(|l| l.subdomain != tunnel.subdomain)),
+    };
     let Some(data) = leg_to(relay, &tunnel, leg)? else {
         let why = format!("The tunnel at {host} did not answer in time; try again.");
         seen.answer(out, &page(502, &why))?;
@@ -322,7 +327,8 @@ pub fn forward(
         note(relay, &tunnel, head, seen);
         return Ok(Forwarded::Refused);
     };
-    let answer = exchange(head, client, out, data, &mut seen);
+    let answer = exchange(head, client, out, data, &mut seen, &refill);
+    refill.now();
     if let Ok(Answer::Upgrade) = answer {
         // Recorded when the switch happens, not when the upgraded connection ends.
         note(relay, &tunnel, head, seen);
@@ -350,6 +356,23 @@ pub fn forward(
     let _ = out.flush();
     note(relay, &tunnel, head, seen);
     result
+}
+
+/// Refilling a tunnel's pool of parked data connections after this public
+/// connection took one, once its response is on its way (see `relay`'s header).
+struct Refill<'a> {
+    relay: &'a Relay,
+    tunnel: &'a Arc<Tunnel>,
+    due: std::cell::Cell<bool>,
+}
+
+impl Refill<'_> {
+    /// Refill, if a data connection was taken and it was not done yet.
+    fn now(&self) {
+        if self.due.replace(false) {
+            self.relay.refill(self.tunnel);
+        }
+    }
 }
 
 /// The data connection for this public connection's request: the one kept from
@@ -484,6 +507,7 @@ fn exchange(
     out: &mut impl Write,
     leg: &mut Leg,
     seen: &mut Observed,
+    refill: &Refill,
 ) -> io::Result<Answer> {
     if let Some(early) = send_request(head, client, out, leg, seen)? {
         return Ok(early);
@@ -510,6 +534,10 @@ fn exchange(
     seen.response_headers = inspect::text_fields(&response.headers);
     let keep = response.keep_alive && head.keep_alive;
     out.write_all(&response.encode(response.status == 101 || keep))?;
+    if refill.due.get() {
+        out.flush()?;
+        refill.now();
+    }
     if response.status == 101 {
         out.flush()?;
         return Ok(Answer::Upgrade);

@@ -10,8 +10,11 @@
 //! arrives. The server parks those connections in the tunnel's small pool: no
 //! thread holds a parked socket, and the front door's connection thread that
 //! answered the 101 ends. A new public connection takes a parked one (checking
-//! with a non-blocking peek that it is still open) and a `connect` frame goes out
-//! to refill the pool. The control connection's loop, which wakes at least every
+//! with a non-blocking peek that it is still open) and, once the response's
+//! first bytes are on their way back, a `connect` frame goes out to refill the
+//! pool: refilling earlier set the client dialling and the server upgrading a
+//! new connection on the same cores, at the moment the first request needed
+//! them (scripts/bench-relay.sh's time to first byte). The control connection's loop, which wakes at least every
 //! ping interval, retires parked connections older than `PARKED_MAX_AGE` (well
 //! before the client's own idle timeout on them) and expires ids asked ahead of
 //! need that no client claimed within `PENDING_TIMEOUT`.
@@ -372,11 +375,14 @@ impl Relay {
     }
 
     /// A data connection for a new public connection: a parked one when one is
-    /// still open, else ask the tunnel's client for one and wait for it.
+    /// still open (the caller refills the pool with [`Relay::refill`] once the
+    /// response is under way), else ask the tunnel's client for one, refill
+    /// the empty pool, and wait.
     pub fn open_data(&self, tunnel: &Arc<Tunnel>) -> Option<Stream> {
         if let Some(stream) = self.take_parked(tunnel) {
             return Some(stream);
         }
+        self.refill(tunnel);
         let id = random_hex::<16>();
         let (tx, rx): (_, Receiver<Stream>) = mpsc::sync_channel(1);
         lock(&self.pending).insert(id.clone(), Pending::Waiter(tx));
@@ -389,20 +395,15 @@ impl Relay {
         stream
     }
 
-    /// The oldest parked connection that is still open; the pool is refilled.
+    /// The oldest parked connection that is still open.
     fn take_parked(&self, tunnel: &Arc<Tunnel>) -> Option<Stream> {
-        let mut found = None;
-        {
-            let mut pool = lock(&tunnel.pool);
-            while let Some((stream, _)) = pool.parked.pop_front() {
-                if still_open(&stream) {
-                    found = Some(stream);
-                    break;
-                }
+        let mut pool = lock(&tunnel.pool);
+        while let Some((stream, _)) = pool.parked.pop_front() {
+            if still_open(&stream) {
+                return Some(stream);
             }
         }
-        self.refill(tunnel);
-        found
+        None
     }
 
     /// Send `connect` frames until the tunnel has `PARKED_PER_TUNNEL` data
@@ -496,7 +497,12 @@ impl Relay {
 fn still_open(stream: &Stream) -> bool {
     // Under TLS this looks at the encrypted bytes: any at all mean the client
     // spoke (a close_notify, say), which it never does before a request.
-    let stream = stream.tcp();
+    silent_and_open(stream.tcp())
+}
+
+/// Whether nothing is waiting to be read on `stream` and its peer has not
+/// closed it: a connection made ahead of need that is still good to use.
+pub fn silent_and_open(stream: &std::net::TcpStream) -> bool {
     if stream.set_nonblocking(true).is_err() {
         return false;
     }
@@ -627,9 +633,12 @@ mod tests {
         // Full: a refill asks for nothing more.
         relay.refill(&tunnel);
         assert_eq!(lock(&tunnel.pool).asked, 0);
-        // A public connection takes a parked one at once, and one more is asked for.
+        // A public connection takes a parked one at once; one more is asked
+        // for when the caller refills.
         let mut data = relay.open_data(&tunnel).expect("a parked connection");
         assert_eq!(tunnel.parked(), PARKED_PER_TUNNEL - 1);
+        assert_eq!(lock(&tunnel.pool).asked, 0);
+        relay.refill(&tunnel);
         assert_eq!(connect_ids(&mut lines, 1).len(), 1);
         data.write_all(b"x").unwrap();
         let mut byte = [0u8; 1];
