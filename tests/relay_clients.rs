@@ -5,7 +5,7 @@
 mod common;
 mod relay_support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -124,10 +124,22 @@ fn data_connections_are_opened_ahead_of_the_first_request() {
     eventually("the pre-opened data connections", || {
         cutter.connections() >= before
     });
+    // Each parked data connection dialled the local service as it parked.
+    let accepted = || service.accepted.load(std::sync::atomic::Ordering::SeqCst);
+    eventually("the connections dialled ahead", || {
+        accepted() >= PARKED_PER_TUNNEL
+    });
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(cutter.connections(), before, "no more than the pool's size");
+    assert_eq!(accepted(), PARKED_PER_TUNNEL);
     let text = curl(&server, &share.host(), "/first", &[]);
     assert!(text.starts_with("path=/first "), "{text}");
+    // The request went over one of the local connections dialled ahead.
+    let place: usize = text
+        .rsplit_once("accepted=")
+        .and_then(|(_, n)| n.trim().parse().ok())
+        .unwrap_or(usize::MAX);
+    assert!(place <= PARKED_PER_TUNNEL, "{text}");
     // The public connection took a parked one; one more is opened to refill.
     eventually("the refill", || cutter.connections() > before);
     assert_eq!(
@@ -140,6 +152,45 @@ fn data_connections_are_opened_ahead_of_the_first_request() {
     for i in 0..10 {
         let text = curl(&server, &share.host(), &format!("/n{i}"), &[]);
         assert!(text.starts_with(&format!("path=/n{i} ")), "{text}");
+    }
+}
+
+/// A service that closes a connection on which no request came within 200 ms
+/// (as servers time out silent connections) and answers `ok` otherwise.
+fn impatient_service() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                if line == "\r\n" {
+                    let _ = (&stream).write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_local_connection_dialled_ahead_that_the_service_closed_is_not_used() {
+    let (server, token) = setup();
+    let share = Share::start(&server.url, impatient_service(), &token, &[]);
+    // Longer than the service waits for a request on the connections dialled ahead.
+    std::thread::sleep(Duration::from_millis(800));
+    for _ in 0..3 {
+        let text = curl(&server, &share.host(), "/", &[]);
+        assert_eq!(text, "ok");
     }
 }
 

@@ -27,6 +27,11 @@ const MAX_ERROR_BODY: u64 = 64 * 1024;
 /// A parked data connection that gets no request this long is dropped (the
 /// server's tending closes it sooner).
 const LEG_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// How long a parked data connection keeps the connection to the local service
+/// dialled for it: well under the time servers give a silent new connection
+/// (Apache's 20 s for a first byte is among the shortest), so the service has
+/// not given up on it when the request comes.
+const PREDIAL_KEEP: Duration = Duration::from_secs(10);
 /// The first read of a data connection: a whole small request in one go.
 const FIRST_READ: usize = 16 * 1024;
 /// How long data connections outlive the control connection they came with:
@@ -485,25 +490,47 @@ fn describe(e: &io::Error) -> String {
 /// framed every request (and answers 502 itself when the service goes quiet),
 /// so nothing here parses HTTP; the per-request lines come from the server's
 /// `request` frames, so they show what the inspector recorded.
+///
+/// Most data connections arrive ahead of need and wait parked for a public
+/// connection. Such a connection dials the local service as it parks, as a
+/// browser preconnects, so the first request does not wait for the service to
+/// accept a connection (a sizable share of the time to first byte through a
+/// tunnel). It keeps that connection `PREDIAL_KEEP` at most, so an idle tunnel
+/// soon holds none, and uses it only while the service has said nothing on it:
+/// otherwise it dials anew when the request comes.
 fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
     let Ok((mut data, mut public)) = server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
     else {
         return;
     };
     let _held = legs.hold(id, &data);
-    // A parked connection waits here for its first request; the service is
-    // dialled only then, so an idle tunnel holds no local connections.
+    let parked_at = Instant::now();
+    let mut dialled = connect_local(local).ok();
     let mut first = vec![0u8; FIRST_READ];
-    let _ = data.set_read_timeout(Some(LEG_IDLE_TIMEOUT));
     let n = loop {
+        let waited = parked_at.elapsed();
+        let wait = match dialled {
+            Some(_) => PREDIAL_KEEP.saturating_sub(waited),
+            None => LEG_IDLE_TIMEOUT.saturating_sub(waited),
+        };
+        if wait.is_zero() {
+            if dialled.take().is_some() {
+                continue;
+            }
+            return;
+        }
+        let _ = data.set_read_timeout(Some(wait));
         match public.read(&mut first) {
             Ok(n) if n > 0 => break n,
             // A signal during the wait is not the end of the connection.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if protocol::is_timeout(&e) => {}
             _ => return,
         }
     };
-    let mut service = match connect_local(local) {
+    let _ = data.set_read_timeout(None);
+    let dialled = dialled.filter(crate::relay::silent_and_open);
+    let mut service = match dialled.map_or_else(|| connect_local(local), Ok) {
         Ok(service) => service,
         Err(e) => {
             let why = format!("berth share could not reach http://{local}: {e}");

@@ -45,7 +45,12 @@ pub fn big_body() -> Vec<u8> {
 /// `/big` 1 MiB, anything else a line describing the request.
 pub struct Service {
     pub port: u16,
+    /// Connections that carried a request, numbered in the order of their first
+    /// one (`berth share` dials ahead of need; a connection unused is not counted).
     pub connections: Arc<AtomicUsize>,
+    /// Connections accepted, used or not; each request's line names its
+    /// connection's place in this order as `accepted=N`.
+    pub accepted: Arc<AtomicUsize>,
 }
 
 impl Service {
@@ -53,21 +58,28 @@ impl Service {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let connections = Arc::new(AtomicUsize::new(0));
-        let count = connections.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (count, accepts) = (connections.clone(), accepted.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-                std::thread::spawn(move || serve(stream, n));
+                let (count, place) = (count.clone(), accepts.fetch_add(1, Ordering::SeqCst) + 1);
+                std::thread::spawn(move || serve(stream, &count, place));
             }
         });
-        Service { port, connections }
+        Service {
+            port,
+            connections,
+            accepted,
+        }
     }
 }
 
-fn serve(stream: TcpStream, connection: usize) {
+fn serve(stream: TcpStream, count: &AtomicUsize, accepted: usize) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
+    // The connection's number, taken when its first request comes.
+    let mut number = None;
     loop {
         let mut head = Vec::new();
         loop {
@@ -78,6 +90,7 @@ fn serve(stream: TcpStream, connection: usize) {
             if line == "\r\n" {
                 break;
             }
+            number.get_or_insert_with(|| count.fetch_add(1, Ordering::SeqCst) + 1);
             head.push(line.trim_end().to_string());
         }
         let header = |name: &str| {
@@ -104,12 +117,13 @@ fn serve(stream: TcpStream, connection: usize) {
             let _ = std::io::copy(&mut reader, &mut out);
             return;
         }
+        let connection = number.unwrap_or(0);
         let path = head[0].split_whitespace().nth(1).unwrap_or("").to_string();
         let reply = match path.as_str() {
             "/echo" => body,
             "/big" => big_body(),
             _ => format!(
-                "path={path} host={} xff={} xfh={} xfp={} conn={connection}",
+                "path={path} host={} xff={} xfh={} xfp={} conn={connection} accepted={accepted}",
                 header("host"),
                 header("x-forwarded-for"),
                 header("x-forwarded-host"),
