@@ -12,6 +12,11 @@
 #   WARMUP       seconds of warm-up before each wrk run (default 2; 0 = none)
 #   TTFB_RUNS    fresh connections timed each way (default 200)
 #   TUNNELS      idle tunnels held open for the memory figure (default 1000; 0 = skip)
+#   REFERENCE    1 (default when haproxy is installed): also measure two chained
+#                haproxy instances in TCP mode, one thread each, in front of the same
+#                origin: an ideal event-driven relay of two hops (public side and
+#                client side, as a tunnel has) that parses nothing and records
+#                nothing, to show what any relay of this shape reaches here. 0 = skip.
 #
 # Goals (reported as PASS or BELOW GOAL, never a failure of the script):
 # tunnel/direct req/s >= 0.70, tunnel p99 <= 1.1x direct, TTFB p50 <= 2.0x direct,
@@ -89,7 +94,44 @@ IDLE_ANON=$(anon_kib "$RELAY_PID")
 run_wrk direct "$DIRECT"
 run_wrk tunnel "$BASE/" -H "Host: $THOST"
 
-for name in direct tunnel; do
+# --- 4b. the reference: two haproxy hops -----------------------------------------
+REFERENCE=${REFERENCE:-$(command -v haproxy >/dev/null 2>&1 && echo 1 || echo 0)}
+RUNS=(direct tunnel)
+if [[ $REFERENCE == 1 ]]; then
+    need haproxy "install it (e.g. apt-get install -y haproxy) or set REFERENCE=0."
+    free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+    # haproxy_hop NAME LISTEN_PORT TO_PORT: a one-thread TCP forwarder, daemonised.
+    haproxy_hop() {
+        cat >"$WORK/$1.cfg" <<EOF
+global
+  maxconn 4000
+  nbthread 1
+  pidfile $WORK/$1.pid
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend in
+  bind 127.0.0.1:$2
+  default_backend out
+backend out
+  server origin 127.0.0.1:$3
+EOF
+        haproxy -D -q -f "$WORK/$1.cfg" || die "haproxy ($1) did not start."
+        for _ in $(seq 50); do [[ -s $WORK/$1.pid ]] && break; sleep 0.1; done
+        [[ -s $WORK/$1.pid ]] || die "haproxy ($1) wrote no pid file."
+        track "$(cat "$WORK/$1.pid")"
+    }
+    HOP2=$(free_port)
+    haproxy_hop hop2 "$HOP2" "$ORIGIN_PORT"
+    HOP1=$(free_port)
+    haproxy_hop hop1 "$HOP1" "$HOP2"
+    run_wrk haproxy2 "http://127.0.0.1:$HOP1/"
+    RUNS+=(haproxy2)
+fi
+
+for name in "${RUNS[@]}"; do
     [[ $(errors "$name") -eq 0 ]] || die "the $name run had failed requests: $(grep -E 'Non-2xx|Socket errors' "$WORK/$name.txt")"
 done
 
@@ -151,6 +193,14 @@ printf '    %-8s %10s req/s   p50 %7s ms   p99 %7s ms\n' \
     tunnel "$T_RPS" "$(pct tunnel 50)" "$(pct tunnel 99)"
 echo "    req/s tunnel/direct: ${RATIO}x (goal >= 0.70x): $(verdict "$RATIO" 0.70 '>=')"
 echo "    p99 tunnel/direct:   ${P99_RATIO}x (goal <= 1.10x): $(verdict "$P99_RATIO" 1.10 '<=')"
+if [[ $REFERENCE == 1 ]]; then
+    H_RPS=$(rps haproxy2)
+    H_RATIO=$(awk -v t="$H_RPS" -v d="$D_RPS" 'BEGIN {printf "%.2f", (d > 0 ? t / d : 0)}')
+    H_P99=$(awk -v t="$(pct haproxy2 99)" -v d="$(pct direct 99)" 'BEGIN {printf "%.2f", (d > 0 ? t / d : 0)}')
+    printf '    %-8s %10s req/s   p50 %7s ms   p99 %7s ms\n' \
+        haproxy2 "$H_RPS" "$(pct haproxy2 50)" "$(pct haproxy2 99)"
+    echo "    reference (2 haproxy hops, TCP mode)/direct: ${H_RATIO}x req/s, p99 ${H_P99}x"
+fi
 echo "  time to first byte, $TTFB_RUNS fresh connections each (curl)"
 printf '    %-8s p50 %7s ms   p90 %7s ms\n' \
     direct "$D50" "$(quantile direct 0.9)" tunnel "$T50" "$(quantile tunnel 0.9)"
