@@ -112,10 +112,7 @@ impl FrontDoor {
 
     /// One accepted connection: counted against `max_connections` (503 beyond),
     /// its TLS handshake if any, then its requests.
-    fn serve_accepted(&self, stream: TcpStream, tls: Option<&Arc<ServerConfig>>) {
-        let Ok(peer) = stream.peer_addr() else {
-            return;
-        };
+    fn serve_accepted(&self, stream: TcpStream, peer: SocketAddr, tls: Option<&Arc<ServerConfig>>) {
         if self.open.fetch_add(1, Ordering::SeqCst) >= self.max_connections {
             self.open.fetch_sub(1, Ordering::SeqCst);
             metrics::connection_refused();
@@ -488,8 +485,8 @@ impl Acceptors {
             if self.door.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
                 Err(_) => {
                     // Out of descriptors, say: let some connections end first.
                     std::thread::sleep(Duration::from_millis(10));
@@ -501,7 +498,7 @@ impl Acceptors {
                 refuse_busy(stream, self.tls.is_some());
                 continue;
             }
-            self.door.serve_accepted(stream, self.tls.as_ref());
+            self.door.serve_accepted(stream, peer, self.tls.as_ref());
             if self.door.stopping.load(Ordering::SeqCst)
                 || self.idle.load(Ordering::SeqCst) >= IDLE_ACCEPTORS
             {
