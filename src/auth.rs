@@ -266,7 +266,8 @@ impl Auth {
     }
 
     /// The store credentials are checked against.
-    pub fn store(&self) -> &Store {
+    /// The store (a tunnel's thread keeps a handle to write its history).
+    pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
 use super::{ClaimError, Relay, Tunnel, SWITCHING};
 use crate::api::ApiError;
-use crate::auth::{self, Action, Auth, Principal};
+use crate::auth::{self, Action, Auth};
 use crate::inspect::{self, Counter, Record};
 use crate::proxy::{self, Body, Conn, RequestHead};
 use crate::store::{NewAuditEvent, NewTunnel, Store};
@@ -18,6 +18,9 @@ use crate::time_fmt;
 
 /// How long a tunnel's client may take to start answering a request.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Stack of a tunnel's thread. It only reads the control connection and
+/// writes its history row at the end, so few of these pages are ever touched.
+const TUNNEL_STACK: usize = 256 * 1024;
 
 /// A data connection to a tunnel's client, kept across requests of one public connection.
 pub struct Leg {
@@ -102,7 +105,15 @@ impl<'a> Wanted<'a> {
 }
 
 /// `GET /api/v1/tunnels/connect`: check the token, claim the subdomain or port,
-/// answer 101 and `ready`, then keep the control connection until it closes.
+/// answer 101 and `ready`, then hand the control connection to a thread of its
+/// own that keeps it until it closes and then calls `ended`; whether it did.
+///
+/// A tunnel's thread lives as long as the tunnel, so the memory it holds is
+/// what each idle tunnel costs. Checking the token and writing the history
+/// rows runs SQLite, which touches tens of KiB of stack; on this (the front
+/// door's) thread those pages serve the next connection, while the tunnel's
+/// fresh thread touches only what its loop needs (scripts/bench-relay.sh's
+/// memory per idle tunnel).
 pub fn serve_control(
     relay: &Arc<Relay>,
     auth: &Auth,
@@ -110,43 +121,46 @@ pub fn serve_control(
     stream: &Stream,
     client: &mut Conn<Stream>,
     peer: SocketAddr,
-) -> io::Result<()> {
+    ended: impl FnOnce() + Send + 'static,
+) -> io::Result<bool> {
     let mut out = stream;
     if !wants_relay(head) {
         let why = format!("Send Connection: Upgrade and Upgrade: {UPGRADE}.");
-        return refuse(&mut out, ApiError::BadRequest(why));
+        return refuse(&mut out, ApiError::BadRequest(why)).map(|()| false);
     }
     let bearer = head
         .header("authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(bearer) = bearer else {
-        return refuse(&mut out, ApiError::NoToken);
+        return refuse(&mut out, ApiError::NoToken).map(|()| false);
     };
     let principal = match auth.verify_token(bearer, &peer.ip().to_string()) {
         Ok(principal) => principal,
-        Err(err) => return refuse(&mut out, err.into()),
+        Err(err) => return refuse(&mut out, err.into()).map(|()| false),
     };
     let Some(membership) = principal.token_context.as_ref() else {
-        return refuse(&mut out, ApiError::NoTeamContext);
+        return refuse(&mut out, ApiError::NoTeamContext).map(|()| false);
     };
     if !auth::allows(membership.role, &principal.scopes(), Action::ShareTunnels) {
         let why = "Opening tunnels needs the member role or above and the tunnels:share scope.";
-        return refuse(&mut out, ApiError::Forbidden(why.into()));
+        return refuse(&mut out, ApiError::Forbidden(why.into())).map(|()| false);
     }
     let token_region = principal.token().and_then(|t| t.region.as_deref());
     if let Some(why) = relay.region_refusal(query(&head.target, "region"), token_region) {
-        return refuse(&mut out, ApiError::RegionNotServed(why));
+        return refuse(&mut out, ApiError::RegionNotServed(why)).map(|()| false);
     }
     let wanted = match Wanted::parse(&head.target) {
         Ok(wanted) => wanted,
-        Err(err) => return refuse(&mut out, err),
+        Err(err) => return refuse(&mut out, err).map(|()| false),
     };
     let token_id = principal.token().map_or(0, |t| t.id);
     let record = History {
-        store: auth.store(),
+        store: auth.store().clone(),
         crew_id: membership.crew.id,
-        principal: &principal,
+        user_id: principal.user.id,
+        username: principal.user.username.clone(),
+        token_id: principal.token().map(|t| t.id),
         address: peer.ip().to_string(),
     };
     let mut opened = None;
@@ -165,38 +179,70 @@ pub fn serve_control(
     };
     let tunnel = match claimed {
         Ok(tunnel) => tunnel,
-        Err(ClaimError::Invalid(why)) => return refuse(&mut out, ApiError::BadRequest(why)),
-        Err(ClaimError::Taken(why)) => return refuse(&mut out, ApiError::Conflict(why)),
+        Err(ClaimError::Invalid(why)) => {
+            return refuse(&mut out, ApiError::BadRequest(why)).map(|()| false)
+        }
+        Err(ClaimError::Taken(why)) => {
+            return refuse(&mut out, ApiError::Conflict(why)).map(|()| false)
+        }
         Err(ClaimError::Gone) => {
             if let Some(id) = opened {
                 record.closed(&id);
             }
-            return Ok(());
+            return Ok(false);
         }
     };
     relay.refill(&tunnel);
-    let result = control_loop(relay, &tunnel, stream, client, (PING_EVERY, SILENCE_LIMIT));
-    relay.release(&tunnel);
-    tunnel.close();
-    record.closed(&tunnel.id);
-    result
+    let close = {
+        let (relay, tunnel, record) = (relay.clone(), tunnel.clone(), record.clone());
+        move || {
+            relay.release(&tunnel);
+            tunnel.close();
+            record.closed(&tunnel.id);
+        }
+    };
+    let handed = (|| {
+        let stream = stream.try_clone()?;
+        let mut client = std::mem::replace(client, Conn::new(stream.try_clone()?));
+        let (relay, tunnel, close) = (relay.clone(), tunnel.clone(), close.clone());
+        std::thread::Builder::new()
+            .name(format!(
+                "tunnel-{}",
+                tunnel.id.get(..8).unwrap_or(&tunnel.id)
+            ))
+            .stack_size(TUNNEL_STACK)
+            .spawn(move || {
+                let timing = (PING_EVERY, SILENCE_LIMIT);
+                let _ = control_loop(&relay, &tunnel, &stream, &mut client, timing);
+                close();
+                ended();
+            })
+    })();
+    if handed.is_err() {
+        // No thread for the tunnel: it cannot be kept, so it closes at once.
+        close();
+    }
+    handed.map(|_| true)
 }
 
 /// Writes a tunnel's history row and its `tunnel.open` / `tunnel.close` audit events.
-struct History<'a> {
-    store: &'a Store,
+#[derive(Clone)]
+struct History {
+    store: Arc<Store>,
     crew_id: i64,
-    principal: &'a Principal,
+    user_id: i64,
+    username: String,
+    token_id: Option<i64>,
     address: String,
 }
 
-impl History<'_> {
+impl History {
     /// A TCP tunnel's row holds its port in `subdomain`.
     fn opened(&self, tunnel: &Tunnel, kind: &str, url: &str) {
         let row = NewTunnel {
             id: &tunnel.id,
             crew_id: self.crew_id,
-            user_id: self.principal.user.id,
+            user_id: self.user_id,
             token_id: tunnel.token_id,
             kind,
             subdomain: &tunnel.subdomain,
@@ -220,9 +266,9 @@ impl History<'_> {
     fn audit(&self, action: &str, detail: String) {
         let event = NewAuditEvent {
             crew_id: Some(self.crew_id),
-            user_id: Some(self.principal.user.id),
-            username: Some(&self.principal.user.username),
-            token_id: self.principal.token().map(|t| t.id),
+            user_id: Some(self.user_id),
+            username: Some(&self.username),
+            token_id: self.token_id,
             action,
             detail,
             address: Some(&self.address),
@@ -372,6 +418,13 @@ impl Refill<'_> {
         if self.due.replace(false) {
             self.relay.refill(self.tunnel);
         }
+    }
+}
+
+impl Drop for Refill<'_> {
+    /// However the exchange ended (an error returned early), the pool refills.
+    fn drop(&mut self) {
+        self.now();
     }
 }
 

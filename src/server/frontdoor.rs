@@ -58,8 +58,8 @@ const LINGER_BYTES: u64 = 1024 * 1024;
 pub struct FrontDoor {
     pub api_socket: PathBuf,
     pub open: AtomicUsize,
-    /// Control connections being served.
-    pub controls: AtomicUsize,
+    /// Control connections being served (their tunnels' threads hold a handle).
+    pub controls: Arc<AtomicUsize>,
     pub stopping: AtomicBool,
     pub max_connections: usize,
     pub max_tunnels: usize,
@@ -85,7 +85,7 @@ impl FrontDoor {
             auth,
             api_socket,
             open: AtomicUsize::new(0),
-            controls: AtomicUsize::new(0),
+            controls: Arc::new(AtomicUsize::new(0)),
             stopping: AtomicBool::new(false),
             max_connections: MAX_CONNECTIONS,
             max_tunnels: MAX_TUNNELS,
@@ -185,7 +185,11 @@ impl FrontDoor {
                 }),
                 Route::Control => {
                     let _ = out.flush();
-                    self.control(&head, &stream, &mut client, peer)
+                    match self.control(&head, &stream, &mut client, peer) {
+                        // The connection now belongs to its tunnel's thread.
+                        Ok(Outcome::HandedOff) => return,
+                        other => other,
+                    }
                 }
                 Route::Accept(id) => {
                     let _ = out.flush();
@@ -229,9 +233,19 @@ impl FrontDoor {
             (&*stream).write_all(&proxy::error_response(503, "unavailable", why))?;
             return Ok(Outcome::Refused);
         }
-        self.open.fetch_sub(1, Ordering::SeqCst);
-        let _ = ingress::serve_control(&self.relay, &self.auth, head, stream, client, peer);
-        self.open.fetch_add(1, Ordering::SeqCst);
+        // Still counted among the front door's open connections (the gauge)
+        // while its tunnel lives on a thread of its own.
+        let counted = metrics::connection_opened();
+        let controls = self.controls.clone();
+        let ended = move || {
+            drop(counted);
+            controls.fetch_sub(1, Ordering::SeqCst);
+        };
+        let handed =
+            ingress::serve_control(&self.relay, &self.auth, head, stream, client, peer, ended);
+        if handed.unwrap_or(false) {
+            return Ok(Outcome::HandedOff);
+        }
         self.controls.fetch_sub(1, Ordering::SeqCst);
         Ok(Outcome::Close)
     }
@@ -359,6 +373,8 @@ enum Outcome {
     Close,
     /// Refused before the API saw it: the rest of the request is unread.
     Refused,
+    /// A control connection, now served by its tunnel's own thread.
+    HandedOff,
 }
 
 /// A keep-alive connection to the API's Unix socket.
@@ -443,8 +459,6 @@ fn linger(stream: &Stream) {
     let _ = io::copy(&mut io::Read::take(stream, LINGER_BYTES), &mut io::sink());
 }
 
-/// Tell a connection beyond the bound to come back later (in plain HTTP; a TLS
-/// client just sees the connection close, without spending a handshake on it).
 /// A listener's connection threads. Each waits in `accept` itself and serves
 /// the connection it gets, so a new connection's first request is read by the
 /// thread the kernel woke for it: starting a thread per connection (or waking
@@ -480,6 +494,11 @@ impl Acceptors {
     fn run(self: &Arc<Self>) {
         loop {
             self.idle.fetch_add(1, Ordering::SeqCst);
+            // A `wake` that saw no thread waiting may already be done.
+            if self.door.stopping.load(Ordering::SeqCst) {
+                self.idle.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
             let accepted = self.listener.accept();
             let others = self.idle.fetch_sub(1, Ordering::SeqCst) - 1;
             if self.door.stopping.load(Ordering::SeqCst) {
@@ -519,6 +538,8 @@ impl Acceptors {
     }
 }
 
+/// Tell a connection beyond the bound to come back later (in plain HTTP; a TLS
+/// client just sees the connection close, without spending a handshake on it).
 fn refuse_busy(stream: TcpStream, tls: bool) {
     if tls {
         let _ = stream.shutdown(Shutdown::Both);
