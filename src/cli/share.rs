@@ -32,6 +32,9 @@ const LEG_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// (Apache's 20 s for a first byte is among the shortest), so the service has
 /// not given up on it when the request comes.
 const PREDIAL_KEEP: Duration = Duration::from_secs(10);
+/// Parked data connections dial the local service ahead only this soon after
+/// the tunnel's last request, so an idle tunnel does not keep dialling it.
+const PREDIAL_WHILE_USED: Duration = Duration::from_secs(60);
 /// The first read of a data connection: a whole small request in one go.
 const FIRST_READ: usize = 16 * 1024;
 /// How long data connections outlive the control connection they came with:
@@ -492,12 +495,13 @@ fn describe(e: &io::Error) -> String {
 /// `request` frames, so they show what the inspector recorded.
 ///
 /// Most data connections arrive ahead of need and wait parked for a public
-/// connection. Such a connection dials the local service as it parks, as a
-/// browser preconnects, so the first request does not wait for the service to
-/// accept a connection (a sizable share of the time to first byte through a
-/// tunnel). It keeps that connection `PREDIAL_KEEP` at most, so an idle tunnel
-/// soon holds none, and uses it only while the service has said nothing on it:
-/// otherwise it dials anew when the request comes.
+/// connection. While the tunnel is in use (a request within
+/// `PREDIAL_WHILE_USED`), such a connection dials the local service as it
+/// parks, as a browser preconnects, so the next new connection's request does
+/// not wait for the service to accept (a sizable share of the time to first
+/// byte through a tunnel). It keeps that connection `PREDIAL_KEEP` at most, so
+/// an idle tunnel soon holds none and dials nothing, and uses it only while
+/// the service has said nothing on it: otherwise it dials anew.
 fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
     let Ok((mut data, mut public)) = server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
     else {
@@ -505,7 +509,11 @@ fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
     };
     let _held = legs.hold(id, &data);
     let parked_at = Instant::now();
-    let mut dialled = connect_local(local).ok();
+    let mut dialled = if legs.used_within(PREDIAL_WHILE_USED) {
+        connect_local(local).ok()
+    } else {
+        None
+    };
     let mut first = vec![0u8; FIRST_READ];
     let n = loop {
         let waited = parked_at.elapsed();
@@ -529,6 +537,7 @@ fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
         }
     };
     let _ = data.set_read_timeout(None);
+    legs.used();
     let dialled = dialled.filter(crate::relay::silent_and_open);
     let mut service = match dialled.map_or_else(|| connect_local(local), Ok) {
         Ok(service) => service,
@@ -551,7 +560,11 @@ fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
 /// The data connections of one control connection, by id, so that losing the
 /// server closes them all.
 #[derive(Clone, Default)]
-struct Legs(Arc<Mutex<HashMap<String, Stream>>>);
+struct Legs {
+    held: Arc<Mutex<HashMap<String, Stream>>>,
+    /// When a data connection last got its first request.
+    last_used: Arc<Mutex<Option<Instant>>>,
+}
 
 /// A data connection's place in `Legs`, given up when its thread ends.
 struct Held<'a> {
@@ -560,9 +573,19 @@ struct Held<'a> {
 }
 
 impl Legs {
+    /// A data connection got its first request now.
+    fn used(&self) {
+        *lock(&self.last_used) = Some(Instant::now());
+    }
+
+    /// Whether a data connection got a request within `window`.
+    fn used_within(&self, window: Duration) -> bool {
+        lock(&self.last_used).is_some_and(|at| at.elapsed() < window)
+    }
+
     fn hold<'a>(&'a self, id: &str, data: &Stream) -> Held<'a> {
         if let Ok(clone) = data.try_clone() {
-            lock(&self.0).insert(id.to_string(), clone);
+            lock(&self.held).insert(id.to_string(), clone);
         }
         Held {
             legs: self,
@@ -582,7 +605,7 @@ impl Legs {
     }
 
     fn close_all(&self) {
-        for (_, data) in lock(&self.0).drain() {
+        for (_, data) in lock(&self.held).drain() {
             let _ = data.shutdown(Shutdown::Both);
         }
     }
@@ -590,7 +613,7 @@ impl Legs {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        lock(&self.legs.0).remove(&self.id);
+        lock(&self.legs.held).remove(&self.id);
     }
 }
 
@@ -667,10 +690,14 @@ mod tests {
         let legs = Legs::default();
         let held = legs.hold("a1", &data);
         legs.hold("b2", &data);
-        assert_eq!(lock(&legs.0).len(), 1, "a finished leg gives up its place");
+        assert_eq!(
+            lock(&legs.held).len(),
+            1,
+            "a finished leg gives up its place"
+        );
         legs.close_all();
         assert_eq!(far.read(&mut [0u8; 8]).unwrap(), 0, "closed");
-        assert!(lock(&legs.0).is_empty());
+        assert!(lock(&legs.held).is_empty());
         drop(held);
     }
 

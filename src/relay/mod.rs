@@ -6,17 +6,18 @@
 //! and an upgrade before its first byte moves. So each tunnel keeps a few data
 //! connections open ahead of need, with the wire protocol unchanged: the server
 //! sends `connect` frames nobody waits for yet; the client dials `accept/{id}` as
-//! always and, as always, only dials the local service once the first request
-//! arrives. The server parks those connections in the tunnel's small pool: no
-//! thread holds a parked socket, and the front door's connection thread that
-//! answered the 101 ends. A new public connection takes a parked one (checking
-//! with a non-blocking peek that it is still open) and, once the response's
-//! first bytes are on their way back, a `connect` frame goes out to refill the
-//! pool: refilling earlier set the client dialling and the server upgrading a
-//! new connection on the same cores, at the moment the first request needed
-//! them (scripts/bench-relay.sh's time to first byte). The control connection's loop, which wakes at least every
-//! ping interval, retires parked connections older than `PARKED_MAX_AGE` (well
-//! before the client's own idle timeout on them) and expires ids asked ahead of
+//! always (and, while the tunnel is in use, dials the local service ahead too:
+//! see `cli::share`). The server parks those connections in the tunnel's small
+//! pool: no thread holds a parked socket, and the front door's connection
+//! thread that answered the 101 goes back to accepting. A new public connection
+//! takes a parked one (checking with a non-blocking peek that it is still open)
+//! and, once the response's first bytes are on their way back, a `connect`
+//! frame goes out to refill the pool: refilling earlier set the client dialling
+//! and the server upgrading a new connection on the same cores, at the moment
+//! the first request needed them (scripts/bench-relay.sh's time to first byte).
+//! The control connection's loop, which wakes at least every ping interval,
+//! retires parked connections older than `PARKED_MAX_AGE` (well before the
+//! client's own idle timeout on them) and expires ids asked ahead of
 //! need that no client claimed within `PENDING_TIMEOUT`.
 
 mod copy;
@@ -395,10 +396,12 @@ impl Relay {
         stream
     }
 
-    /// The oldest parked connection that is still open.
+    /// The newest parked connection that is still open: the least likely to
+    /// have been dropped along the way, and while the tunnel is in use the one
+    /// whose client has dialled the local service ahead (see `cli::share`).
     fn take_parked(&self, tunnel: &Arc<Tunnel>) -> Option<Stream> {
         let mut pool = lock(&tunnel.pool);
-        while let Some((stream, _)) = pool.parked.pop_front() {
+        while let Some((stream, _)) = pool.parked.pop_back() {
             if still_open(&stream) {
                 return Some(stream);
             }
@@ -640,14 +643,15 @@ mod tests {
         assert_eq!(lock(&tunnel.pool).asked, 0);
         relay.refill(&tunnel);
         assert_eq!(connect_ids(&mut lines, 1).len(), 1);
+        // The newest one.
         data.write_all(b"x").unwrap();
         let mut byte = [0u8; 1];
-        client_ends[0].read_exact(&mut byte).unwrap();
+        client_ends[1].read_exact(&mut byte).unwrap();
         assert_eq!(&byte, b"x");
         // Closing the tunnel closes what is parked.
         tunnel.close();
         assert_eq!(tunnel.parked(), 0);
-        assert_eq!(client_ends[1].read(&mut byte).unwrap(), 0);
+        assert_eq!(client_ends[0].read(&mut byte).unwrap(), 0);
     }
 
     #[test]
