@@ -287,7 +287,9 @@ impl<W: Write> Write for Counter<W> {
 
 /// Messages to the writer thread.
 enum Job {
-    Store(Record),
+    /// Boxed: the channel allocates and touches all `QUEUE_CAPACITY` slots up
+    /// front, and an unboxed record made that 740 KB of an idle server's memory.
+    Store(Box<Record>),
     /// Answer once everything queued before is stored (shutdown).
     Flush(SyncSender<()>),
 }
@@ -367,7 +369,7 @@ impl Inspector {
     /// Queue a record for storage; never waits: a full queue drops it.
     pub fn submit(&self, record: Record) {
         let Some(queue) = &self.queue else { return };
-        match queue.try_send(Job::Store(record)) {
+        match queue.try_send(Job::Store(Box::new(record))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -402,7 +404,7 @@ fn write_loop(store: &Store, jobs: &Receiver<Job>, retention: u32) {
         let mut next = Some(first);
         while let Some(job) = next {
             match job {
-                Job::Store(record) => batch.push(record),
+                Job::Store(record) => batch.push(*record),
                 Job::Flush(done) => flushes.push(done),
             }
             let left = until.saturating_duration_since(Instant::now());
@@ -655,7 +657,8 @@ mod tests {
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let total = MAX_BATCH * 2 + 1;
         for i in 0..total {
-            tx.send(Job::Store(plain_record(&format!("/{i}")))).unwrap();
+            tx.send(Job::Store(Box::new(plain_record(&format!("/{i}")))))
+                .unwrap();
         }
         drop(tx);
         write_loop(&store, &rx, 600);
