@@ -80,28 +80,9 @@ fn serve(stream: TcpStream, count: &AtomicUsize, accepted: usize) {
     let mut out = stream;
     // The connection's number, taken when its first request comes.
     let mut number = None;
-    loop {
-        let mut head = Vec::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            number.get_or_insert_with(|| count.fetch_add(1, Ordering::SeqCst) + 1);
-            head.push(line.trim_end().to_string());
-        }
-        let header = |name: &str| {
-            head.iter()
-                .skip(1)
-                .find_map(|l| {
-                    let (n, v) = l.split_once(':')?;
-                    n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-                })
-                .unwrap_or_default()
-        };
+    while let Some(head) = read_head(&mut reader) {
+        number.get_or_insert_with(|| count.fetch_add(1, Ordering::SeqCst) + 1);
+        let header = |name: &str| header_value(&head, name).unwrap_or_default();
         let body = if header("transfer-encoding").eq_ignore_ascii_case("chunked") {
             read_chunked(&mut reader)
         } else {
@@ -139,6 +120,29 @@ fn serve(stream: TcpStream, count: &AtomicUsize, accepted: usize) {
             return;
         }
     }
+}
+
+/// One request head's lines, request line first; `None` once the peer closes.
+pub fn read_head(reader: &mut impl BufRead) -> Option<Vec<String>> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            return Some(head);
+        }
+        head.push(line.trim_end().to_string());
+    }
+}
+
+/// A header's value in a head from [`read_head`].
+pub fn header_value(head: &[String], name: &str) -> Option<String> {
+    head.iter().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
 }
 
 /// A chunked request body, de-chunked (no trailers).

@@ -38,26 +38,9 @@ impl StreamingService {
 fn serve(stream: TcpStream) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
-    loop {
-        let mut head = Vec::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            head.push(line.trim_end().to_string());
-        }
-        let length: u64 = head
-            .iter()
-            .skip(1)
-            .find_map(|l| {
-                let (n, v) = l.split_once(':')?;
-                n.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
+    while let Some(head) = super::read_head(&mut reader) {
+        let length: u64 = super::header_value(&head, "content-length")
+            .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let path = head[0].split_whitespace().nth(1).unwrap_or("").to_string();
         // Hash the body as it streams in, 64 KiB at a time.
