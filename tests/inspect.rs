@@ -9,68 +9,23 @@ mod relay_support;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{berth_with_token, run_with_stdin, run_with_token, Output, Server, PASSWORD};
+use common::{run_with_stdin, run_with_token, Output, Server, PASSWORD};
 use inspect_support::service;
+use relay_support::Share;
 use serde_json::{json, Value};
 
 /// Generous bound for records to reach the database (they are written by a
 /// background thread); only a broken writer gets near it.
 const RECORDED_WITHIN: Duration = Duration::from_secs(20);
 
-/// `berth share` running in the background, killed on Drop.
-struct Share {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    host: String,
-}
-
 impl Share {
     fn start(server: &Server, port: u16, token: &str, subdomain: &str) -> Share {
         let port = port.to_string();
-        let args = [
-            "share",
-            &port,
-            "--host",
-            "127.0.0.1",
-            "--subdomain",
-            subdomain,
-        ];
-        let mut child = berth_with_token(&server.url, token, &args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn berth share");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let first = lines.recv_timeout(RECORDED_WITHIN).expect("share's URL");
-        let url = first.split_whitespace().nth(1).expect("Forwarding URL");
-        let host = url.strip_prefix("http://").unwrap().to_string();
-        Share { child, lines, host }
-    }
-
-    /// The next per-request line share prints.
-    fn next_line(&self) -> String {
-        self.lines
-            .recv_timeout(RECORDED_WITHIN)
-            .expect("share printed a request line")
-    }
-}
-
-impl Drop for Share {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let args = [&port, "--host", "127.0.0.1", "--subdomain", subdomain];
+        Share::spawn(&server.url, token, &args, Stdio::inherit())
     }
 }
 
@@ -217,8 +172,8 @@ fn standard_redacts_its_exact_list_both_ways_and_keeps_the_rest() {
     let (server, _dir) = setup(&[]);
     let token = token_with_tier(&server, "std", "standard");
     let share = Share::start(&server, service(), &token, "std");
-    let path = send_sensitive(&server, &share.host, "s");
-    let tunnel = tunnel_id(&server, &token, &share.host);
+    let path = send_sensitive(&server, share.authority(), "s");
+    let tunnel = tunnel_id(&server, &token, share.authority());
     let list = records(&server, &token, &tunnel, 1);
     let record = &list[0];
     assert_eq!(record["path"], path.as_str(), "standard keeps the query");
@@ -235,7 +190,7 @@ fn standard_redacts_its_exact_list_both_ways_and_keeps_the_rest() {
     assert_eq!(header(sent, "X-Plain-Marker"), "s-visible-marker");
     // As the service received them: berth's forwarding headers included.
     assert_eq!(header(sent, "X-Forwarded-For"), "127.0.0.1");
-    assert_eq!(header(sent, "X-Forwarded-Host"), share.host);
+    assert_eq!(header(sent, "X-Forwarded-Host"), share.authority());
     let got = &record["response_headers"];
     assert_eq!(headers(got, "set-cookie"), ["[REDACTED]", "[REDACTED]"]);
     assert_eq!(header(got, "X-Session-Id"), "resp-session-strict");
@@ -249,8 +204,8 @@ fn strict_redacts_more_headers_both_ways_and_sensitive_query_values() {
     let (server, _dir) = setup(&[]);
     let token = token_with_tier(&server, "strict", "strict");
     let share = Share::start(&server, service(), &token, "tight");
-    send_sensitive(&server, &share.host, "t");
-    let tunnel = tunnel_id(&server, &token, &share.host);
+    send_sensitive(&server, share.authority(), "t");
+    let tunnel = tunnel_id(&server, &token, share.authority());
     let record = records(&server, &token, &tunnel, 1).remove(0);
     let redacted_path = "/login?access_token=[REDACTED]&page=2&Session=[REDACTED]&code=[REDACTED]";
     assert_eq!(record["path"], redacted_path);
@@ -281,10 +236,10 @@ fn inherit_follows_the_crews_default_as_it_changes() {
     let (server, _dir) = setup(&[]);
     let token = server.token_for("alice", "home", "inherits");
     let share = Share::start(&server, service(), &token, "follow");
-    let tunnel = tunnel_id(&server, &token, &share.host);
+    let tunnel = tunnel_id(&server, &token, share.authority());
     curl(
         &server,
-        &share.host,
+        share.authority(),
         "/one?token=first",
         &["Session-ID: before-change"],
     );
@@ -311,7 +266,7 @@ fn inherit_follows_the_crews_default_as_it_changes() {
     // The same live tunnel: the next request already records as strict.
     curl(
         &server,
-        &share.host,
+        share.authority(),
         "/two?token=second",
         &["Session-ID: after-change"],
     );
@@ -371,22 +326,22 @@ fn redacted_values_never_reach_the_database_files() {
     let port = service();
     let loose = Share::start(&server, port, &standard, "loose");
     let tight = Share::start(&server, port, &strict, "tight");
-    send_sensitive(&server, &loose.host, "diskstd");
-    send_sensitive(&server, &tight.host, "diskstrict");
+    send_sensitive(&server, loose.authority(), "diskstd");
+    send_sensitive(&server, tight.authority(), "diskstrict");
     // Bodies are counted, never recorded.
     let body = "request-body-never-stored";
     let out = Command::new("curl")
-        .args(["-s", "-S", "-H", &format!("Host: {}", loose.host)])
+        .args(["-s", "-S", "-H", &format!("Host: {}", loose.authority())])
         .args(["--data-binary", body])
         .arg(format!("{}/upload", server.url))
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "served /upload");
-    let loose_tunnel = tunnel_id(&server, &standard, &loose.host);
+    let loose_tunnel = tunnel_id(&server, &standard, loose.authority());
     let newest = records(&server, &standard, &loose_tunnel, 2).remove(0);
     assert_eq!(newest["method"], "POST");
     assert_eq!(newest["bytes_in"], body.len());
-    let tight_tunnel = tunnel_id(&server, &strict, &tight.host);
+    let tight_tunnel = tunnel_id(&server, &strict, tight.authority());
     records(&server, &strict, &tight_tunnel, 1);
 
     let files = files_under(dir.path());
@@ -434,9 +389,9 @@ fn records_page_newest_first_and_bad_paging_is_refused() {
     let token = server.token_for("alice", "home", "pager");
     let share = Share::start(&server, service(), &token, "pages");
     for i in 0..7 {
-        curl(&server, &share.host, &format!("/{i}"), &[]);
+        curl(&server, share.authority(), &format!("/{i}"), &[]);
     }
-    let tunnel = tunnel_id(&server, &token, &share.host);
+    let tunnel = tunnel_id(&server, &token, share.authority());
     let all = records(&server, &token, &tunnel, 7);
     let paths: Vec<&str> = all.iter().map(|r| r["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["/6", "/5", "/4", "/3", "/2", "/1", "/0"]);
@@ -492,9 +447,9 @@ fn retention_keeps_the_newest_records_of_each_tunnel() {
     let (server, _dir) = setup(&["--inspect-retention", "5"]);
     let token = server.token_for("alice", "home", "kept");
     let share = Share::start(&server, service(), &token, "kept");
-    let tunnel = tunnel_id(&server, &token, &share.host);
+    let tunnel = tunnel_id(&server, &token, share.authority());
     for i in 0..12 {
-        curl(&server, &share.host, &format!("/{i}"), &[]);
+        curl(&server, share.authority(), &format!("/{i}"), &[]);
         // One at a time, so each lands in its own batch and pruning runs often.
         records(&server, &token, &tunnel, (i + 1).min(5));
     }
@@ -535,13 +490,13 @@ fn retention_zero_records_nothing_but_share_still_prints_lines() {
     server.create_user("alice", "home", "owner");
     let token = token_with_tier(&server, "strict", "strict");
     let share = Share::start(&server, service(), &token, "off");
-    curl(&server, &share.host, "/quiet?secret=s3", &[]);
+    curl(&server, share.authority(), "/quiet?secret=s3", &[]);
     let line = share.next_line();
     assert!(
         line.starts_with("GET /quiet?secret=[REDACTED] 200 "),
         "{line}"
     );
-    let tunnel = tunnel_id(&server, &token, &share.host);
+    let tunnel = tunnel_id(&server, &token, share.authority());
     let path = format!("/api/v1/tunnels/{tunnel}/requests");
     let (status, body) = server.call("GET", &path, Some(&token), None);
     assert_eq!(status, 200);
@@ -579,7 +534,7 @@ fn several_tunnels_record_at_once_with_right_counts() {
     std::thread::scope(|scope| {
         for share in &shares {
             for client in 0..CLIENTS {
-                let (base, host) = (server.url.clone(), share.host.clone());
+                let (base, host) = (server.url.clone(), share.authority().to_string());
                 scope.spawn(move || {
                     // One curl, many URLs: a kept-alive public connection.
                     let urls: Vec<String> = (0..PER_CLIENT)
@@ -603,7 +558,7 @@ fn several_tunnels_record_at_once_with_right_counts() {
         }
     });
     for share in &shares {
-        let tunnel = tunnel_id(&server, &token, &share.host);
+        let tunnel = tunnel_id(&server, &token, share.authority());
         let list = records(&server, &token, &tunnel, PER_CLIENT * CLIENTS);
         assert_eq!(list.len(), PER_CLIENT * CLIENTS);
         assert!(list
@@ -625,8 +580,8 @@ fn viewers_read_traffic_and_other_crews_get_404() {
     let viewer = server.token_for("vic", "home", "v");
     let outsider = server.token_for("eve", "elsewhere", "e");
     let share = Share::start(&server, service(), &token, "shown");
-    curl(&server, &share.host, "/seen", &[]);
-    let tunnel = tunnel_id(&server, &token, &share.host);
+    curl(&server, share.authority(), "/seen", &[]);
+    let tunnel = tunnel_id(&server, &token, share.authority());
     records(&server, &token, &tunnel, 1);
     let path = format!("/api/v1/tunnels/{tunnel}/requests");
     let (status, body) = server.call("GET", &path, Some(&viewer), None);
@@ -654,9 +609,9 @@ fn berth_traffic_prints_a_table_or_json() {
     let (server, _dir) = setup(&[]);
     let token = server.token_for("alice", "home", "cli");
     let share = Share::start(&server, service(), &token, "cli");
-    curl(&server, &share.host, "/a", &[]);
-    curl(&server, &share.host, "/b?x=1", &[]);
-    let tunnel = tunnel_id(&server, &token, &share.host);
+    curl(&server, share.authority(), "/a", &[]);
+    curl(&server, share.authority(), "/b?x=1", &[]);
+    let tunnel = tunnel_id(&server, &token, share.authority());
     records(&server, &token, &tunnel, 2);
 
     let out = berth(&server, &token, &["traffic", &tunnel]);
@@ -701,12 +656,12 @@ fn a_service_that_is_down_is_recorded_as_the_502_sent() {
     let share = Share::start(&server, port, &token, "down");
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
-        .arg(format!("Host: {}", share.host))
+        .arg(format!("Host: {}", share.authority()))
         .arg(format!("{}/gone", server.url))
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "502");
-    let tunnel = tunnel_id(&server, &token, &share.host);
+    let tunnel = tunnel_id(&server, &token, share.authority());
     let record = records(&server, &token, &tunnel, 1).remove(0);
     assert_eq!(record["status"], 502);
     assert_eq!(record["path"], "/gone");
@@ -722,7 +677,7 @@ fn an_upgrade_is_recorded_when_it_switches() {
     let mut public = TcpStream::connect(&server.addr).unwrap();
     let head = format!(
         "GET /socket?token=t HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
-        share.host
+        share.authority()
     );
     public.write_all(head.as_bytes()).unwrap();
     public.set_read_timeout(Some(RECORDED_WITHIN)).unwrap();
@@ -731,7 +686,7 @@ fn an_upgrade_is_recorded_when_it_switches() {
     reader.read_line(&mut status).unwrap();
     assert!(status.starts_with("HTTP/1.1 101"), "{status}");
     // Still open and echoing, yet already recorded and printed.
-    let tunnel = tunnel_id(&server, &token, &share.host);
+    let tunnel = tunnel_id(&server, &token, share.authority());
     let record = records(&server, &token, &tunnel, 1).remove(0);
     assert_eq!(record["status"], 101);
     assert_eq!(header(&record["response_headers"], "Upgrade"), "echo");

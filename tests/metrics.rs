@@ -5,44 +5,18 @@ mod common;
 mod relay_support;
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{berth_with_token, Server, PASSWORD};
-use relay_support::Service;
+use common::{Server, PASSWORD};
+use relay_support::{Service, Share};
 use serde_json::{json, Value};
-
-/// `berth share` in the background, killed on Drop.
-struct Share {
-    child: Child,
-    host: String,
-    /// Kept so share's stdout stays read: it prints a line per request.
-    _lines: std::sync::mpsc::Receiver<String>,
-}
 
 impl Share {
     fn start(server: &Server, port: u16, token: &str) -> Share {
         let port = port.to_string();
-        let mut child =
-            berth_with_token(&server.url, token, &["share", &port, "--host", "127.0.0.1"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn berth share");
-        let (lines, url) = relay_support::share_output(&mut child);
-        let host = url.trim_start_matches("http://").to_string();
-        Share {
-            child,
-            host,
-            _lines: lines,
-        }
-    }
-}
-
-impl Drop for Share {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let args = [port.as_str(), "--host", "127.0.0.1"];
+        Share::spawn(&server.url, token, &args, Stdio::null())
     }
 }
 
@@ -120,13 +94,13 @@ fn metrics_count_real_traffic_without_auth() {
     let payload = "x".repeat(1000);
     let (status, _, body) = curl(
         &server,
-        Some(&live.host),
+        Some(live.authority()),
         "/echo",
         &["--data-binary", &payload],
     );
     assert_eq!((status, body.len()), (200, 1000));
-    assert_eq!(curl(&server, Some(&live.host), "/hello", &[]).0, 200);
-    assert_eq!(curl(&server, Some(&dead.host), "/", &[]).0, 502);
+    assert_eq!(curl(&server, Some(live.authority()), "/hello", &[]).0, 200);
+    assert_eq!(curl(&server, Some(dead.authority()), "/", &[]).0, 502);
 
     // The relay counts a response just after its last byte leaves, so the
     // scrape may briefly run ahead of it: read until the three responses show.

@@ -6,21 +6,14 @@ mod relay_support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{berth_with_token, code_and_stderr, Server};
-use relay_support::{big_body, Cutter, Service};
+use relay_support::{big_body, Cutter, Service, Share};
 
-/// `berth share` running in the background, killed on Drop.
-struct Share {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    url: String,
-}
-
+/// `berth share` for a local port, on its own server or through another URL.
 impl Share {
     fn start(server: &Server, port: u16, token: &str, subdomain: Option<&str>) -> Share {
         Share::start_via(&server.url, port, token, subdomain)
@@ -28,36 +21,12 @@ impl Share {
 
     /// Share through the server at `server_url` (the server itself or a forwarder).
     fn start_via(server_url: &str, port: u16, token: &str, subdomain: Option<&str>) -> Share {
-        let mut args = vec![
-            "share".to_string(),
-            port.to_string(),
-            "--host".into(),
-            "127.0.0.1".into(),
-        ];
+        let port = port.to_string();
+        let mut args = vec![port.as_str(), "--host", "127.0.0.1"];
         if let Some(name) = subdomain {
-            args.extend(["--subdomain".into(), name.to_string()]);
+            args.extend(["--subdomain", name]);
         }
-        let mut child = share_command(server_url, token, &args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn berth share");
-        let (lines, url) = relay_support::share_output(&mut child);
-        Share { child, lines, url }
-    }
-
-    /// The next line share prints (one per request).
-    fn next_line(&self) -> String {
-        self.lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("share printed a line")
-    }
-}
-
-impl Drop for Share {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Share::spawn(server_url, token, &args, Stdio::inherit())
     }
 }
 

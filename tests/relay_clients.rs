@@ -6,49 +6,28 @@ mod common;
 mod relay_support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{berth_with_token, code_and_stderr, Server, BIN, PASSWORD};
 use relay_support::streaming::{sha256_file, sha256_pattern, FixedServer, StreamingService};
-use relay_support::{Cutter, Service};
+use relay_support::{Cutter, Service, Share};
 
 /// The data connections each tunnel keeps open ahead of need (`relay::PARKED_PER_TUNNEL`).
 const PARKED_PER_TUNNEL: usize = 2;
 
-/// `berth share` running in the background, killed on Drop.
-struct Share {
-    child: Child,
-    url: String,
-    _lines: std::sync::mpsc::Receiver<String>,
-}
-
+/// `berth share` for a local port through the server at a URL.
 impl Share {
     fn start(server_url: &str, port: u16, token: &str, extra: &[&str]) -> Share {
-        let mut child = share_command(server_url, token, port, extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn berth share");
-        let (lines, url) = relay_support::share_output(&mut child);
-        Share {
-            child,
-            url,
-            _lines: lines,
-        }
+        let port = port.to_string();
+        let mut args = vec![port.as_str(), "--host", "127.0.0.1"];
+        args.extend_from_slice(extra);
+        Share::spawn(server_url, token, &args, Stdio::inherit())
     }
 
     /// The tunnel's host, e.g. `calm-otter-1234.localhost`.
     fn host(&self) -> String {
-        let rest = self.url.split("://").nth(1).unwrap();
-        rest.split(':').next().unwrap().to_string()
-    }
-}
-
-impl Drop for Share {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.authority().split(':').next().unwrap().to_string()
     }
 }
 

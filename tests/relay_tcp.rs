@@ -8,11 +8,10 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{berth_with_token, code_and_stderr, Server, BIN};
-use relay_support::Cutter;
+use relay_support::{Cutter, Share};
 use sha2::{Digest, Sha256};
 
 /// A server with its own slice of TCP ports (tests run in parallel, each with a
@@ -27,52 +26,24 @@ fn setup(slot: u16) -> (Server, String, (u16, u16), tempfile::TempDir) {
     (server, token, range, dir)
 }
 
-/// `berth share --tcp` running in the background, killed on Drop.
-struct Share {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    /// The public address, `tcp://localhost:PORT`.
-    url: String,
-    port: u16,
-}
-
+/// `berth share --tcp` for a local port.
 impl Share {
     fn start(server_url: &str, token: &str, local: u16, extra: &[&str]) -> Share {
-        let mut args = vec!["share", "--tcp", "--host", "127.0.0.1"];
+        let mut args = vec!["--tcp", "--host", "127.0.0.1"];
         args.extend(extra);
         let local = local.to_string();
         args.push(&local);
-        let mut child = berth_with_token(server_url, token, &args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn berth share");
-        let (lines, url) = relay_support::share_output(&mut child);
-        let port = url.rsplit(':').next().unwrap().parse().unwrap();
-        Share {
-            child,
-            lines,
-            url,
-            port,
-        }
+        Share::spawn(server_url, token, &args, Stdio::inherit())
+    }
+
+    /// The public port, from `tcp://localhost:PORT`.
+    fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
     }
 
     /// The public address to connect to (the server listens on 127.0.0.1).
     fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn next_line(&self) -> String {
-        self.lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("share printed a line")
-    }
-}
-
-impl Drop for Share {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        format!("127.0.0.1:{}", self.port())
     }
 }
 
@@ -263,7 +234,7 @@ fn a_held_port_is_a_conflict_and_one_outside_the_range_is_refused() {
         echo_service(),
         &["--remote-port", &wanted],
     );
-    assert_eq!(share.port, range.0 + 3);
+    assert_eq!(share.port(), range.0 + 3);
 
     let local = echo_service().to_string();
     let (code, err) = run_fails(
@@ -289,7 +260,7 @@ fn a_held_port_is_a_conflict_and_one_outside_the_range_is_refused() {
 
     // Without --remote-port: the first free port of the range.
     let other = Share::start(&server.url, &token, echo_service(), &[]);
-    assert_eq!(other.port, range.0);
+    assert_eq!(other.port(), range.0);
     assert_eq!(round_trip(&other.addr(), b"hi".to_vec()), b"hi");
 
     // The same refusals straight from the API, for scripts.
@@ -331,7 +302,7 @@ fn tcp_and_http_options_do_not_mix() {
 fn closing_cuts_connections_and_frees_the_port_at_once() {
     let (server, token, _, _dir) = setup(4);
     let mut share = Share::start(&server.url, &token, echo_service(), &[]);
-    let port = share.port;
+    let port = share.port();
     let (status, list) = server.call("GET", "/api/v1/tunnels?active=1", Some(&token), None);
     assert_eq!(status, 200);
     let tunnel = &list["tunnels"][0];
@@ -368,7 +339,7 @@ fn closing_cuts_connections_and_frees_the_port_at_once() {
         echo_service(),
         &["--remote-port", &wanted],
     );
-    assert_eq!(again.port, port);
+    assert_eq!(again.port(), port);
     assert_eq!(round_trip(&again.addr(), b"again".to_vec()), b"again");
 
     // The first share was told why and stopped rather than reconnecting.
@@ -394,7 +365,7 @@ fn revoking_with_disconnect_and_server_shutdown_close_tcp_tunnels() {
     let share = Share::start(&server.url, &token, echo_service(), &[]);
     let other_token = server.token_for("alice", "home", "other");
     let second = Share::start(&server.url, &other_token, echo_service(), &[]);
-    assert_ne!(share.port, second.port);
+    assert_ne!(share.port(), second.port());
 
     let (status, me) = server.call("GET", "/api/v1/me", Some(&token), None);
     assert_eq!(status, 200);
@@ -417,7 +388,7 @@ fn a_reconnect_after_a_drop_reclaims_the_same_port() {
     // drift back to the first free one.
     let _first = Share::start(&server.url, &token, echo_service(), &[]);
     let share = Share::start(&cutter.url, &token, echo_service(), &[]);
-    assert_eq!(share.port, range.0 + 1);
+    assert_eq!(share.port(), range.0 + 1);
     drop(_first);
     cutter.cut();
     // The client reconnects with backoff; poll until the port echoes again.
@@ -433,7 +404,7 @@ fn a_reconnect_after_a_drop_reclaims_the_same_port() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(echoed, "the tunnel came back on port {}", share.port);
+    assert!(echoed, "the tunnel came back on port {}", share.port());
 }
 
 #[test]

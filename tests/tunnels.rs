@@ -5,30 +5,18 @@ mod common;
 mod relay_support;
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{berth_with_token, run_with_token, Output, Server};
-use relay_support::Service;
+use common::{run_with_token, Output, Server};
+use relay_support::{Service, Share};
 use serde_json::{json, Value};
-
-/// `berth share` running in the background, killed on Drop.
-struct Share {
-    child: Child,
-    url: String,
-}
 
 impl Share {
     fn start(server: &Server, port: u16, token: &str) -> Share {
         let port = port.to_string();
-        let mut child =
-            berth_with_token(&server.url, token, &["share", &port, "--host", "127.0.0.1"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn berth share");
-        let (_lines, url) = relay_support::share_output(&mut child);
-        Share { child, url }
+        let args = [port.as_str(), "--host", "127.0.0.1"];
+        Share::spawn(&server.url, token, &args, Stdio::piped())
     }
 
     /// Wait for share to exit on its own; its exit code and stderr.
@@ -56,14 +44,7 @@ impl Share {
     }
 
     fn host(&self) -> &str {
-        self.url.strip_prefix("http://").unwrap()
-    }
-}
-
-impl Drop for Share {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.authority()
     }
 }
 

@@ -34,6 +34,58 @@ pub fn share_output(
     (lines, url)
 }
 
+/// `berth share` running in the background, its output read on a thread;
+/// killed on Drop. Each test file adds the constructor its tests call.
+pub struct Share {
+    pub child: std::process::Child,
+    /// The lines it prints after the first (one per request or TCP connection).
+    pub lines: std::sync::mpsc::Receiver<String>,
+    /// The public URL from its first line.
+    pub url: String,
+}
+
+impl Share {
+    /// `berth share ARGS` against the server at `server_url` with `token` and
+    /// no config file; its stderr goes to `stderr`.
+    pub fn spawn(
+        server_url: &str,
+        token: &str,
+        args: &[&str],
+        stderr: std::process::Stdio,
+    ) -> Share {
+        let mut all = vec!["share"];
+        all.extend_from_slice(args);
+        let mut child = crate::common::berth_with_token(server_url, token, &all)
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn berth share");
+        let (lines, url) = share_output(&mut child);
+        Share { child, lines, url }
+    }
+
+    /// The public URL without its scheme: `NAME.localhost:PORT`.
+    pub fn authority(&self) -> &str {
+        self.url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, rest)| rest)
+    }
+
+    /// The next line it prints, within 20 s.
+    pub fn next_line(&self) -> String {
+        self.lines
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("share printed a line")
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Size of the large bodies sent both ways.
 pub const BIG: usize = 1024 * 1024;
 
