@@ -123,36 +123,40 @@ pub fn serve_control(
     peer: SocketAddr,
     ended: impl FnOnce() + Send + 'static,
 ) -> io::Result<bool> {
-    let mut out = stream;
+    // Refused: a JSON error of the API's shape, and no tunnel.
+    let refused = |err: ApiError| {
+        let mut out = stream;
+        refuse(&mut out, err).map(|()| false)
+    };
     if !wants_relay(head) {
         let why = format!("Send Connection: Upgrade and Upgrade: {UPGRADE}.");
-        return refuse(&mut out, ApiError::BadRequest(why)).map(|()| false);
+        return refused(ApiError::BadRequest(why));
     }
     let bearer = head
         .header("authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(bearer) = bearer else {
-        return refuse(&mut out, ApiError::NoToken).map(|()| false);
+        return refused(ApiError::NoToken);
     };
     let principal = match auth.verify_token(bearer, &peer.ip().to_string()) {
         Ok(principal) => principal,
-        Err(err) => return refuse(&mut out, err.into()).map(|()| false),
+        Err(err) => return refused(err.into()),
     };
     let Some(membership) = principal.token_context.as_ref() else {
-        return refuse(&mut out, ApiError::NoTeamContext).map(|()| false);
+        return refused(ApiError::NoTeamContext);
     };
     if !auth::allows(membership.role, &principal.scopes(), Action::ShareTunnels) {
         let why = "Opening tunnels needs the member role or above and the tunnels:share scope.";
-        return refuse(&mut out, ApiError::Forbidden(why.into())).map(|()| false);
+        return refused(ApiError::Forbidden(why.into()));
     }
     let token_region = principal.token().and_then(|t| t.region.as_deref());
     if let Some(why) = relay.region_refusal(query(&head.target, "region"), token_region) {
-        return refuse(&mut out, ApiError::RegionNotServed(why)).map(|()| false);
+        return refused(ApiError::RegionNotServed(why));
     }
     let wanted = match Wanted::parse(&head.target) {
         Ok(wanted) => wanted,
-        Err(err) => return refuse(&mut out, err).map(|()| false),
+        Err(err) => return refused(err),
     };
     let token_id = principal.token().map_or(0, |t| t.id);
     let record = History {
@@ -179,12 +183,8 @@ pub fn serve_control(
     };
     let tunnel = match claimed {
         Ok(tunnel) => tunnel,
-        Err(ClaimError::Invalid(why)) => {
-            return refuse(&mut out, ApiError::BadRequest(why)).map(|()| false)
-        }
-        Err(ClaimError::Taken(why)) => {
-            return refuse(&mut out, ApiError::Conflict(why)).map(|()| false)
-        }
+        Err(ClaimError::Invalid(why)) => return refused(ApiError::BadRequest(why)),
+        Err(ClaimError::Taken(why)) => return refused(ApiError::Conflict(why)),
         Err(ClaimError::Gone) => {
             if let Some(id) = opened {
                 record.closed(&id);
