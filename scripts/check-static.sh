@@ -16,11 +16,6 @@ set -euo pipefail
 SCRIPT=check-static
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-TARGET=$(uname -m)-unknown-linux-gnu
-# getrandom 0.3 finds glibc's getrandom() with dlsym, which a static binary cannot
-# answer, and falls back to /dev/urandom; with this cfg it calls getrandom() directly,
-# so the binary needs no /dev at all.
-STATIC_RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"'
 
 for tool in curl file ldd; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required (apt-get install -y curl file libc-bin)."
@@ -31,11 +26,8 @@ if [[ -n ${BERTH_STATIC_BIN:-} ]]; then
     BIN=$BERTH_STATIC_BIN
     [[ -x $BIN ]] || die "BERTH_STATIC_BIN=$BIN is not an executable file."
 else
-    say "building: RUSTFLAGS='$STATIC_RUSTFLAGS' cargo build --release --target $TARGET"
-    # --target keeps RUSTFLAGS off build scripts and proc macros, which must stay dynamic.
-    (cd "$ROOT" && RUSTFLAGS=$STATIC_RUSTFLAGS \
-        cargo build --release --locked --target "$TARGET" --quiet)
-    BIN=$ROOT/target/$TARGET/release/berth
+    build_static
+    BIN=$STATIC_BIN
 fi
 
 # --- 2. static? ------------------------------------------------------------

@@ -36,6 +36,23 @@ berth_bin() {
     BIN=$ROOT/target/$profile/berth
 }
 
+# The static binary of the Dockerfile: glibc linked in (crt-static) for this machine.
+# getrandom 0.3 finds glibc's getrandom() with dlsym, which a static binary cannot
+# answer, and falls back to /dev/urandom; with this cfg it calls getrandom() directly,
+# so the binary needs no /dev at all.
+STATIC_TARGET=$(uname -m)-unknown-linux-gnu
+STATIC_RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"'
+
+# build_static: build it; sets STATIC_BIN. --target keeps RUSTFLAGS off build scripts
+# and proc macros, which must stay dynamic.
+build_static() {
+    need cargo "install Rust (https://rustup.rs)."
+    say "building: RUSTFLAGS='$STATIC_RUSTFLAGS' cargo build --release --target $STATIC_TARGET"
+    (cd "$ROOT" && RUSTFLAGS=$STATIC_RUSTFLAGS \
+        cargo build --release --locked --target "$STATIC_TARGET" --quiet)
+    STATIC_BIN=$ROOT/target/$STATIC_TARGET/release/berth
+}
+
 # wrk_latency: WRK_ARGS gets --latency unless it has it, since p50/p99 come from it.
 wrk_latency() {
     case " $WRK_ARGS " in
