@@ -68,8 +68,9 @@ server_with_token() {
 
 say "starting the origin and berth server"
 "$ORIGIN" >"$WORK/origin.out" &
-track "$!"
-ORIGIN_PORT=$(await_line "$WORK/origin.out" 1p "$!")
+ORIGIN_PID=$!
+track "$ORIGIN_PID"
+ORIGIN_PORT=$(await_line "$WORK/origin.out" 1p "$ORIGIN_PID")
 [[ -n $ORIGIN_PORT ]] || die "the origin did not report its port."
 server_with_token relay
 RELAY_PID=$SERVER_PID
@@ -91,8 +92,8 @@ IDLE_PSS=$(($(pss_kib "$RELAY_PID") + $(pss_kib "$SHARE_PID")))
 IDLE_ANON=$(anon_kib "$RELAY_PID")
 
 # --- 4. throughput and latency (wrk) ---------------------------------------------
-run_wrk direct "$DIRECT"
-run_wrk tunnel "$BASE/" -H "Host: $THOST"
+CPU_PIDS=$ORIGIN_PID run_wrk direct "$DIRECT"
+CPU_PIDS="$ORIGIN_PID $RELAY_PID $SHARE_PID" run_wrk tunnel "$BASE/" -H "Host: $THOST"
 
 # --- 4b. the reference: two haproxy hops -----------------------------------------
 REFERENCE=${REFERENCE:-$(command -v haproxy >/dev/null 2>&1 && echo 1 || echo 0)}
@@ -127,7 +128,8 @@ EOF
     haproxy_hop hop2 "$HOP2" "$ORIGIN_PORT"
     HOP1=$(free_port)
     haproxy_hop hop1 "$HOP1" "$HOP2"
-    run_wrk haproxy2 "http://127.0.0.1:$HOP1/"
+    HOP_PIDS="$(cat "$WORK/hop1.pid") $(cat "$WORK/hop2.pid")"
+    CPU_PIDS=$HOP_PIDS run_wrk haproxy2 "http://127.0.0.1:$HOP1/"
     RUNS+=(haproxy2)
 fi
 
@@ -193,6 +195,19 @@ printf '    %-8s %10s req/s   p50 %7s ms   p99 %7s ms\n' \
     tunnel "$T_RPS" "$(pct tunnel 50)" "$(pct tunnel 99)"
 echo "    req/s tunnel/direct: ${RATIO}x (goal >= 0.70x): $(verdict "$RATIO" 0.70 '>=')"
 echo "    p99 tunnel/direct:   ${P99_RATIO}x (goal <= 1.10x): $(verdict "$P99_RATIO" 1.10 '<=')"
+# CPU time per request, in microseconds, of wrk or a process during run NAME.
+requests() { awk '/ requests in / {print $1}' "$WORK/$1.txt"; }
+per_request() { awk -v s="$(cpu "$1" "$2")" -v n="$(requests "$1")" 'BEGIN {printf "%.1f", (n > 0 ? s * 1e6 / n : 0)}'; }
+D_FIXED=$(awk -v a="$(per_request direct wrk)" -v b="$(per_request direct "$ORIGIN_PID")" 'BEGIN {printf "%.1f", a + b}')
+T_RELAY=$(awk -v a="$(per_request tunnel "$RELAY_PID")" -v b="$(per_request tunnel "$SHARE_PID")" 'BEGIN {printf "%.1f", a + b}')
+# At the goal's req/s every CPU is busy at most as long as each request's share:
+# NCPU / (0.70 * direct req/s); wrk and the origin take what they took direct.
+BUDGET=$(awk -v n="$(nproc)" -v d="$D_RPS" 'BEGIN {printf "%.1f", (d > 0 ? n * 1e6 / (0.70 * d) : 0)}')
+LEFT=$(awk -v b="$BUDGET" -v f="$D_FIXED" 'BEGIN {printf "%.1f", b - f}')
+echo "  CPU per request (user + system, microseconds)"
+echo "    direct: wrk $(per_request direct wrk), origin $(per_request direct "$ORIGIN_PID")"
+echo "    tunnel: wrk $(per_request tunnel wrk), origin $(per_request tunnel "$ORIGIN_PID"), server $(per_request tunnel "$RELAY_PID"), share $(per_request tunnel "$SHARE_PID")"
+echo "    at 0.70x of direct req/s a request may cost $(nproc) CPUs / (0.70 x $D_RPS req/s) = $BUDGET; wrk and the origin took $D_FIXED direct, which leaves the relay $LEFT (it took $T_RELAY)"
 if [[ $REFERENCE == 1 ]]; then
     H_RPS=$(rps haproxy2)
     H_RATIO=$(awk -v t="$H_RPS" -v d="$D_RPS" 'BEGIN {printf "%.2f", (d > 0 ? t / d : 0)}')
@@ -200,6 +215,9 @@ if [[ $REFERENCE == 1 ]]; then
     printf '    %-8s %10s req/s   p50 %7s ms   p99 %7s ms\n' \
         haproxy2 "$H_RPS" "$(pct haproxy2 50)" "$(pct haproxy2 99)"
     echo "    reference (2 haproxy hops, TCP mode)/direct: ${H_RATIO}x req/s, p99 ${H_P99}x"
+    read -r HOP1_PID HOP2_PID <<<"$HOP_PIDS"
+    H_RELAY=$(awk -v a="$(per_request haproxy2 "$HOP1_PID")" -v b="$(per_request haproxy2 "$HOP2_PID")" 'BEGIN {printf "%.1f", a + b}')
+    echo "    CPU per request of the two haproxy hops: $H_RELAY microseconds"
 fi
 echo "  time to first byte, $TTFB_RUNS fresh connections each (curl)"
 printf '    %-8s p50 %7s ms   p90 %7s ms\n' \

@@ -170,7 +170,8 @@ start_share() {
 
 # --- wrk ---------------------------------------------------------------------
 # run_wrk NAME URL [wrk args...]: a warm-up of WARMUP s, then WRK_ARGS, keeping wrk's
-# report in $WORK/NAME.txt.
+# report in $WORK/NAME.txt and, in $WORK/NAME.cpu, the CPU seconds that wrk and each
+# process of CPU_PIDS (a space-separated list) used while it measured: "wrk S", "PID S".
 run_wrk() {
     local name=$1 url=$2
     shift 2
@@ -180,9 +181,32 @@ run_wrk() {
     fi
     # Not "$@": headers may carry the token.
     say "measuring $name: wrk $WRK_ARGS $url"
+    cpu_seconds "$WORK/$name.before"
     # shellcheck disable=SC2086 # WRK_ARGS is a word list on purpose
     wrk $WRK_ARGS "$@" "$url" | tee "$WORK/$name.txt" >&2
+    cpu_seconds "$WORK/$name.after"
+    paste "$WORK/$name.before" "$WORK/$name.after" |
+        awk '{printf "%s %.3f\n", $1, $4 - $2}' >"$WORK/$name.cpu"
 }
+
+# cpu_seconds FILE: writes "wrk S" (user + system CPU seconds of this shell's
+# finished children, which includes wrk once run_wrk has waited for it) and "PID S"
+# for each of CPU_PIDS. Not in a subshell: a subshell has no finished children.
+cpu_seconds() {
+    local pid tck
+    times >"$1.times"
+    awk 'NR == 2 {
+        n = 0
+        for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); n += t[1] * 60 + t[2] }
+        printf "wrk %.3f\n", n
+    }' "$1.times" >"$1"
+    tck=$(getconf CLK_TCK)
+    for pid in ${CPU_PIDS:-}; do
+        awk -v pid="$pid" -v tck="$tck" '{printf "%s %.3f\n", pid, ($14 + $15) / tck}' "/proc/$pid/stat" >>"$1"
+    done
+}
+# cpu NAME PID|wrk: CPU seconds PID (or wrk) used during run NAME.
+cpu() { awk -v who="$2" '$1 == who {print $2}' "$WORK/$1.cpu"; }
 # rps NAME: requests per second of run NAME.
 rps() { awk '/^Requests\/sec:/ {print $2}' "$WORK/$1.txt"; }
 # pct NAME P: latency percentile P of run NAME from wrk's "Latency Distribution", in ms.
