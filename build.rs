@@ -1,61 +1,89 @@
 //! Rebuild when the dashboard's files change: include_dir does not tell cargo about them.
 //!
-//! Release builds for x86_64 Linux also hand the linker `.cargo/hot-functions.txt`,
-//! the functions an idle server and an idle `berth share` run, so that it lays
-//! them out together: an idle process keeps resident every 64 KiB block of code
-//! it touched once, and scattered through the binary that code filled most
-//! blocks (scripts/hot-functions.sh says how the list is made). That target's
-//! default linker since Rust 1.90 is LLD, which reads the list; an older Rust
-//! or a build that names another linker (which may not know the option) goes
-//! without, as does one with BERTH_HOT_FUNCTIONS=0.
+//! Release builds also hand the linker `.cargo/hot-functions.txt`, the functions
+//! an idle server and an idle `berth share` run, so that it lays them out
+//! together and idle processes keep less of the binary resident
+//! (scripts/hot-functions.sh says why and how the list is made). Only LLD
+//! reads such a list (rustup's default linker on x86_64 Linux since Rust 1.90),
+//! and other linkers refuse the option, so a small program is linked with it
+//! first, the way this build links; where that fails the build goes without.
+//! BERTH_HOT_FUNCTIONS=0 goes without too.
 
 use std::env;
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 const HOT_FUNCTIONS: &str = ".cargo/hot-functions.txt";
 
 fn main() {
     println!("cargo:rerun-if-changed=web");
-    println!("cargo:rerun-if-changed={HOT_FUNCTIONS}");
+    // The directory, not the file: a list added later is noticed too.
+    println!("cargo:rerun-if-changed=.cargo");
     println!("cargo:rerun-if-env-changed=BERTH_HOT_FUNCTIONS");
-    if let Some(list) = hot_functions() {
-        println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={list}");
-        // Functions the list names that this build lacks (code changed since) are
-        // no error: they are left out, and the rest keep their order.
-        println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+    if let Some(args) = hot_functions() {
+        for arg in args {
+            println!("cargo:rustc-link-arg-bins={arg}");
+        }
     }
 }
 
-/// The list's path, when this build links with LLD for release.
-fn hot_functions() -> Option<String> {
-    let var = |name: &str| env::var(name).unwrap_or_default();
-    if var("BERTH_HOT_FUNCTIONS") == "0"
-        || var("PROFILE") != "release"
-        || var("TARGET") != "x86_64-unknown-linux-gnu"
-        || !env::var_os("RUSTC_LINKER").unwrap_or_default().is_empty()
+/// The link arguments that order the binary by the list, if this build can use them.
+fn hot_functions() -> Option<[String; 4]> {
+    if env::var("BERTH_HOT_FUNCTIONS").is_ok_and(|v| v == "0")
+        || env::var("PROFILE").ok()? != "release"
     {
         return None;
     }
-    let flags = var("CARGO_ENCODED_RUSTFLAGS");
-    if flags.contains("linker") || flags.contains("fuse-ld") || rustc_minor() < Some(90) {
+    let list = Path::new(&env::var_os("CARGO_MANIFEST_DIR")?).join(HOT_FUNCTIONS);
+    if !list.is_file() {
         return None;
     }
-    let list = Path::new(&var("CARGO_MANIFEST_DIR")).join(HOT_FUNCTIONS);
-    list.is_file().then(|| list.display().to_string())
+    // -Xlinker pairs, not -Wl,: a comma in the path would split it.
+    let args = [
+        "-Xlinker".to_string(),
+        format!("--symbol-ordering-file={}", list.display()),
+        // Names this build lacks (code changed since the list was made) are
+        // left out quietly; the rest keep their order.
+        "-Xlinker".to_string(),
+        "--no-warn-symbol-ordering".to_string(),
+    ];
+    links_with(&args).then_some(args)
 }
 
-/// The compiler's minor version (`rustc 1.95.0 (...)` gives 95).
-fn rustc_minor() -> Option<u32> {
-    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let out = std::process::Command::new(rustc)
-        .arg("--version")
-        .output()
-        .ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
-    text.split_whitespace()
-        .nth(1)?
-        .split('.')
-        .nth(1)?
-        .parse()
-        .ok()
+/// Whether an empty program links with `link_args` added, built as this crate is.
+fn links_with(link_args: &[String]) -> bool {
+    let Some(out_dir) = env::var_os("OUT_DIR").map(PathBuf::from) else {
+        return false;
+    };
+    let source = out_dir.join("hot_functions_probe.rs");
+    if std::fs::write(&source, "fn main() {}\n").is_err() {
+        return false;
+    }
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
+    let mut probe = Command::new(rustc);
+    probe
+        .arg("--crate-name=hot_functions_probe")
+        .arg("--edition=2021")
+        .arg("-o")
+        .arg(out_dir.join("hot_functions_probe"))
+        .arg(&source);
+    if let Ok(target) = env::var("TARGET") {
+        probe.arg("--target").arg(target);
+    }
+    if let Some(linker) = env::var_os("RUSTC_LINKER") {
+        let mut flag = OsString::from("-Clinker=");
+        flag.push(linker);
+        probe.arg(flag);
+    }
+    let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    probe.args(flags.split('\x1f').filter(|flag| !flag.is_empty()));
+    for arg in link_args {
+        probe.arg(format!("-Clink-arg={arg}"));
+    }
+    probe
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }

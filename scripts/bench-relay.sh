@@ -58,14 +58,6 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
 anon_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status"; }
 
-# server_with_token NAME: a server on data dir $WORK/NAME with a user and a token;
-# sets ADDR, BASE, SERVER_PID and TOKEN.
-server_with_token() {
-    start_server "$1" "$WORK/$1"
-    create_user "$WORK/$1" bench
-    TOKEN=$(mint_token "$BASE" bench "$PASSWORD" bench)
-}
-
 say "starting the origin and berth server"
 "$ORIGIN" >"$WORK/origin.out" &
 ORIGIN_PID=$!
@@ -76,7 +68,7 @@ server_with_token relay
 RELAY_PID=$SERVER_PID
 
 start_share share "$BASE" "$TOKEN" "$ORIGIN_PORT" --host 127.0.0.1
-TUNNEL_URL=$(await_line "$WORK/share.out" 's/^Forwarding \([^ ]*\) .*/\1/p' "$SHARE_PID")
+TUNNEL_URL=$(await_line "$WORK/share.out" "$FORWARDING" "$SHARE_PID")
 [[ -n $TUNNEL_URL ]] || die "share did not open a tunnel: $(cat "$WORK/share.err")"
 THOST=${TUNNEL_URL#http://}
 DIRECT=http://127.0.0.1:$ORIGIN_PORT/
@@ -195,19 +187,17 @@ printf '    %-8s %10s req/s   p50 %7s ms   p99 %7s ms\n' \
     tunnel "$T_RPS" "$(pct tunnel 50)" "$(pct tunnel 99)"
 echo "    req/s tunnel/direct: ${RATIO}x (goal >= 0.70x): $(verdict "$RATIO" 0.70 '>=')"
 echo "    p99 tunnel/direct:   ${P99_RATIO}x (goal <= 1.10x): $(verdict "$P99_RATIO" 1.10 '<=')"
-# CPU time per request, in microseconds, of wrk or a process during run NAME.
-requests() { awk '/ requests in / {print $1}' "$WORK/$1.txt"; }
-per_request() { awk -v s="$(cpu "$1" "$2")" -v n="$(requests "$1")" 'BEGIN {printf "%.1f", (n > 0 ? s * 1e6 / n : 0)}'; }
-D_FIXED=$(awk -v a="$(per_request direct wrk)" -v b="$(per_request direct "$ORIGIN_PID")" 'BEGIN {printf "%.1f", a + b}')
-T_RELAY=$(awk -v a="$(per_request tunnel "$RELAY_PID")" -v b="$(per_request tunnel "$SHARE_PID")" 'BEGIN {printf "%.1f", a + b}')
+D_FIXED=$(cpu_per_request direct wrk "$ORIGIN_PID")
+T_RELAY=$(cpu_per_request tunnel "$RELAY_PID" "$SHARE_PID")
 # At the goal's req/s every CPU is busy at most as long as each request's share:
 # NCPU / (0.70 * direct req/s); wrk and the origin take what they took direct.
-BUDGET=$(awk -v n="$(nproc)" -v d="$D_RPS" 'BEGIN {printf "%.1f", (d > 0 ? n * 1e6 / (0.70 * d) : 0)}')
+NCPU=$(nproc)
+BUDGET=$(awk -v n="$NCPU" -v d="$D_RPS" 'BEGIN {printf "%.1f", (d > 0 ? n * 1e6 / (0.70 * d) : 0)}')
 LEFT=$(awk -v b="$BUDGET" -v f="$D_FIXED" 'BEGIN {printf "%.1f", b - f}')
 echo "  CPU per request (user + system, microseconds)"
-echo "    direct: wrk $(per_request direct wrk), origin $(per_request direct "$ORIGIN_PID")"
-echo "    tunnel: wrk $(per_request tunnel wrk), origin $(per_request tunnel "$ORIGIN_PID"), server $(per_request tunnel "$RELAY_PID"), share $(per_request tunnel "$SHARE_PID")"
-echo "    at 0.70x of direct req/s a request may cost $(nproc) CPUs / (0.70 x $D_RPS req/s) = $BUDGET; wrk and the origin took $D_FIXED direct, which leaves the relay $LEFT (it took $T_RELAY)"
+echo "    direct: wrk $(cpu_per_request direct wrk), origin $(cpu_per_request direct "$ORIGIN_PID")"
+echo "    tunnel: wrk $(cpu_per_request tunnel wrk), origin $(cpu_per_request tunnel "$ORIGIN_PID"), server $(cpu_per_request tunnel "$RELAY_PID"), share $(cpu_per_request tunnel "$SHARE_PID")"
+echo "    at 0.70x of direct req/s a request may cost $NCPU CPUs / (0.70 x $D_RPS req/s) = $BUDGET; wrk and the origin took $D_FIXED direct, which leaves the relay $LEFT (it took $T_RELAY)"
 if [[ $REFERENCE == 1 ]]; then
     H_RPS=$(rps haproxy2)
     H_RATIO=$(awk -v t="$H_RPS" -v d="$D_RPS" 'BEGIN {printf "%.2f", (d > 0 ? t / d : 0)}')
@@ -215,9 +205,8 @@ if [[ $REFERENCE == 1 ]]; then
     printf '    %-8s %10s req/s   p50 %7s ms   p99 %7s ms\n' \
         haproxy2 "$H_RPS" "$(pct haproxy2 50)" "$(pct haproxy2 99)"
     echo "    reference (2 haproxy hops, TCP mode)/direct: ${H_RATIO}x req/s, p99 ${H_P99}x"
-    read -r HOP1_PID HOP2_PID <<<"$HOP_PIDS"
-    H_RELAY=$(awk -v a="$(per_request haproxy2 "$HOP1_PID")" -v b="$(per_request haproxy2 "$HOP2_PID")" 'BEGIN {printf "%.1f", a + b}')
-    echo "    CPU per request of the two haproxy hops: $H_RELAY microseconds"
+    # shellcheck disable=SC2086 # two PIDs
+    echo "    CPU per request of the two haproxy hops: $(cpu_per_request haproxy2 $HOP_PIDS) microseconds"
 fi
 echo "  time to first byte, $TTFB_RUNS fresh connections each (curl)"
 printf '    %-8s p50 %7s ms   p90 %7s ms\n' \

@@ -17,7 +17,8 @@
 # both. Regenerate after a toolchain or dependency upgrade (symbol names carry
 # hashes of both); a stale list costs memory, never correctness.
 #
-# Usage: scripts/hot-functions.sh
+# Usage: scripts/hot-functions.sh   (about two minutes after the release and static
+#                                    builds, which it makes when they are out of date)
 #
 # Environment:
 #   IDLE   seconds the tunnel stays idle before the processes stop (default 25,
@@ -58,7 +59,7 @@ ORIGIN_PORT=$(await_line "$WORK/origin.out" 1p "$!")
 # profile NAME BINARY: the scenario with BINARY's server and share under callgrind;
 # their profiles go to $WORK/NAME/callgrind.{server,share}.
 profile() {
-    local name=$1 real=$2 dir=$WORK/$1 url="" host round
+    local name=$1 real=$2 dir=$WORK/$1 url host round
     mkdir -p "$dir"
     # berth under callgrind for `server` and `share`; other commands run plain.
     cat >"$dir/berth" <<EOF
@@ -73,15 +74,9 @@ EOF
     chmod +x "$dir/berth"
     BIN=$dir/berth
     say "$name: server and share under callgrind (slow)"
-    start_server "$name-server" "$dir/data"
-    create_user "$dir/data" hot
-    TOKEN=$(mint_token "$BASE" hot "$PASSWORD" hot)
+    START_WAIT=60 server_with_token "$name-server"
     start_share "$name-share" "$BASE" "$TOKEN" "$ORIGIN_PORT" --host 127.0.0.1
-    for _ in $(seq 300); do
-        url=$(sed -n 's/^Forwarding \([^ ]*\) .*/\1/p' "$WORK/$name-share.out")
-        [[ -n $url ]] && break
-        sleep 0.1
-    done
+    url=$(await_line "$WORK/$name-share.out" "$FORWARDING" "$SHARE_PID" 60)
     [[ -n $url ]] || die "share did not open a tunnel: $(cat "$WORK/$name-share.err")"
     host=${url#http://}
     say "$name: requests through the tunnel, then ${IDLE}s idle"
@@ -96,9 +91,9 @@ EOF
     sleep "$IDLE"
     say "$name: stopping share and server (callgrind writes its profiles)"
     # SIGTERM, since a script's background jobs ignore SIGINT.
-    kill -TERM "$SHARE_PID"
+    kill -TERM "$SHARE_PID" 2>/dev/null || true
     wait "$SHARE_PID" || true
-    kill -TERM "$SERVER_PID"
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" || true
     for f in share server; do
         [[ -s $dir/callgrind.$f ]] || die "callgrind wrote no profile for $name's $f."

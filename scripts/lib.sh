@@ -98,11 +98,12 @@ cleanup() {
     exit "$status"
 }
 
-# await_line FILE SED PID: prints the first match of the sed -n script SED in FILE,
-# waiting up to 10 s while PID lives; prints nothing if none comes.
+# await_line FILE SED PID [SECONDS]: prints the first match of the sed -n script SED
+# in FILE, waiting up to SECONDS (default 10) while PID lives; prints nothing if none
+# comes.
 await_line() {
-    local file=$1 expr=$2 pid=$3 line
-    for _ in $(seq 100); do
+    local file=$1 expr=$2 pid=$3 tries=$((${4:-10} * 10)) line
+    for _ in $(seq "$tries"); do
         line=$(sed -n "$expr" "$file" 2>/dev/null | head -n1)
         if [[ -n $line ]]; then
             printf '%s\n' "$line"
@@ -115,6 +116,10 @@ await_line() {
 
 # The line a server prints once it listens, as a sed script printing host:port.
 LISTENING='s/^berth listening on http:\/\/\([^ ]*\) .*/\1/p'
+# The line share prints once its HTTP tunnel is open, as a sed script printing the URL.
+FORWARDING='s/^Forwarding \([^ ]*\) .*/\1/p'
+# Seconds start_server waits for the server to listen.
+START_WAIT=${START_WAIT:-10}
 
 # start_server NAME DATA [ARGS...]: `berth server` on a free loopback port with its
 # data in DATA and output in $WORK/NAME.out/.err; sets SERVER_PID, ADDR and BASE.
@@ -124,7 +129,7 @@ start_server() {
     "$BIN" server --listen 127.0.0.1:0 --data "$data" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
     SERVER_PID=$!
     track "$SERVER_PID"
-    ADDR=$(await_line "$WORK/$name.out" "$LISTENING" "$SERVER_PID")
+    ADDR=$(await_line "$WORK/$name.out" "$LISTENING" "$SERVER_PID" "$START_WAIT")
     if [[ -z $ADDR ]]; then
         cat "$WORK/$name.out" "$WORK/$name.err" >&2 || true
         die "berth server ($name) did not report its address."
@@ -155,6 +160,14 @@ mint_token() {
     fi
     [[ -n $secret ]] || die "no secret in the token reply: $reply"
     printf '%s\n' "$secret"
+}
+
+# server_with_token NAME: a server on data dir $WORK/NAME with a user and a token;
+# sets ADDR, BASE, SERVER_PID and TOKEN.
+server_with_token() {
+    start_server "$1" "$WORK/$1"
+    create_user "$WORK/$1" bench
+    TOKEN=$(mint_token "$BASE" bench "$PASSWORD" bench)
 }
 
 # start_share NAME BASE TOKEN ARGS...: `berth share ARGS` against the server at BASE
@@ -191,22 +204,28 @@ run_wrk() {
 
 # cpu_seconds FILE: writes "wrk S" (user + system CPU seconds of this shell's
 # finished children, which includes wrk once run_wrk has waited for it) and "PID S"
-# for each of CPU_PIDS. Not in a subshell: a subshell has no finished children.
+# for each of CPU_PIDS.
 cpu_seconds() {
-    local pid tck
-    times >"$1.times"
-    awk 'NR == 2 {
-        n = 0
-        for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); n += t[1] * 60 + t[2] }
-        printf "wrk %.3f\n", n
-    }' "$1.times" >"$1"
-    tck=$(getconf CLK_TCK)
-    for pid in ${CPU_PIDS:-}; do
-        awk -v pid="$pid" -v tck="$tck" '{printf "%s %.3f\n", pid, ($14 + $15) / tck}' "/proc/$pid/stat" >>"$1"
-    done
+    local pid
+    stat_seconds wrk 14 "$$" >"$1"
+    for pid in ${CPU_PIDS:-}; do stat_seconds "$pid" 12 "$pid" >>"$1"; done
 }
-# cpu NAME PID|wrk: CPU seconds PID (or wrk) used during run NAME.
-cpu() { awk -v who="$2" '$1 == who {print $2}' "$WORK/$1.cpu"; }
+# stat_seconds LABEL FIELD PID: "LABEL S", S the CPU seconds of fields FIELD and
+# FIELD+1 of /proc/PID/stat, counted after the command name (which may hold spaces):
+# 12 and 13 are the process's user and system time, 14 and 15 its children's.
+stat_seconds() {
+    awk -v tck="$(getconf CLK_TCK)" -v who="$1" -v f="$2" \
+        '{sub(/^.*\) /, ""); printf "%s %.3f\n", who, ($f + $(f + 1)) / tck}' "/proc/$3/stat"
+}
+# cpu_per_request NAME WHO...: microseconds of CPU per request that the processes
+# WHO (PIDs of CPU_PIDS, or wrk) used together during run NAME.
+cpu_per_request() {
+    local name=$1
+    shift
+    awk -v who=" $* " -v n="$(awk '/ requests in / {print $1}' "$WORK/$name.txt")" '
+        index(who, " " $1 " ") {s += $2}
+        END {printf "%.1f", (n > 0 ? s * 1e6 / n : 0)}' "$WORK/$name.cpu"
+}
 # rps NAME: requests per second of run NAME.
 rps() { awk '/^Requests\/sec:/ {print $2}' "$WORK/$1.txt"; }
 # pct NAME P: latency percentile P of run NAME from wrk's "Latency Distribution", in ms.
