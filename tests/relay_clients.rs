@@ -45,11 +45,16 @@ fn share_fails(server_url: &str, token: &str, port: u16, extra: &[&str]) -> (i32
 
 /// curl through the tunnel at `host`; stdout as text.
 fn curl(server: &Server, host: &str, path: &str, args: &[&str]) -> String {
+    curl_at(&server.url, host, path, args)
+}
+
+/// `curl` for the server at `url` (shareable between threads, unlike `Server`).
+fn curl_at(url: &str, host: &str, path: &str, args: &[&str]) -> String {
     let out = Command::new("curl")
         .args(["-s", "-S", "--max-time", "60", "-H"])
         .arg(format!("Host: {host}"))
         .args(args)
-        .arg(format!("{}{path}", server.url))
+        .arg(format!("{url}{path}"))
         .output()
         .expect("run curl");
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -173,6 +178,55 @@ fn a_local_connection_dialled_ahead_that_the_service_closed_is_not_used() {
     for _ in 0..3 {
         let text = curl(&server, &share.host(), "/", &[]);
         assert_eq!(text, "ok");
+    }
+}
+
+/// A service that serves one connection at a time, as `php -S` or a single
+/// sync worker does: it reads a request, answers `ok`, closes, then accepts
+/// the next connection.
+fn one_at_a_time_service() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let _ = (&stream)
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    port
+}
+
+#[test]
+fn a_service_that_serves_one_connection_at_a_time_is_not_stalled_by_dialling_ahead() {
+    let (server, token) = setup();
+    let share = Share::start(&server.url, one_at_a_time_service(), &token, &[]);
+    // Without the bound, a request waits until the service's connection
+    // dialled ahead (which it is blocked reading) is dropped, 10 s later.
+    let quick = ["--max-time", "5"];
+    assert_eq!(curl(&server, &share.host(), "/", &quick), "ok");
+    for round in 0..3 {
+        let host = share.host();
+        let pair: Vec<String> = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..2)
+                .map(|i| {
+                    let (url, host, quick) = (&server.url, &host, &quick);
+                    scope.spawn(move || curl_at(url, host, &format!("/{round}/{i}"), quick))
+                })
+                .collect();
+            runs.into_iter().map(|run| run.join().unwrap()).collect()
+        });
+        assert_eq!(pair, ["ok", "ok"], "round {round}");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            curl(&server, &host, "/after", &quick),
+            "ok",
+            "round {round}"
+        );
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -496,12 +497,16 @@ fn describe(e: &io::Error) -> String {
 ///
 /// Most data connections arrive ahead of need and wait parked for a public
 /// connection. While the tunnel is in use (a request within
-/// `PREDIAL_WHILE_USED`), such a connection dials the local service as it
-/// parks, as a browser preconnects, so the next new connection's request does
+/// `PREDIAL_WHILE_USED`), a connection that parks also dials the local service
+/// ahead, as a browser preconnects, so the next new connection's request does
 /// not wait for the service to accept (a sizable share of the time to first
-/// byte through a tunnel). It keeps that connection `PREDIAL_KEEP` at most, so
-/// an idle tunnel soon holds none and dials nothing, and uses it only while
-/// the service has said nothing on it: otherwise it dials anew.
+/// byte through a tunnel). There is one such connection per tunnel at most,
+/// and the next request takes it, whichever data connection brings it: a
+/// service that serves one connection at a time (`php -S`, a single sync
+/// worker) may be blocked reading it, and a request sent over another would
+/// wait until it was dropped. It is kept `PREDIAL_KEEP` at most, so an idle
+/// tunnel soon holds none and dials nothing, and used only while the service
+/// has said nothing on it: otherwise the request dials anew.
 fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
     let Ok((mut data, mut public)) = server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
     else {
@@ -510,7 +515,7 @@ fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
     let _held = legs.hold(id, &data);
     let parked_at = Instant::now();
     let mut dialled = if legs.used_within(PREDIAL_WHILE_USED) {
-        connect_local(local).ok()
+        legs.dial_ahead(local)
     } else {
         None
     };
@@ -522,7 +527,8 @@ fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
             None => LEG_IDLE_TIMEOUT.saturating_sub(waited),
         };
         if wait.is_zero() {
-            if dialled.take().is_some() {
+            if let Some(ahead) = dialled.take() {
+                legs.drop_ahead(ahead);
                 continue;
             }
             return;
@@ -538,7 +544,7 @@ fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
     };
     let _ = data.set_read_timeout(None);
     legs.used();
-    let dialled = dialled.filter(crate::relay::silent_and_open);
+    let dialled = legs.take_ahead().filter(crate::relay::silent_and_open);
     let mut service = match dialled.map_or_else(|| connect_local(local), Ok) {
         Ok(service) => service,
         Err(e) => {
@@ -564,6 +570,10 @@ struct Legs {
     held: Arc<Mutex<HashMap<String, Stream>>>,
     /// When a data connection last got its first request.
     last_used: Arc<Mutex<Option<Instant>>>,
+    /// The connection to the local service dialled ahead, if any, and which
+    /// dialling it was (see `serve_connection`).
+    ahead: Arc<Mutex<Option<(u64, TcpStream)>>>,
+    dialled: Arc<AtomicU64>,
 }
 
 /// A data connection's place in `Legs`, given up when its thread ends.
@@ -581,6 +591,35 @@ impl Legs {
     /// Whether a data connection got a request within `window`.
     fn used_within(&self, window: Duration) -> bool {
         lock(&self.last_used).is_some_and(|at| at.elapsed() < window)
+    }
+
+    /// Dial the local service ahead unless a connection dialled ahead waits
+    /// already; which dialling it was, for `drop_ahead`.
+    fn dial_ahead(&self, local: &str) -> Option<u64> {
+        if lock(&self.ahead).is_some() {
+            return None;
+        }
+        let stream = connect_local(local).ok()?;
+        let mut ahead = lock(&self.ahead);
+        if ahead.is_some() {
+            return None;
+        }
+        let n = self.dialled.fetch_add(1, Ordering::Relaxed);
+        *ahead = Some((n, stream));
+        Some(n)
+    }
+
+    /// The connection dialled ahead, for a request.
+    fn take_ahead(&self) -> Option<TcpStream> {
+        lock(&self.ahead).take().map(|(_, stream)| stream)
+    }
+
+    /// Close the connection of dialling `n` if no request took it.
+    fn drop_ahead(&self, n: u64) {
+        let mut ahead = lock(&self.ahead);
+        if ahead.as_ref().is_some_and(|(which, _)| *which == n) {
+            *ahead = None;
+        }
     }
 
     fn hold<'a>(&'a self, id: &str, data: &Stream) -> Held<'a> {
