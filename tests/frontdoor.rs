@@ -582,6 +582,34 @@ fn beyond_the_connection_bound_new_connections_get_503() {
 }
 
 #[test]
+fn a_low_open_files_limit_bounds_connections_instead_of_breaking_the_api() {
+    // 300 descriptors: without a bound that fits them, 250 connections ran the
+    // server out and the API's accept thread died for good (every later API
+    // request got 503).
+    let server = Server::start_with_open_files(300);
+    let held: Vec<Client> = (0..250)
+        .map(|_| {
+            let mut c = Client::connect(&server);
+            c.send(get(&server, "/healthz").as_bytes());
+            c
+        })
+        .collect();
+    drop(held);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut c = Client::connect(&server);
+        c.send(get(&server, "/api/v1/me").as_bytes());
+        match c.response() {
+            Some(r) if r.status == 401 => break,
+            Some(r) if r.status == 503 && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            other => panic!("the API did not come back: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn nothing_makes_the_api_answer_500() {
     let server = alice();
     let token = server.token_for("alice", "home", "laptop");

@@ -125,9 +125,9 @@ pub fn run(args: ServerArgs) -> CliResult {
     let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600));
 
     let mut door = FrontDoor::new(socket.clone(), relay, auth.clone());
-    if let Some(bound) = connection_bound {
-        door.max_connections = bound;
-    }
+    door.max_connections = connection_bound
+        .unwrap_or(door.max_connections)
+        .min(connections_within(open_files_limit()));
     if let Some(bound) = tunnel_bound {
         door.max_tunnels = bound;
     }
@@ -211,6 +211,29 @@ fn env_bound(name: &str, default: usize) -> Result<Option<usize>, CliError> {
             "{name} must be a positive whole number; unset it for the default of {default}."
         ))),
     }
+}
+
+/// Descriptors kept aside from connections: the database, listeners, the
+/// control and parked data connections of tunnels, logs.
+const RESERVED_FILES: u64 = 128;
+/// Descriptors one front-door connection may hold at once: its socket and a
+/// clone, and for an API request the Unix socket to the API on both ends and
+/// the API's clone of it.
+const FILES_PER_CONNECTION: u64 = 6;
+
+/// Raise the soft limit on open files to the hard one, as servers do (1024, a
+/// common default, is below what `MAX_CONNECTIONS` needs); the limit now.
+/// Running out of descriptors would make accepts fail, the API's among them.
+fn open_files_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX)
+        .or_else(|_| rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft))
+        .unwrap_or(1024)
+}
+
+/// How many front-door connections fit in `limit` open files.
+fn connections_within(limit: u64) -> usize {
+    let fit = limit.saturating_sub(RESERVED_FILES) / FILES_PER_CONNECTION;
+    usize::try_from(fit).unwrap_or(usize::MAX).max(1)
 }
 
 /// A region name is what a token's region may be: 1 to 32 of a-z, 0-9 and -.

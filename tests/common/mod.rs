@@ -53,9 +53,28 @@ impl Server {
         server
     }
 
+    /// A fresh server allowed only `limit` open files (soft and hard limit).
+    pub fn start_with_open_files(limit: u32) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "ulimit -n \"$0\" && exec \"$@\""])
+            .arg(limit.to_string())
+            .arg(BIN);
+        let mut server = Server::launch(command, &data, &[], &[]);
+        server._dir = Some(dir);
+        server
+    }
+
     /// A server on a data directory with extra flags and environment variables.
     pub fn start_in_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(BIN)
+        Server::launch(Command::new(BIN), data, extra, env)
+    }
+
+    /// `command` (berth, or what execs it) with `server` and its arguments.
+    fn launch(mut command: Command, data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut child = command
             .args(["server", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(extra)
