@@ -527,8 +527,7 @@ fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
             None => LEG_IDLE_TIMEOUT.saturating_sub(waited),
         };
         if wait.is_zero() {
-            if let Some(ahead) = dialled.take() {
-                legs.drop_ahead(ahead);
+            if dialled.take().is_some() {
                 continue;
             }
             return;
@@ -576,6 +575,22 @@ struct Legs {
     dialled: Arc<AtomicU64>,
 }
 
+/// A connection dialled ahead, closed when this drops unless a request took it
+/// (however the data connection that dialled it ends).
+struct DialledAhead<'a> {
+    legs: &'a Legs,
+    n: u64,
+}
+
+impl Drop for DialledAhead<'_> {
+    fn drop(&mut self) {
+        let mut ahead = lock(&self.legs.ahead);
+        if ahead.as_ref().is_some_and(|(which, _)| *which == self.n) {
+            *ahead = None;
+        }
+    }
+}
+
 /// A data connection's place in `Legs`, given up when its thread ends.
 struct Held<'a> {
     legs: &'a Legs,
@@ -594,8 +609,9 @@ impl Legs {
     }
 
     /// Dial the local service ahead unless a connection dialled ahead waits
-    /// already; which dialling it was, for `drop_ahead`.
-    fn dial_ahead(&self, local: &str) -> Option<u64> {
+    /// already. While the result lives, the connection may wait; dropping it
+    /// closes the connection unless a request took it.
+    fn dial_ahead(&self, local: &str) -> Option<DialledAhead<'_>> {
         if lock(&self.ahead).is_some() {
             return None;
         }
@@ -606,20 +622,12 @@ impl Legs {
         }
         let n = self.dialled.fetch_add(1, Ordering::Relaxed);
         *ahead = Some((n, stream));
-        Some(n)
+        Some(DialledAhead { legs: self, n })
     }
 
     /// The connection dialled ahead, for a request.
     fn take_ahead(&self) -> Option<TcpStream> {
         lock(&self.ahead).take().map(|(_, stream)| stream)
-    }
-
-    /// Close the connection of dialling `n` if no request took it.
-    fn drop_ahead(&self, n: u64) {
-        let mut ahead = lock(&self.ahead);
-        if ahead.as_ref().is_some_and(|(which, _)| *which == n) {
-            *ahead = None;
-        }
     }
 
     fn hold<'a>(&'a self, id: &str, data: &Stream) -> Held<'a> {
