@@ -607,6 +607,46 @@ fn a_low_open_files_limit_bounds_connections_instead_of_breaking_the_api() {
     answered_once_not_busy(&server, "/api/v1/me", 401);
 }
 
+/// The server's threads that serve or wait for front-door connections.
+fn connection_threads(server: &Server) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap();
+    tasks
+        .filter_map(Result::ok)
+        .filter(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            comm.trim_end() == "conn"
+        })
+        .count()
+}
+
+#[test]
+fn after_a_burst_only_a_few_connection_threads_stay() {
+    let server = Server::start();
+    let mut burst: Vec<Client> = (0..200).map(|_| Client::connect(&server)).collect();
+    for c in &mut burst {
+        c.send(get(&server, "/healthz").as_bytes());
+    }
+    for c in &mut burst {
+        assert_eq!(c.response().expect("answered").status, 200);
+    }
+    assert!(
+        connection_threads(&server) > 100,
+        "each connection had its thread"
+    );
+    // All end together: their threads must not all go back to accept().
+    drop(burst);
+    let deadline = Instant::now() + PATIENCE;
+    while connection_threads(&server) > 8 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        connection_threads(&server) <= 8,
+        "{} stayed",
+        connection_threads(&server)
+    );
+    answered_once_not_busy(&server, "/healthz", 200);
+}
+
 #[test]
 fn nothing_makes_the_api_answer_500() {
     let server = alice();

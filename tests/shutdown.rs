@@ -153,3 +153,77 @@ fn sigterm_lets_a_request_in_flight_finish_and_share_reconnects_after_restart() 
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Send a keep-alive `GET /healthz` on `stream` and read its whole answer.
+fn healthz_kept_alive(stream: &mut TcpStream) {
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "closed early");
+        let lower = line.to_ascii_lowercase();
+        if let Some(n) = lower.strip_prefix("content-length:") {
+            length = n.trim().parse().unwrap();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+}
+
+#[test]
+fn sigterm_closes_idle_connections_and_refuses_new_ones_during_the_drain() {
+    let mut server = Server::start();
+    server.create_user("alice", "home", "owner");
+    let token = server.token_for("alice", "home", "drain");
+    let port = slow_service();
+    let (mut child, _lines) = share(&server, port, &token);
+    let mut idle = TcpStream::connect(&server.addr).unwrap();
+    healthz_kept_alive(&mut idle);
+
+    let url = server.url.clone();
+    let in_flight = std::thread::spawn(move || {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "20", "-w", "\n%{http_code}"])
+            .args(["-H", "Host: drain.localhost"])
+            .arg(format!("{url}/slow"))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    std::thread::sleep(SLOW / 4);
+    server.signal("TERM");
+
+    // The kept-alive connection, waiting between requests, is closed at once
+    // (before the request in flight is done), not left for the drain's end.
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let read = std::io::Read::read(&mut idle, &mut byte);
+    assert!(
+        matches!(read, Ok(0)) || read.is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
+        "the idle connection was closed"
+    );
+    assert!(!in_flight.is_finished(), "closed before the drain ended");
+
+    // New clients are refused rather than left in the listener's backlog.
+    let refused = loop {
+        match TcpStream::connect(&server.addr) {
+            Err(e) => break e.kind() == std::io::ErrorKind::ConnectionRefused,
+            Ok(_) if in_flight.is_finished() => break false,
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    assert!(refused, "a new connection during the drain was refused");
+
+    let answer = in_flight.join().unwrap();
+    assert!(answer.ends_with("\n200"), "{answer:?}");
+    assert_eq!(server.terminate(), Some(0));
+    let _ = child.kill();
+    let _ = child.wait();
+}

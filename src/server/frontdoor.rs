@@ -3,12 +3,13 @@
 //! on a Unix socket; `NAME.DOMAIN` and the relay paths go to the relay, never
 //! into tiny_http.
 
+use std::collections::HashMap;
 use std::io::{self, BufWriter, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::api::MAX_BODY_BYTES;
@@ -65,6 +66,8 @@ pub struct FrontDoor {
     pub max_tunnels: usize,
     pub relay: Arc<Relay>,
     pub auth: Arc<Auth>,
+    /// Connections kept alive between requests, closed when the server stops.
+    kept: KeptAlive,
 }
 
 /// Where one request goes.
@@ -89,7 +92,16 @@ impl FrontDoor {
             stopping: AtomicBool::new(false),
             max_connections: MAX_CONNECTIONS,
             max_tunnels: MAX_TUNNELS,
+            kept: KeptAlive::default(),
         }
+    }
+
+    /// Start stopping: connections finish the request they serve and close,
+    /// and those waiting between requests close now, so the drain waits only
+    /// for requests in flight.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.kept.close_waiting();
     }
 
     /// Serve the listener's connections until asked to stop, on connection
@@ -102,7 +114,7 @@ impl FrontDoor {
     ) -> io::Result<Arc<Acceptors>> {
         let acceptors = Arc::new(Acceptors {
             door: self.clone(),
-            listener,
+            listener: Mutex::new(Some(Arc::new(listener))),
             tls,
             idle: AtomicUsize::new(0),
         });
@@ -142,6 +154,9 @@ impl FrontDoor {
             return;
         };
         let mut client = Conn::new(reader);
+        let Some(kept) = self.kept.enter(&stream) else {
+            return;
+        };
         let mut out = BufWriter::new(&stream);
         let mut leg: Option<Leg> = None;
         // Only through this (and `to_api`, given it) does the loop change the
@@ -156,6 +171,7 @@ impl FrontDoor {
             let head = client
                 .read_head(idle, &set_timeout)
                 .and_then(|raw| proxy::parse_request(&raw));
+            kept.busy();
             let head = match head {
                 Ok(head) => head,
                 Err(err) => {
@@ -206,7 +222,7 @@ impl FrontDoor {
             }
             if out.flush().is_err()
                 || outcome != Outcome::KeepAlive
-                || self.stopping.load(Ordering::SeqCst)
+                || !kept.wait_unless(&self.stopping)
             {
                 break;
             }
@@ -459,6 +475,73 @@ fn linger(stream: &Stream) {
     let _ = io::copy(&mut io::Read::take(stream, LINGER_BYTES), &mut io::sink());
 }
 
+/// The front door's connections, and which of them wait between requests.
+#[derive(Default)]
+struct KeptAlive {
+    next: AtomicU64,
+    conns: Mutex<HashMap<u64, Arc<Kept>>>,
+}
+
+/// One connection: its socket (to close it from another thread) and whether
+/// it waits for its next request.
+struct Kept {
+    socket: TcpStream,
+    waiting: AtomicBool,
+}
+
+/// A connection's place in [`KeptAlive`], given up when it is dropped.
+struct Entry<'a> {
+    of: &'a KeptAlive,
+    id: u64,
+    kept: Arc<Kept>,
+}
+
+impl KeptAlive {
+    /// Count a connection in; None if its socket cannot be shared.
+    fn enter(&self, stream: &Stream) -> Option<Entry<'_>> {
+        let kept = Arc::new(Kept {
+            socket: stream.tcp().try_clone().ok()?,
+            waiting: AtomicBool::new(false),
+        });
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.conns).insert(id, kept.clone());
+        Some(Entry { of: self, id, kept })
+    }
+
+    /// Close the reading side of every connection that waits between
+    /// requests: its wait ends as if the client had closed. One whose request
+    /// just arrived still answers it (its writing side stays open).
+    fn close_waiting(&self) {
+        for kept in lock(&self.conns).values() {
+            if kept.waiting.load(Ordering::SeqCst) {
+                let _ = kept.socket.shutdown(Shutdown::Read);
+            }
+        }
+    }
+}
+
+impl Entry<'_> {
+    /// Mark the connection as waiting for its next request, unless `stopping`
+    /// is set; whether it may wait. (Marked first and checked second, while
+    /// `FrontDoor::stop` sets the flag first and looks second: one of the two
+    /// always sees the other.)
+    fn wait_unless(&self, stopping: &AtomicBool) -> bool {
+        self.kept.waiting.store(true, Ordering::SeqCst);
+        !stopping.load(Ordering::SeqCst)
+    }
+
+    /// A request head arrived (or the wait ended).
+    fn busy(&self) {
+        self.kept.waiting.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Entry<'_> {
+    fn drop(&mut self) {
+        lock(&self.of.conns).remove(&self.id);
+    }
+}
+
 /// A listener's connection threads. Each waits in `accept` itself and serves
 /// the connection it gets, so a new connection's first request is read by the
 /// thread the kernel woke for it: starting a thread per connection (or waking
@@ -467,7 +550,10 @@ fn linger(stream: &Stream) {
 /// starts one more before it serves, so a thread always waits in `accept`.
 pub struct Acceptors {
     door: Arc<FrontDoor>,
-    listener: TcpListener,
+    /// Taken out when the server stops: once the threads in `accept` are
+    /// woken, the socket closes and new clients are refused at once rather
+    /// than left waiting in the backlog through the drain.
+    listener: Mutex<Option<Arc<TcpListener>>>,
     tls: Option<Arc<ServerConfig>>,
     /// Threads waiting in `accept`.
     idle: AtomicUsize,
@@ -492,14 +578,18 @@ impl Acceptors {
     /// Accept and serve connections until the server stops or enough other
     /// threads wait.
     fn run(self: &Arc<Self>) {
+        // A new thread always waits: it was started so that one does.
+        self.idle.fetch_add(1, Ordering::SeqCst);
         loop {
-            self.idle.fetch_add(1, Ordering::SeqCst);
-            // A `wake` that saw no thread waiting may already be done.
-            if self.door.stopping.load(Ordering::SeqCst) {
+            let listener = lock(&self.listener).clone();
+            // A `stop` that saw no thread waiting may already be done.
+            let Some(listener) = listener.filter(|_| !self.door.stopping.load(Ordering::SeqCst))
+            else {
                 self.idle.fetch_sub(1, Ordering::SeqCst);
                 return;
-            }
-            let accepted = self.listener.accept();
+            };
+            let accepted = listener.accept();
+            drop(listener);
             let others = self.idle.fetch_sub(1, Ordering::SeqCst) - 1;
             if self.door.stopping.load(Ordering::SeqCst) {
                 return;
@@ -509,27 +599,40 @@ impl Acceptors {
                 Err(_) => {
                     // Out of descriptors, say: let some connections end first.
                     std::thread::sleep(Duration::from_millis(10));
+                    self.idle.fetch_add(1, Ordering::SeqCst);
                     continue;
                 }
             };
             if others == 0 && self.start().is_err() {
                 // No thread would accept while this one serves: refuse.
                 refuse_busy(stream, self.tls.is_some());
+                self.idle.fetch_add(1, Ordering::SeqCst);
                 continue;
             }
             self.door.serve_accepted(stream, peer, self.tls.as_ref());
-            if self.door.stopping.load(Ordering::SeqCst)
-                || self.idle.load(Ordering::SeqCst) >= IDLE_ACCEPTORS
-            {
+            if self.door.stopping.load(Ordering::SeqCst) || !self.wait_again() {
                 return;
             }
         }
     }
 
-    /// After `stopping` is set: connect to the listener at `addr` until no
-    /// thread waits in `accept` (each that wakes sees the flag and ends), for
-    /// at most a second.
-    pub fn wake(&self, addr: SocketAddr) {
+    /// Count this thread among those waiting in `accept`, unless
+    /// `IDLE_ACCEPTORS` already wait: checked and counted in one atomic step,
+    /// so threads whose connections end together cannot all stay.
+    fn wait_again(&self) -> bool {
+        self.idle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < IDLE_ACCEPTORS).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// After `stopping` is set: stop listening. No new `accept` starts; connect
+    /// to the listener at `addr` until no thread waits in one (each that wakes
+    /// sees the flag and ends), for at most a second; the socket closes with
+    /// the last of them.
+    pub fn stop(&self, addr: SocketAddr) {
+        drop(lock(&self.listener).take());
         let deadline = std::time::Instant::now() + Duration::from_secs(1);
         while self.idle.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
             let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(100));
@@ -552,4 +655,10 @@ fn refuse_busy(stream: TcpStream, tls: bool) {
         "The server has too many open connections; try again shortly.",
     ));
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// A poisoned lock still guards consistent data here: each critical section
+/// is one map or option operation.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

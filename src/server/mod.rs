@@ -174,12 +174,12 @@ pub fn run(args: ServerArgs) -> CliResult {
 
     wait_for_signal(tls.as_ref().map(|t| &*t.certs))?;
     say(format_args!("berth shutting down"));
-    door.stopping.store(true, Ordering::SeqCst);
+    door.stop();
     door.relay.close_all();
-    // Wake the threads waiting in accept so they see the flag.
-    serving.wake(wake_addr(bound));
+    // Stop listening: the threads waiting in accept wake and end.
+    serving.stop(wake_addr(bound));
     if let Some((acceptors, bound)) = serving_tls {
-        acceptors.wake(wake_addr(bound));
+        acceptors.stop(wake_addr(bound));
     }
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while door.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
