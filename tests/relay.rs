@@ -301,6 +301,54 @@ fn an_unclaimed_connection_gets_502_after_the_timeout() {
 }
 
 #[test]
+fn a_request_waiting_on_a_tunnel_that_closes_gets_502_at_once() {
+    let (server, token) = setup();
+    // A client that opens the control connection, never answers `connect`,
+    // then goes away while a public request waits for it.
+    let control = TcpStream::connect(&server.addr).unwrap();
+    let request = format!(
+        "GET /api/v1/tunnels/connect?subdomain=gone HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: berth-relay/1\r\n\r\n",
+        server.addr
+    );
+    (&control).write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(control.try_clone().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("{\"ready\"") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "no ready frame");
+    }
+    let waiting = {
+        let url = url(&server, "/");
+        std::thread::spawn(move || {
+            // Well under the 10 s an unclaimed id would take to expire.
+            Command::new("curl")
+                .args(["-s", "-i", "--max-time", "6", "-H", "Host: gone.localhost"])
+                .arg(url)
+                .output()
+                .unwrap()
+        })
+    };
+    // Once the public request asked for its data connection, the client leaves.
+    let mut asked = 0;
+    while asked < 3 {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "control closed");
+        if line.starts_with("{\"connect\"") {
+            asked += 1; // two asked ahead of need, then the request's own
+        }
+    }
+    drop(reader);
+    drop(control);
+    let out = waiting.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+    assert!(
+        text.contains("closed before it could take the request"),
+        "{text}"
+    );
+}
+
+#[test]
 fn share_reconnects_keeping_its_subdomain() {
     let (server, token) = setup();
     let service = Service::start();

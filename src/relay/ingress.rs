@@ -367,7 +367,11 @@ pub fn forward(
         due: std::cell::Cell::new(leg.as_ref().is_none_or(|l| l.subdomain != tunnel.subdomain)),
     };
     let Some(data) = leg_to(relay, &tunnel, leg)? else {
-        let why = format!("The tunnel at {host} did not answer in time; try again.");
+        let why = if tunnel.is_closed() {
+            format!("The tunnel at {host} closed before it could take the request; try again once it is back.")
+        } else {
+            format!("The tunnel at {host} did not answer in time; try again.")
+        };
         seen.answer(out, &page(502, &why))?;
         let _ = out.flush();
         note(relay, &tunnel, head, seen);

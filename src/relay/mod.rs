@@ -110,8 +110,12 @@ struct Pool {
 
 /// Who a data connection id is for.
 enum Pending {
-    /// A public connection waits on this channel.
-    Waiter(SyncSender<Stream>),
+    /// A public connection waits on this channel for a connection from
+    /// `tunnel`'s client; dropping it (the tunnel closed) ends the wait.
+    Waiter {
+        tx: SyncSender<Stream>,
+        tunnel: Weak<Tunnel>,
+    },
     /// Asked ahead of need: the connection goes to this tunnel's pool.
     Ahead {
         tunnel: Weak<Tunnel>,
@@ -148,6 +152,11 @@ impl Tunnel {
         for (stream, _) in lock(&self.pool).parked.drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Whether it closed (its client went, or it was closed for it).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// How many data connections are parked now.
@@ -297,15 +306,25 @@ impl Relay {
 
     /// Forget a tunnel, if the registry still holds this one under its name
     /// (a TCP tunnel's listener closes and its port is free when this returns).
+    /// Public connections waiting for one of its data connections get none
+    /// at once (their 502 need not wait out `PENDING_TIMEOUT`).
     pub fn release(&self, tunnel: &Arc<Tunnel>) {
+        // Set before the waiters go: `open_data` registers and then looks.
+        tunnel.closed.store(true, Ordering::SeqCst);
         self.tcp.release(tunnel);
-        let mut tunnels = lock(&self.tunnels);
-        if tunnels
-            .get(&tunnel.subdomain)
-            .is_some_and(|t| Arc::ptr_eq(t, tunnel))
         {
-            tunnels.remove(&tunnel.subdomain);
+            let mut tunnels = lock(&self.tunnels);
+            if tunnels
+                .get(&tunnel.subdomain)
+                .is_some_and(|t| Arc::ptr_eq(t, tunnel))
+            {
+                tunnels.remove(&tunnel.subdomain);
+            }
         }
+        lock(&self.pending).retain(|_, pending| match pending {
+            Pending::Waiter { tunnel: of, .. } => !std::ptr::eq(of.as_ptr(), Arc::as_ptr(tunnel)),
+            Pending::Ahead { .. } => true,
+        });
     }
 
     /// Close every control connection (shutdown): the clients reconnect elsewhere
@@ -315,6 +334,8 @@ impl Relay {
         for tunnel in tunnels {
             tunnel.close();
         }
+        // No data connection will come for anyone waiting.
+        lock(&self.pending).clear();
         self.tcp.close_all();
     }
 
@@ -386,11 +407,17 @@ impl Relay {
         self.refill(tunnel);
         let id = random_hex::<16>();
         let (tx, rx): (_, Receiver<Stream>) = mpsc::sync_channel(1);
-        lock(&self.pending).insert(id.clone(), Pending::Waiter(tx));
-        let sent = tunnel.send(&Frame::Connect { id: id.clone() });
-        let stream = match sent {
-            Ok(()) => rx.recv_timeout(PENDING_TIMEOUT).ok(),
-            Err(_) => None,
+        let waiter = Pending::Waiter {
+            tx,
+            tunnel: Arc::downgrade(tunnel),
+        };
+        lock(&self.pending).insert(id.clone(), waiter);
+        let stream = if tunnel.closed.load(Ordering::SeqCst) {
+            None
+        } else {
+            let sent = tunnel.send(&Frame::Connect { id: id.clone() });
+            sent.ok()
+                .and_then(|()| rx.recv_timeout(PENDING_TIMEOUT).ok())
         };
         lock(&self.pending).remove(&id);
         stream
@@ -468,7 +495,7 @@ impl Relay {
     pub fn deliver(&self, id: &str, stream: Stream) -> Result<(), Stream> {
         let waiting = lock(&self.pending).remove(id);
         match waiting {
-            Some(Pending::Waiter(tx)) => tx.send(stream).map_err(|e| e.0),
+            Some(Pending::Waiter { tx, .. }) => tx.send(stream).map_err(|e| e.0),
             Some(Pending::Ahead { tunnel, asked }) => {
                 let Some(tunnel) = tunnel.upgrade() else {
                     return Err(stream);
@@ -488,7 +515,7 @@ impl Relay {
     /// Whether a data connection id is awaited (checked before answering 101).
     pub fn is_pending(&self, id: &str) -> bool {
         match lock(&self.pending).get(id) {
-            Some(Pending::Waiter(_)) => true,
+            Some(Pending::Waiter { .. }) => true,
             Some(Pending::Ahead { asked, .. }) => asked.elapsed() < PENDING_TIMEOUT,
             None => false,
         }
@@ -787,6 +814,32 @@ mod tests {
         assert!(relay.open_data(&tunnel).is_none());
         assert!(started.elapsed() >= PENDING_TIMEOUT);
         assert!(relay.deliver("nope", socket()).is_err());
+    }
+
+    #[test]
+    fn a_public_connection_waiting_on_a_closing_tunnel_stops_waiting() {
+        let relay = Arc::new(Relay::new("localhost", "http://localhost:1"));
+        let tunnel = relay.claim(Some("going"), socket(), 1, |_| {}).unwrap();
+        let waiting = {
+            let (relay, tunnel) = (relay.clone(), tunnel.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                (relay.open_data(&tunnel).is_none(), started.elapsed())
+            })
+        };
+        // The waiter is registered once a `connect` for it is pending.
+        while !lock(&relay.pending)
+            .values()
+            .any(|p| matches!(p, Pending::Waiter { .. }))
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        relay.release(&tunnel);
+        tunnel.close();
+        let (none, waited) = waiting.join().unwrap();
+        assert!(none && waited < PENDING_TIMEOUT, "waited {waited:?}");
+        // And a closed tunnel asks no client for anything.
+        assert!(relay.open_data(&tunnel).is_none());
     }
 
     #[test]
