@@ -251,6 +251,16 @@ pub struct ServerArgs {
         value_parser = clap::value_parser!(u32).range(0..=inspect::MAX_RETENTION as i64)
     )]
     pub inspect_retention: u32,
+    /// Seconds a tunnel's local service may take to start its response, or to
+    /// take more of a request body, before the public client gets a 504
+    #[arg(
+        long,
+        env = "BERTH_RESPONSE_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = relay::ingress::RESPONSE_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub response_timeout: u64,
     /// Public ports TCP tunnels get (`share --tcp`), FIRST-LAST
     #[arg(
         long,

@@ -10,6 +10,9 @@ use super::{invalid, reason, Body, MAX_HEADERS};
 pub enum HeadError {
     /// The peer closed before sending a byte: the end of a keep-alive connection.
     Closed,
+    /// Not a byte arrived within the idle wait (a kept-alive connection's
+    /// client that left it, a service that never answers).
+    Idle,
     /// The head did not arrive in time (408).
     Timeout,
     /// The head is larger than `MAX_HEAD_BYTES` or has too many lines (431).
@@ -24,7 +27,7 @@ impl HeadError {
     /// Status and reason phrase to answer with, if the peer is still there.
     pub fn status(&self) -> Option<(u16, &'static str)> {
         match self {
-            HeadError::Closed | HeadError::Io => None,
+            HeadError::Closed | HeadError::Idle | HeadError::Io => None,
             HeadError::Timeout => Some((408, "Request Timeout")),
             HeadError::TooLarge => Some((431, "Request Header Fields Too Large")),
             HeadError::Bad(_) => Some((400, "Bad Request")),
@@ -34,6 +37,7 @@ impl HeadError {
     pub fn message(&self) -> &'static str {
         match self {
             HeadError::Closed | HeadError::Io => "connection closed",
+            HeadError::Idle => "nothing arrived in time",
             HeadError::Timeout => {
                 "The request head did not arrive in time; send it whole within 10 seconds."
             }

@@ -268,7 +268,7 @@ impl<S: Read> Conn<S> {
                 }
                 Err(e) if is_timeout(&e) => {
                     return Err(if self.buffered().is_empty() {
-                        HeadError::Closed
+                        HeadError::Idle
                     } else {
                         HeadError::Timeout
                     })

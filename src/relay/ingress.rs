@@ -11,12 +11,14 @@ use super::{ClaimError, Relay, Tunnel, SWITCHING};
 use crate::api::ApiError;
 use crate::auth::{self, Action, Auth};
 use crate::inspect::{self, Counter, Record};
-use crate::proxy::{self, Body, Conn, RequestHead};
+use crate::proxy::{self, Body, Conn, HeadError, RequestHead};
 use crate::store::{NewAuditEvent, NewTunnel, Store};
 use crate::stream::Stream;
 use crate::time_fmt;
 
-/// How long a tunnel's client may take to start answering a request.
+/// How long a tunnel's local service may take to start answering a request,
+/// or to take the next part of its body, unless the server is told otherwise
+/// (`berth server --response-timeout`); 504 beyond.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Stack of a tunnel's thread. It only reads the control connection and
 /// writes its history row at the end, so few of these pages are ever touched.
@@ -28,6 +30,8 @@ pub struct Leg {
     reader: Conn<Stream>,
     writer: Stream,
     timeout: proxy::ReadTimeout,
+    /// How long the service may take to answer or to take more of a body.
+    patience: Duration,
 }
 
 /// What became of the public connection after a request.
@@ -379,23 +383,28 @@ pub fn forward(
     };
     let answer = exchange(head, client, out, data, &mut seen, &refill);
     refill.now();
-    if let Ok(Answer::Upgrade) = answer {
-        // Recorded when the switch happens, not when the upgraded connection ends.
-        note(relay, &tunnel, head, seen);
-        return splice(client, client_stream, leg);
-    }
     let result = match answer {
+        Ok(Answer::Upgrade) => {
+            // Recorded when the switch happens, not when the upgraded connection ends.
+            note(relay, &tunnel, head, seen);
+            return splice(client, client_stream, leg);
+        }
         Ok(Answer::Done(forwarded)) => {
             if forwarded != Forwarded::KeepAlive {
                 *leg = None;
             }
             Ok(forwarded)
         }
-        Ok(Answer::Upgrade | Answer::Silent) => {
+        Ok(Answer::Failed(failure)) => {
             *leg = None;
-            let why = format!("The service behind {host} did not answer.");
-            seen.answer(out, &page(502, &why))
-                .map(|()| Forwarded::Close)
+            let (status, why) = failure.explain(host, relay.response_timeout);
+            // A request body the service stopped taking is unread: linger.
+            let then = if failure == Failure::Stalled {
+                Forwarded::Refused
+            } else {
+                Forwarded::Close
+            };
+            seen.answer(out, &page(status, &why)).map(|()| then)
         }
         Err(err) => {
             *leg = None;
@@ -406,6 +415,47 @@ pub fn forward(
     let _ = out.flush();
     note(relay, &tunnel, head, seen);
     result
+}
+
+/// Why no response of the local service reached the public client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// The leg closed before a response: the service (or `share`) closed it.
+    Silent,
+    /// What came back is not an HTTP/1.1 response.
+    Invalid,
+    /// No response began within the response timeout.
+    TimedOut,
+    /// The service took no more of the request body within the response
+    /// timeout (the rest of the body is unread).
+    Stalled,
+}
+
+impl Failure {
+    /// The status and the sentence for the public client.
+    fn explain(self, host: &str, timeout: Duration) -> (u16, String) {
+        let secs = match timeout.as_secs() {
+            1 => "1 second".to_string(),
+            n => format!("{n} seconds"),
+        };
+        match self {
+            Failure::Silent => (502, format!("The service behind {host} did not answer.")),
+            Failure::Invalid => (
+                502,
+                format!(
+                    "The service behind {host} sent something that is not an HTTP/1.1 response."
+                ),
+            ),
+            Failure::TimedOut => (
+                504,
+                format!("The service behind {host} did not answer within {secs}."),
+            ),
+            Failure::Stalled => (
+                504,
+                format!("The service behind {host} stopped reading the request body for {secs}."),
+            ),
+        }
+    }
 }
 
 /// Refilling a tunnel's pool of parked data connections after this public
@@ -449,12 +499,15 @@ fn leg_to<'a>(
         let Some(data) = relay.open_data(tunnel) else {
             return Ok(None);
         };
-        data.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+        let timeout = Some(relay.response_timeout);
+        data.set_read_timeout(timeout)?;
+        data.set_write_timeout(timeout)?;
         *leg = Some(Leg {
             subdomain: tunnel.subdomain.clone(),
             reader: Conn::new(data.try_clone()?),
             writer: data,
-            timeout: proxy::ReadTimeout::already(Some(RESPONSE_TIMEOUT)),
+            timeout: proxy::ReadTimeout::already(timeout),
+            patience: relay.response_timeout,
         });
     }
     Ok(leg.as_mut())
@@ -554,7 +607,17 @@ enum Answer {
     /// The service switched protocols: the connections are to be spliced.
     Upgrade,
     /// The leg failed before any response byte reached the public client.
-    Silent,
+    Failed(Failure),
+}
+
+/// How much of the request reached the leg.
+enum Sent {
+    All,
+    /// The leg stopped taking the body with this error: a service that
+    /// answers early (413, say) and closes may have left its response.
+    Partly(io::ErrorKind),
+    /// The exchange ended here.
+    Over(Answer),
 }
 
 /// Send the request on the leg and stream the response back.
@@ -566,30 +629,38 @@ fn exchange(
     seen: &mut Observed,
     refill: &Refill,
 ) -> io::Result<Answer> {
-    if let Some(early) = send_request(head, client, out, leg, seen)? {
-        return Ok(early);
-    }
-    let (writer, timeout) = (&leg.writer, &leg.timeout);
+    let unread = match send_request(head, client, out, leg, seen)? {
+        Sent::All => false,
+        Sent::Over(answer) => return Ok(answer),
+        Sent::Partly(kind) if is_timeout_kind(kind) => return Ok(Answer::Failed(Failure::Stalled)),
+        Sent::Partly(_) => true,
+    };
+    let (writer, timeout, response_timeout) = (&leg.writer, &leg.timeout, leg.patience);
     let response = loop {
-        let raw = leg.reader.read_head(RESPONSE_TIMEOUT, &|t| {
+        let raw = leg.reader.read_head(response_timeout, &|t| {
             timeout.set(t, |t| writer.set_read_timeout(t))
         });
-        let Ok(raw) = raw else {
-            return Ok(Answer::Silent);
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(HeadError::Idle) => return Ok(Answer::Failed(Failure::TimedOut)),
+            Err(HeadError::Bad(_) | HeadError::TooLarge) => {
+                return Ok(Answer::Failed(Failure::Invalid))
+            }
+            Err(_) => return Ok(Answer::Failed(Failure::Silent)),
         };
         let Ok(response) = proxy::parse_response(&raw, head.method == "HEAD") else {
-            return Ok(Answer::Silent);
+            return Ok(Answer::Failed(Failure::Invalid));
         };
         if response.status >= 200 || response.status == 101 {
             break response;
         }
     };
-    if response.status == 101 && !head.upgrade {
-        return Ok(Answer::Silent);
+    if response.status == 101 && (!head.upgrade || unread) {
+        return Ok(Answer::Failed(Failure::Invalid));
     }
     seen.status = Some(response.status);
     seen.response_headers = inspect::text_fields(&response.headers);
-    let keep = response.keep_alive && head.keep_alive;
+    let keep = response.keep_alive && head.keep_alive && !unread;
     out.write_all(&response.encode(response.status == 101 || keep))?;
     if refill.due.get() {
         out.flush()?;
@@ -608,42 +679,82 @@ fn exchange(
     copied?;
     Ok(Answer::Done(if keep {
         Forwarded::KeepAlive
+    } else if unread {
+        Forwarded::Refused
     } else {
         Forwarded::Close
     }))
 }
 
-/// The request head and body onto the leg; an answer if the exchange ended there.
+fn is_timeout_kind(kind: io::ErrorKind) -> bool {
+    matches!(kind, io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// A writer that remembers the kind of its first failed write, so a failed
+/// copy tells whether the leg or the public client gave out.
+struct Watched<W> {
+    inner: W,
+    failed: Option<io::ErrorKind>,
+}
+
+impl<W: Write> Write for Watched<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf);
+        if let Err(err) = &written {
+            self.failed.get_or_insert(err.kind());
+        }
+        written
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let flushed = self.inner.flush();
+        if let Err(err) = &flushed {
+            self.failed.get_or_insert(err.kind());
+        }
+        flushed
+    }
+}
+
+/// The request head and body onto the leg.
 fn send_request(
     head: &RequestHead,
     client: &mut Conn<Stream>,
     out: &mut impl Write,
     leg: &mut Leg,
     seen: &mut Observed,
-) -> io::Result<Option<Answer>> {
+) -> io::Result<Sent> {
     let continues = head
         .header("expect")
         .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
-    if leg.writer.write_all(&seen.sent).is_err() {
-        return Ok(Some(Answer::Silent));
+    if let Err(err) = leg.writer.write_all(&seen.sent) {
+        return Ok(match err.kind() {
+            kind if is_timeout_kind(kind) => Sent::Over(Answer::Failed(Failure::TimedOut)),
+            _ => Sent::Over(Answer::Failed(Failure::Silent)),
+        });
     }
     if continues && head.body != Body::None {
         out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         out.flush()?;
     }
     let mut upload = Counter {
-        inner: &mut leg.writer,
+        inner: Watched {
+            inner: &mut leg.writer,
+            failed: None,
+        },
         bytes: 0,
     };
     let sent = proxy::copy_body(head.body, client, &mut upload);
     seen.bytes_in = upload.bytes;
     match sent {
-        Ok(_) => Ok(None),
+        Ok(_) => Ok(Sent::All),
+        Err(_) if upload.inner.failed.is_some() => Ok(Sent::Partly(
+            upload.inner.failed.unwrap_or(io::ErrorKind::Other),
+        )),
         // Broken chunk framing is the client's fault and no response has started.
         Err(err) if err.kind() == io::ErrorKind::InvalidData => {
             let why = "The chunked request body is malformed.";
             seen.answer(out, &proxy::error_response(400, "bad_request", why))?;
-            Ok(Some(Answer::Done(Forwarded::Refused)))
+            Ok(Sent::Over(Answer::Done(Forwarded::Refused)))
         }
         Err(err) => Err(err),
     }

@@ -197,6 +197,8 @@ pub struct Relay {
     pub public_url: String,
     /// The one region this server serves (`--region`).
     pub region: String,
+    /// How long a local service may take to answer (`--response-timeout`).
+    pub response_timeout: Duration,
     tunnels: Mutex<HashMap<String, Arc<Tunnel>>>,
     pending: Mutex<HashMap<String, Pending>>,
     /// Records HTTP requests (none in unit tests that build a bare relay).
@@ -213,6 +215,7 @@ impl Relay {
             domain: domain.trim_end_matches('.').to_ascii_lowercase(),
             public_url: public_url.to_string(),
             region: DEFAULT_REGION.to_string(),
+            response_timeout: ingress::RESPONSE_TIMEOUT,
             tunnels: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             inspector: None,

@@ -107,6 +107,7 @@ pub fn run(args: ServerArgs) -> CliResult {
         .map_err(|e| CliError::other(format!("could not start the traffic inspector: {e}")))?;
     let mut relay = Relay::new(&args.domain, &public_url).with_inspector(inspector.clone());
     relay.region = args.region.clone();
+    relay.response_timeout = Duration::from_secs(args.response_timeout);
     // TCP tunnels listen where the front door does (loopback stays loopback).
     relay.tcp = Ports::new(args.tcp_ports, bound.ip());
     let relay = Arc::new(relay);

@@ -1,0 +1,106 @@
+//! What the public client gets when the local service behind a tunnel
+//! misbehaves: a status that says what went wrong (502 for a broken answer,
+//! 504 for none in time), never a connection closed without a word.
+
+mod common;
+mod relay_support;
+
+use std::io::{BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Server;
+use relay_support::{read_head, Share};
+
+/// A local service that reads each request head and then does `then` with
+/// the connection (connections dialled ahead that carry no request are let go).
+fn service(then: fn(TcpStream)) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                if read_head(&mut reader).is_some() {
+                    then(stream);
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A server whose local services get `timeout` seconds to answer, an owner's
+/// token, and `berth share` of `port` at `NAME.localhost`.
+fn tunnel(timeout: &str, port: u16, name: &str) -> (Server, Share) {
+    let server = Server::start_with_env(&[("BERTH_RESPONSE_TIMEOUT", timeout)]);
+    server.create_user("alice", "home", "owner");
+    let token = server.token_for("alice", "home", "share");
+    let port = port.to_string();
+    let args = ["--host", "127.0.0.1", "--subdomain", name];
+    let mut all = vec![port.as_str()];
+    all.extend(args);
+    let share = Share::spawn(&server.url, &token, &all, Stdio::inherit());
+    (server, share)
+}
+
+/// curl through the tunnel at `name`: the whole response, head included.
+fn curl(server: &Server, name: &str, args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "30", "-H"])
+        .arg(format!("Host: {name}.localhost"))
+        .args(args)
+        .arg(format!("{}/x", server.url))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_service_that_answers_garbage_gets_a_502_saying_so() {
+    let port = service(|mut stream| {
+        let _ = stream.write_all(b"this is not HTTP\r\n\r\n");
+    });
+    let (server, share) = tunnel("60", port, "garbage");
+    let text = curl(&server, "garbage", &[]);
+    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+    assert!(text.contains("not an HTTP/1.1 response"), "{text}");
+    assert!(share.next_line().starts_with("GET /x 502 "));
+}
+
+#[test]
+fn a_service_that_never_answers_gets_a_504_after_the_response_timeout() {
+    let port = service(|stream| {
+        std::thread::sleep(Duration::from_secs(20));
+        drop(stream);
+    });
+    let (server, share) = tunnel("1", port, "mute");
+    let text = curl(&server, "mute", &[]);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(text.contains("did not answer within 1 second."), "{text}");
+    assert!(share.next_line().starts_with("GET /x 504 "));
+}
+
+#[test]
+fn an_upload_the_service_stops_reading_gets_a_504_not_a_cut_connection() {
+    // Reads the head, then neither the body nor answers.
+    let port = service(|stream| {
+        std::thread::sleep(Duration::from_secs(25));
+        drop(stream);
+    });
+    let (server, _share) = tunnel("1", port, "stalled");
+    // More than every socket buffer between curl and the service holds.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("upload");
+    std::fs::write(&file, vec![7u8; 64 * 1024 * 1024]).unwrap();
+    let text = curl(
+        &server,
+        "stalled",
+        &["-T", file.to_str().unwrap(), "-H", "Expect: 100-continue"],
+    );
+    // The 100 Continue berth sent, then the final status.
+    assert!(text.starts_with("HTTP/1.1 100"), "{text}");
+    assert!(text.contains("HTTP/1.1 504"), "{text}");
+    assert!(text.contains("stopped reading the request body"), "{text}");
+}
