@@ -27,8 +27,6 @@ pub const GATHER: Duration = Duration::from_millis(50);
 /// under the 64 KiB frame limit even if every character needs escaping.
 pub const MAX_FRAME_PATH: usize = 4096;
 pub const MAX_FRAME_METHOD: usize = 32;
-/// Most header lines read back from a forwarded head (the front door allows 100, berth adds a few).
-const MAX_RECORDED_HEADERS: usize = 128;
 
 /// Header names redacted by the standard tier (and so by strict), lowercase.
 const STANDARD_NAMES: [&str; 8] = [
@@ -81,13 +79,22 @@ const STRICT_PARAM_NAMES: [&str; 8] = [
 /// Whether a header's value is redacted under `tier` (`Inherit` is treated as strict:
 /// an unresolved tier must not record more than the strictest would).
 pub fn is_redacted_header(tier: Redaction, name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    let standard = STANDARD_NAMES.contains(&name.as_str())
-        || STANDARD_SUFFIXES.iter().any(|s| name.ends_with(s));
+    // Every header of every request passes here: compared in place, no copy.
+    let name = name.as_bytes();
+    let is = |other: &&str| name.eq_ignore_ascii_case(other.as_bytes());
+    let ends = |suffix: &&str| {
+        name.len() >= suffix.len()
+            && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    };
+    let standard = STANDARD_NAMES.iter().any(is) || STANDARD_SUFFIXES.iter().any(ends);
     if standard || tier == Redaction::Standard {
         return standard;
     }
-    STRICT_NAMES.contains(&name.as_str()) || STRICT_PARTS.iter().any(|p| name.contains(p))
+    let holds = |part: &&str| {
+        name.windows(part.len())
+            .any(|w| w.eq_ignore_ascii_case(part.as_bytes()))
+    };
+    STRICT_NAMES.iter().any(is) || STRICT_PARTS.iter().any(holds)
 }
 
 /// Whether a query parameter's value is redacted under strict (standard keeps the path).
@@ -159,38 +166,16 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The header lines of an HTTP head as sent (request or response), values as text.
-pub fn head_fields(raw: &[u8]) -> Vec<(String, String)> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_RECORDED_HEADERS];
-    let headers: &[httparse::Header] = if raw.starts_with(b"HTTP/") {
-        let mut response = httparse::Response::new(&mut slots);
-        if response.parse(raw).is_err() {
-            return Vec::new();
-        }
-        response.headers
-    } else {
-        let mut request = httparse::Request::new(&mut slots);
-        if request.parse(raw).is_err() {
-            return Vec::new();
-        }
-        request.headers
-    };
+/// Header lines as parsed by the proxy, values as text (moved, not copied,
+/// when they are UTF-8).
+pub fn text_fields(headers: Vec<(String, Vec<u8>)>) -> Vec<(String, String)> {
     headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
+        .into_iter()
+        .map(|(n, v)| {
+            let text = String::from_utf8(v)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (n, text)
         })
-        .collect()
-}
-
-/// Header lines as parsed by the proxy, values as text.
-pub fn text_fields(headers: &[(String, Vec<u8>)]) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
         .collect()
 }
 
@@ -720,20 +705,13 @@ mod tests {
     }
 
     #[test]
-    fn heads_read_back_as_fields() {
-        let raw = b"GET /a HTTP/1.1\r\nHost: a.localhost\r\nX-Forwarded-For: 127.0.0.1\r\n\r\n";
-        assert_eq!(
-            head_fields(raw),
-            [
-                ("Host".to_string(), "a.localhost".to_string()),
-                ("X-Forwarded-For".to_string(), "127.0.0.1".to_string())
-            ]
-        );
-        let page = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(
-            head_fields(page),
-            [("Content-Length".to_string(), "0".to_string())]
-        );
+    fn response_fields_keep_their_text() {
+        let fields = text_fields(vec![
+            ("Content-Length".into(), b"0".to_vec()),
+            ("X-Odd".into(), vec![b'a', 0xff]),
+        ]);
+        assert_eq!(fields[0], ("Content-Length".into(), "0".into()));
+        assert_eq!(fields[1], ("X-Odd".into(), "a\u{fffd}".into()));
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct RequestHead {
     pub keep_alive: bool,
     /// The request asks to switch protocols (WebSocket and the like).
     pub upgrade: bool,
+    /// The Host, lowercased and without its port.
+    host: String,
 }
 
 impl RequestHead {
@@ -71,12 +73,29 @@ impl RequestHead {
     }
 
     /// The Host, lowercased and without its port (checked by `parse_request`).
-    pub fn host(&self) -> String {
-        self.headers
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The header lines of [`RequestHead::encode_forwarded`]'s head, values
+    /// as text, for the inspector.
+    pub fn forwarded_fields(&self, client_ip: &str, proto: &str) -> Vec<(String, String)> {
+        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+        let mut fields: Vec<(String, String)> = self
+            .headers
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("host"))
-            .and_then(|(_, v)| normalize_host(v))
-            .unwrap_or_default()
+            .filter(|(name, _)| passes_on(name, &[]))
+            .map(|(name, value)| (name.clone(), text(value)))
+            .collect();
+        if let Some(upgrade) = self.upgrade.then(|| self.header("upgrade")).flatten() {
+            fields.push(("Connection".into(), "Upgrade".into()));
+            fields.push(("Upgrade".into(), upgrade.into()));
+        }
+        fields.push(("X-Forwarded-For".into(), client_ip.into()));
+        fields.push(("X-Forwarded-Proto".into(), proto.into()));
+        let host = self.header("host").unwrap_or("");
+        fields.push(("X-Forwarded-Host".into(), host.into()));
+        fields
     }
 
     /// The head as sent onward: hop-by-hop headers dropped, forwarding headers
@@ -113,12 +132,7 @@ impl RequestHead {
         let mut out = Vec::with_capacity(512);
         out.extend_from_slice(format!("{} {} HTTP/1.1\r\n", self.method, self.target).as_bytes());
         for (name, value) in &self.headers {
-            // The front door answers Expect itself, before reading the body.
-            if is_hop_by_hop(name)
-                || is_forwarding(name)
-                || name.eq_ignore_ascii_case("expect")
-                || drop.iter().any(|d| name.eq_ignore_ascii_case(d))
-            {
+            if !passes_on(name, drop) {
                 continue;
             }
             out.extend_from_slice(name.as_bytes());
@@ -147,6 +161,15 @@ impl RequestHead {
                 .iter()
                 .all(|(name, value)| name.is_ascii() && value.is_ascii())
     }
+}
+
+/// Whether a request header is sent onward (less the names in `drop`).
+fn passes_on(name: &str, drop: &[&str]) -> bool {
+    // The front door answers Expect itself, before reading the body.
+    !(is_hop_by_hop(name)
+        || is_forwarding(name)
+        || name.eq_ignore_ascii_case("expect")
+        || drop.iter().any(|d| name.eq_ignore_ascii_case(d)))
 }
 
 fn is_hop_by_hop(name: &str) -> bool {
@@ -224,10 +247,8 @@ pub fn parse_request(raw: &[u8]) -> Result<RequestHead, HeadError> {
             .collect()
     };
     let hosts = values("host");
-    match hosts.as_slice() {
-        [one] => {
-            normalize_host(one).ok_or(HeadError::Bad("The Host header is malformed."))?;
-        }
+    let host = match hosts.as_slice() {
+        [one] => normalize_host(one).ok_or(HeadError::Bad("The Host header is malformed."))?,
         [] => return Err(HeadError::Bad("The request has no Host header.")),
         _ => return Err(HeadError::Bad("The request has more than one Host header.")),
     };
@@ -254,6 +275,7 @@ pub fn parse_request(raw: &[u8]) -> Result<RequestHead, HeadError> {
         body,
         keep_alive,
         upgrade,
+        host,
     })
 }
 
@@ -360,39 +382,45 @@ pub fn parse_response(raw: &[u8], head_request: bool) -> io::Result<ResponseHead
     }
     let status = res.code.unwrap_or(502);
     let version = res.version.unwrap_or(1);
+    // What framing and reuse need, read in place: every response passes here.
+    let (mut chunked, mut length, mut closes, mut keeps) = (false, None, false, false);
+    for h in res.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // The last coding of the last header is what frames the body.
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if h.name.eq_ignore_ascii_case("content-length") && length.is_none() {
+            let first = h.value.split(|&b| b == b',').next().unwrap_or_default();
+            length = Some(
+                std::str::from_utf8(first.trim_ascii())
+                    .ok()
+                    .and_then(|n| n.parse::<u64>().ok()),
+            );
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                closes |= token.eq_ignore_ascii_case(b"close");
+                keeps |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+    let body = if head_request || status < 200 || status == 204 || status == 304 {
+        Body::None
+    } else if chunked {
+        Body::Chunked
+    } else {
+        match length {
+            Some(Some(0)) => Body::None,
+            Some(Some(n)) => Body::Length(n),
+            Some(None) => return Err(invalid("bad Content-Length from the backend")),
+            None => Body::UntilClose,
+        }
+    };
+    let keep_alive = body != Body::UntilClose && !closes && (version == 1 || keeps);
     let headers: Vec<(String, Vec<u8>)> = res
         .headers
         .iter()
         .map(|h| (h.name.to_string(), h.value.to_vec()))
         .collect();
-    let find = |name: &str| {
-        headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let connection = find("connection");
-    let te = find("transfer-encoding");
-    let cl = find("content-length");
-    let body = if head_request || status < 200 || status == 204 || status == 304 {
-        Body::None
-    } else if te.trim().ends_with("chunked") {
-        Body::Chunked
-    } else if !cl.is_empty() {
-        let first = cl.split(',').next().unwrap_or("").trim();
-        match first.parse::<u64>() {
-            Ok(0) => Body::None,
-            Ok(n) => Body::Length(n),
-            Err(_) => return Err(invalid("bad Content-Length from the backend")),
-        }
-    } else {
-        Body::UntilClose
-    };
-    let closes = connection.split(',').any(|t| t.trim() == "close");
-    let keep_alive =
-        body != Body::UntilClose && !closes && (version == 1 || connection.contains("keep-alive"));
     Ok(ResponseHead {
         status,
         headers,
@@ -404,6 +432,28 @@ pub fn parse_response(raw: &[u8], head_request: bool) -> io::Result<ResponseHead
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_fields_are_the_forwarded_heads_lines() {
+        let raw = b"GET /ws HTTP/1.1\r\nHost: App.localhost:8080\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nExpect: 100-continue\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nTE: trailers\r\nCookie: a=b\r\nContent-Length: 0\r\n\r\n";
+        let head = parse_request(raw).unwrap();
+        let sent = head.encode_forwarded("10.1.1.1", "https");
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut slots);
+        assert!(parsed.parse(&sent).unwrap().is_complete());
+        let on_the_wire: Vec<(String, String)> = parsed
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(head.forwarded_fields("10.1.1.1", "https"), on_the_wire);
+        assert_eq!(head.host(), "app.localhost");
+    }
 
     fn parse(raw: &str) -> Result<RequestHead, HeadError> {
         parse_request(raw.as_bytes())
@@ -512,6 +562,33 @@ mod tests {
         assert_eq!(r.body, Body::None);
         let r = parse_response(b"HTTP/1.1 204 No Content\r\n\r\n", false).unwrap();
         assert_eq!((r.body, r.keep_alive), (Body::None, true));
+        // Chunked only as the last coding; a lookalike is not chunked.
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(r.body, Body::Chunked);
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\nContent-Length: 2\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(r.body, Body::Length(2));
+        // Connection tokens in any case; HTTP/1.0 stays only when asked.
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, CLOSE\r\nContent-Length: 1\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(!r.keep_alive);
+        let r = parse_response(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(r.keep_alive);
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
     }
 
     #[test]

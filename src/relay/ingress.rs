@@ -357,14 +357,14 @@ pub fn forward(
     client_stream: &Stream,
     out: &mut impl Write,
     leg: &mut Option<Leg>,
-    peer: SocketAddr,
+    client_ip: &str,
 ) -> io::Result<Forwarded> {
     let subdomain = relay.subdomain_of(host).unwrap_or_default();
     let Some(tunnel) = relay.find(subdomain) else {
         out.write_all(&page(404, &format!("No tunnel is open at {host}.")))?;
         return Ok(Forwarded::Refused);
     };
-    let mut seen = Observed::start(head, peer, scheme(client_stream));
+    let mut seen = Observed::start(head, client_ip, scheme(client_stream));
     let refill = Refill {
         relay,
         tunnel: &tunnel,
@@ -519,6 +519,8 @@ struct Observed {
     at: String,
     /// The head as forwarded to the service.
     sent: Vec<u8>,
+    /// Its header lines, for the record.
+    sent_fields: Vec<(String, String)>,
     bytes_in: u64,
     /// Status and headers of the response that reached the public client, once one did.
     status: Option<u16>,
@@ -527,11 +529,12 @@ struct Observed {
 }
 
 impl Observed {
-    fn start(head: &RequestHead, peer: SocketAddr, scheme: &str) -> Observed {
+    fn start(head: &RequestHead, client_ip: &str, scheme: &str) -> Observed {
         Observed {
             started: Instant::now(),
             at: time_fmt::now(),
-            sent: head.encode_forwarded(&peer.ip().to_string(), scheme),
+            sent: head.encode_forwarded(client_ip, scheme),
+            sent_fields: head.forwarded_fields(client_ip, scheme),
             bytes_in: 0,
             status: None,
             response_headers: Vec::new(),
@@ -543,7 +546,7 @@ impl Observed {
     fn answer(&mut self, out: &mut impl Write, response: &[u8]) -> io::Result<()> {
         if let Ok(parsed) = proxy::parse_response(response, false) {
             self.status = Some(parsed.status);
-            self.response_headers = inspect::text_fields(&parsed.headers);
+            self.response_headers = inspect::text_fields(parsed.headers);
             if let Body::Length(n) = parsed.body {
                 self.bytes_out = n;
             }
@@ -581,7 +584,7 @@ fn note(relay: &Relay, tunnel: &Arc<Tunnel>, head: &RequestHead, seen: Observed)
             duration: seen.started.elapsed(),
             bytes_in: seen.bytes_in,
             bytes_out: seen.bytes_out,
-            request_headers: inspect::head_fields(&seen.sent),
+            request_headers: seen.sent_fields,
             response_headers: seen.response_headers,
         },
     );
@@ -658,10 +661,11 @@ fn exchange(
     if response.status == 101 && (!head.upgrade || unread) {
         return Ok(Answer::Failed(Failure::Invalid));
     }
-    seen.status = Some(response.status);
-    seen.response_headers = inspect::text_fields(&response.headers);
     let keep = response.keep_alive && head.keep_alive && !unread;
-    out.write_all(&response.encode(response.status == 101 || keep))?;
+    let encoded = response.encode(response.status == 101 || keep);
+    seen.status = Some(response.status);
+    seen.response_headers = inspect::text_fields(response.headers);
+    out.write_all(&encoded)?;
     if refill.due.get() {
         out.flush()?;
         refill.now();

@@ -74,7 +74,7 @@ pub struct FrontDoor {
 enum Route<'a> {
     Api,
     /// A public request to a tunnel's host.
-    Tunnel(String),
+    Tunnel(&'a str),
     /// `tunnels/connect`: the connection becomes a control connection.
     Control,
     /// `tunnels/accept/{id}`: the connection becomes a data connection.
@@ -167,6 +167,8 @@ impl FrontDoor {
         // finish; only between requests may a kept-alive connection idle longer.
         let mut idle = proxy::HEAD_TIMEOUT;
         let mut refused = false;
+        // Written into every forwarded head: formatted once.
+        let peer_ip = peer.ip().to_string();
         loop {
             let head = client
                 .read_head(idle, &set_timeout)
@@ -187,12 +189,12 @@ impl FrontDoor {
                 Route::Tunnel(host) => ingress::forward(
                     &self.relay,
                     &head,
-                    &host,
+                    host,
                     &mut client,
                     &stream,
                     &mut out,
                     &mut leg,
-                    peer,
+                    &peer_ip,
                 )
                 .map(|forwarded| match forwarded {
                     Forwarded::KeepAlive => Outcome::KeepAlive,
@@ -269,7 +271,7 @@ impl FrontDoor {
     /// Route by Host first (a tunnel's name wins over every path), then by path.
     fn route<'a>(&self, head: &'a RequestHead) -> Route<'a> {
         let host = head.host();
-        if self.relay.subdomain_of(&host).is_some() {
+        if self.relay.subdomain_of(host).is_some() {
             return Route::Tunnel(host);
         }
         let path = head.target.split('?').next().unwrap_or("");
