@@ -13,6 +13,7 @@ mod relay;
 mod server;
 mod store;
 mod stream;
+mod sync;
 mod time_fmt;
 mod tls;
 mod token;
@@ -251,8 +252,9 @@ pub struct ServerArgs {
         value_parser = clap::value_parser!(u32).range(0..=inspect::MAX_RETENTION as i64)
     )]
     pub inspect_retention: u32,
-    /// Seconds a tunnel's local service may take to start its response, or to
-    /// take more of a request body, before the public client gets a 504
+    /// Seconds a tunnel's local service may take to start its response or to
+    /// take more of a request body (the public client gets a 504), or to send
+    /// more of its response (the response is cut)
     #[arg(
         long,
         env = "BERTH_RESPONSE_TIMEOUT",

@@ -9,11 +9,12 @@
 //! order under the state lock and written to the socket under a separate lock by
 //! whoever gets there, so records reach the wire in the order they were sealed.
 
+use crate::sync::lock;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
+use std::sync::{Arc, Mutex, RwLock, TryLockError};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
@@ -46,12 +47,6 @@ struct Shared {
 pub struct TlsStream {
     tcp: TcpStream,
     shared: Arc<Shared>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn tls_error(e: rustls::Error) -> io::Error {

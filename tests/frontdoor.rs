@@ -622,17 +622,16 @@ fn connection_threads(server: &Server) -> usize {
 #[test]
 fn after_a_burst_only_a_few_connection_threads_stay() {
     let server = Server::start();
-    let mut burst: Vec<Client> = (0..200).map(|_| Client::connect(&server)).collect();
+    // Few enough to fit the connection bound under a low open-files limit.
+    let mut burst: Vec<Client> = (0..60).map(|_| Client::connect(&server)).collect();
     for c in &mut burst {
         c.send(get(&server, "/healthz").as_bytes());
     }
     for c in &mut burst {
         assert_eq!(c.response().expect("answered").status, 200);
     }
-    assert!(
-        connection_threads(&server) > 100,
-        "each connection had its thread"
-    );
+    let during = connection_threads(&server);
+    assert!(during > 30, "each connection had its thread: {during}");
     // All end together: their threads must not all go back to accept().
     drop(burst);
     let deadline = Instant::now() + PATIENCE;

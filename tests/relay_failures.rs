@@ -104,3 +104,21 @@ fn an_upload_the_service_stops_reading_gets_a_504_not_a_cut_connection() {
     assert!(text.contains("HTTP/1.1 504"), "{text}");
     assert!(text.contains("stopped reading the request body"), "{text}");
 }
+
+#[test]
+fn an_early_answer_to_an_upload_the_service_stopped_reading_is_passed_on() {
+    // Refuses the upload at once, then neither reads it nor closes.
+    let port = service(|mut stream| {
+        let refusal = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large";
+        let _ = stream.write_all(refusal.as_bytes());
+        std::thread::sleep(Duration::from_secs(25));
+    });
+    let (server, share) = tunnel("1", port, "early");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("upload");
+    std::fs::write(&file, vec![7u8; 64 * 1024 * 1024]).unwrap();
+    let text = curl(&server, "early", &["-T", file.to_str().unwrap()]);
+    assert!(text.contains("HTTP/1.1 413"), "{text}");
+    assert!(text.ends_with("too large"), "{text}");
+    assert!(share.next_line().starts_with("PUT /x 413 "));
+}

@@ -8,6 +8,7 @@ mod relay_support;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use common::{Server, BIN};
@@ -16,19 +17,22 @@ use relay_support::streaming::FixedServer;
 /// How long the local service takes to answer `/slow`.
 const SLOW: Duration = Duration::from_secs(2);
 
-/// A local HTTP service that answers every request after `SLOW`, closing after each.
-fn slow_service() -> u16 {
+/// A local HTTP service that answers `/slow` after `SLOW` and anything else at
+/// once, closing after each; its receiver hears of each `/slow` as it arrives.
+fn slow_service() -> (u16, Receiver<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let (arrived, slow) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || answer_slowly(stream));
+            let arrived = arrived.clone();
+            std::thread::spawn(move || answer_slowly(stream, &arrived));
         }
     });
-    port
+    (port, slow)
 }
 
-fn answer_slowly(stream: TcpStream) {
+fn answer_slowly(stream: TcpStream, arrived: &Sender<()>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut target = String::new();
     loop {
@@ -44,6 +48,7 @@ fn answer_slowly(stream: TcpStream) {
         }
     }
     if target == "/slow" {
+        let _ = arrived.send(());
         std::thread::sleep(SLOW);
     }
     let body = format!("answered {target}");
@@ -104,7 +109,7 @@ fn sigterm_lets_a_request_in_flight_finish_and_share_reconnects_after_restart() 
     let mut server = Server::start();
     server.create_user("alice", "home", "owner");
     let token = server.token_for("alice", "home", "drain");
-    let port = slow_service();
+    let (port, slow) = slow_service();
     let (mut child, _lines) = share(&server, port, &token);
     assert_eq!(through(&server, "/quick").0, "200");
 
@@ -125,8 +130,9 @@ fn sigterm_lets_a_request_in_flight_finish_and_share_reconnects_after_restart() 
             .expect("curl runs");
         String::from_utf8_lossy(&out.stdout).into_owned()
     });
-    // Let the slow request reach the service, then stop the server under it.
-    std::thread::sleep(SLOW / 4);
+    // Once the slow request reached the service, stop the server under it.
+    slow.recv_timeout(Duration::from_secs(20))
+        .expect("/slow arrived");
     assert_eq!(server.terminate(), Some(0), "a clean exit after the drain");
     let answer = in_flight.join().unwrap();
     assert!(
@@ -181,7 +187,7 @@ fn sigterm_closes_idle_connections_and_refuses_new_ones_during_the_drain() {
     let mut server = Server::start();
     server.create_user("alice", "home", "owner");
     let token = server.token_for("alice", "home", "drain");
-    let port = slow_service();
+    let (port, slow) = slow_service();
     let (mut child, _lines) = share(&server, port, &token);
     let mut idle = TcpStream::connect(&server.addr).unwrap();
     healthz_kept_alive(&mut idle);
@@ -196,7 +202,8 @@ fn sigterm_closes_idle_connections_and_refuses_new_ones_during_the_drain() {
             .expect("curl runs");
         String::from_utf8_lossy(&out.stdout).into_owned()
     });
-    std::thread::sleep(SLOW / 4);
+    slow.recv_timeout(Duration::from_secs(20))
+        .expect("/slow arrived");
     server.signal("TERM");
 
     // The kept-alive connection, waiting between requests, is closed at once

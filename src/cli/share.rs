@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{outln, write_stderr, CliError, CliResult};
@@ -15,6 +15,7 @@ use crate::proxy::{self, Body, Conn};
 use crate::relay::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
 use crate::relay::{check_subdomain, ClaimError};
 use crate::stream::Stream;
+use crate::sync::lock;
 use crate::tls::{self, TlsStream};
 use crate::GlobalArgs;
 use rustls::ClientConfig;
@@ -662,10 +663,6 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         lock(&self.legs.held).remove(&self.id);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One public TCP connection: a data connection to the server piped raw to a

@@ -383,12 +383,14 @@ pub fn parse_response(raw: &[u8], head_request: bool) -> io::Result<ResponseHead
     let status = res.code.unwrap_or(502);
     let version = res.version.unwrap_or(1);
     // What framing and reuse need, read in place: every response passes here.
-    let (mut chunked, mut length, mut closes, mut keeps) = (false, None, false, false);
+    let (mut coded, mut chunked, mut length) = (false, false, None);
+    let (mut closes, mut keeps) = (false, false);
     for h in res.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
             // The last coding of the last header is what frames the body.
             let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
             chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            coded = true;
         } else if h.name.eq_ignore_ascii_case("content-length") && length.is_none() {
             let first = h.value.split(|&b| b == b',').next().unwrap_or_default();
             length = Some(
@@ -407,6 +409,10 @@ pub fn parse_response(raw: &[u8], head_request: bool) -> io::Result<ResponseHead
         Body::None
     } else if chunked {
         Body::Chunked
+    } else if coded {
+        // Another final coding: the body runs until the close, whatever
+        // Content-Length says (RFC 9112 §6.3).
+        Body::UntilClose
     } else {
         match length {
             Some(Some(0)) => Body::None,
@@ -574,7 +580,7 @@ mod tests {
             false,
         )
         .unwrap();
-        assert_eq!(r.body, Body::Length(2));
+        assert_eq!((r.body, r.keep_alive), (Body::UntilClose, false));
         // Connection tokens in any case; HTTP/1.0 stays only when asked.
         let r = parse_response(
             b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, CLOSE\r\nContent-Length: 1\r\n\r\n",

@@ -309,10 +309,12 @@ impl<S: Read> Read for Conn<S> {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    is_timeout_kind(e.kind())
+}
+
+/// Whether an error of this kind is a socket's read or write timeout.
+pub fn is_timeout_kind(kind: io::ErrorKind) -> bool {
+    matches!(kind, io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 fn invalid(why: &'static str) -> io::Error {

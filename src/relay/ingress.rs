@@ -16,10 +16,14 @@ use crate::store::{NewAuditEvent, NewTunnel, Store};
 use crate::stream::Stream;
 use crate::time_fmt;
 
-/// How long a tunnel's local service may take to start answering a request,
-/// or to take the next part of its body, unless the server is told otherwise
-/// (`berth server --response-timeout`); 504 beyond.
+/// How long a tunnel's local service may take to start answering a request
+/// (504 beyond), to take the next part of its body (504), or to send the next
+/// part of its response (the response is cut), unless the server is told
+/// otherwise (`berth server --response-timeout`).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a service took no more of a request body for the response timeout,
+/// how long an answer it may have sent early (a 413, say) gets to arrive.
+const EARLY_ANSWER_WAIT: Duration = Duration::from_millis(200);
 /// Stack of a tunnel's thread. It only reads the control connection and
 /// writes its history row at the end, so few of these pages are ever touched.
 const TUNNEL_STACK: usize = 256 * 1024;
@@ -31,7 +35,7 @@ pub struct Leg {
     writer: Stream,
     timeout: proxy::ReadTimeout,
     /// How long the service may take to answer or to take more of a body.
-    patience: Duration,
+    response_timeout: Duration,
 }
 
 /// What became of the public connection after a request.
@@ -398,11 +402,12 @@ pub fn forward(
         Ok(Answer::Failed(failure)) => {
             *leg = None;
             let (status, why) = failure.explain(host, relay.response_timeout);
-            // A request body the service stopped taking is unread: linger.
-            let then = if failure == Failure::Stalled {
-                Forwarded::Refused
-            } else {
+            // A request body not passed on whole is still (partly) unread:
+            // linger, so closing does not reset the page away.
+            let then = if seen.body_whole {
                 Forwarded::Close
+            } else {
+                Forwarded::Refused
             };
             seen.answer(out, &page(status, &why)).map(|()| then)
         }
@@ -507,35 +512,39 @@ fn leg_to<'a>(
             reader: Conn::new(data.try_clone()?),
             writer: data,
             timeout: proxy::ReadTimeout::already(timeout),
-            patience: relay.response_timeout,
+            response_timeout: relay.response_timeout,
         });
     }
     Ok(leg.as_mut())
 }
 
 /// What the relay saw of one exchange, for the inspector.
-struct Observed {
+struct Observed<'a> {
     started: Instant,
     at: String,
-    /// The head as forwarded to the service.
+    /// The head as forwarded to the service, and what went into it.
     sent: Vec<u8>,
-    /// Its header lines, for the record.
-    sent_fields: Vec<(String, String)>,
+    client_ip: &'a str,
+    scheme: &'static str,
     bytes_in: u64,
+    /// The request body reached the service whole (or there was none).
+    body_whole: bool,
     /// Status and headers of the response that reached the public client, once one did.
     status: Option<u16>,
     response_headers: Vec<(String, String)>,
     bytes_out: u64,
 }
 
-impl Observed {
-    fn start(head: &RequestHead, client_ip: &str, scheme: &str) -> Observed {
+impl<'a> Observed<'a> {
+    fn start(head: &RequestHead, client_ip: &'a str, scheme: &'static str) -> Observed<'a> {
         Observed {
             started: Instant::now(),
             at: time_fmt::now(),
             sent: head.encode_forwarded(client_ip, scheme),
-            sent_fields: head.forwarded_fields(client_ip, scheme),
+            client_ip,
+            scheme,
             bytes_in: 0,
+            body_whole: head.body == Body::None,
             status: None,
             response_headers: Vec::new(),
             bytes_out: 0,
@@ -584,7 +593,7 @@ fn note(relay: &Relay, tunnel: &Arc<Tunnel>, head: &RequestHead, seen: Observed)
             duration: seen.started.elapsed(),
             bytes_in: seen.bytes_in,
             bytes_out: seen.bytes_out,
-            request_headers: seen.sent_fields,
+            request_headers: head.forwarded_fields(seen.client_ip, seen.scheme),
             response_headers: seen.response_headers,
         },
     );
@@ -632,24 +641,28 @@ fn exchange(
     seen: &mut Observed,
     refill: &Refill,
 ) -> io::Result<Answer> {
-    let unread = match send_request(head, client, out, leg, seen)? {
-        Sent::All => false,
+    // A service that stopped taking the body may have answered early, and
+    // one that closed on it may have left its answer: either is passed on.
+    let (unread, wait, none_in_time) = match send_request(head, client, out, leg, seen)? {
+        Sent::All => (false, leg.response_timeout, Failure::TimedOut),
         Sent::Over(answer) => return Ok(answer),
-        Sent::Partly(kind) if is_timeout_kind(kind) => return Ok(Answer::Failed(Failure::Stalled)),
-        Sent::Partly(_) => true,
+        Sent::Partly(kind) if proxy::is_timeout_kind(kind) => {
+            (true, EARLY_ANSWER_WAIT, Failure::Stalled)
+        }
+        Sent::Partly(_) => (true, leg.response_timeout, Failure::TimedOut),
     };
-    let (writer, timeout, response_timeout) = (&leg.writer, &leg.timeout, leg.patience);
+    let (writer, timeout) = (&leg.writer, &leg.timeout);
     let response = loop {
-        let raw = leg.reader.read_head(response_timeout, &|t| {
-            timeout.set(t, |t| writer.set_read_timeout(t))
-        });
+        let raw = leg
+            .reader
+            .read_head(wait, &|t| timeout.set(t, |t| writer.set_read_timeout(t)));
         let raw = match raw {
             Ok(raw) => raw,
-            Err(HeadError::Idle) => return Ok(Answer::Failed(Failure::TimedOut)),
-            Err(HeadError::Bad(_) | HeadError::TooLarge) => {
+            Err(HeadError::Idle) => return Ok(Answer::Failed(none_in_time)),
+            Err(HeadError::Bad(_) | HeadError::TooLarge | HeadError::Timeout) => {
                 return Ok(Answer::Failed(Failure::Invalid))
             }
-            Err(_) => return Ok(Answer::Failed(Failure::Silent)),
+            Err(HeadError::Closed | HeadError::Io) => return Ok(Answer::Failed(Failure::Silent)),
         };
         let Ok(response) = proxy::parse_response(&raw, head.method == "HEAD") else {
             return Ok(Answer::Failed(Failure::Invalid));
@@ -690,10 +703,6 @@ fn exchange(
     }))
 }
 
-fn is_timeout_kind(kind: io::ErrorKind) -> bool {
-    matches!(kind, io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
-}
-
 /// A writer that remembers the kind of its first failed write, so a failed
 /// copy tells whether the leg or the public client gave out.
 struct Watched<W> {
@@ -731,10 +740,12 @@ fn send_request(
         .header("expect")
         .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
     if let Err(err) = leg.writer.write_all(&seen.sent) {
-        return Ok(match err.kind() {
-            kind if is_timeout_kind(kind) => Sent::Over(Answer::Failed(Failure::TimedOut)),
-            _ => Sent::Over(Answer::Failed(Failure::Silent)),
-        });
+        let failure = if proxy::is_timeout_kind(err.kind()) {
+            Failure::TimedOut
+        } else {
+            Failure::Silent
+        };
+        return Ok(Sent::Over(Answer::Failed(failure)));
     }
     if continues && head.body != Body::None {
         out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
@@ -749,18 +760,20 @@ fn send_request(
     };
     let sent = proxy::copy_body(head.body, client, &mut upload);
     seen.bytes_in = upload.bytes;
-    match sent {
-        Ok(_) => Ok(Sent::All),
-        Err(_) if upload.inner.failed.is_some() => Ok(Sent::Partly(
-            upload.inner.failed.unwrap_or(io::ErrorKind::Other),
-        )),
+    match (sent, upload.inner.failed) {
+        (Ok(_), _) => {
+            seen.body_whole = true;
+            Ok(Sent::All)
+        }
+        // The leg, not the public client, gave out.
+        (Err(_), Some(kind)) => Ok(Sent::Partly(kind)),
         // Broken chunk framing is the client's fault and no response has started.
-        Err(err) if err.kind() == io::ErrorKind::InvalidData => {
+        (Err(err), None) if err.kind() == io::ErrorKind::InvalidData => {
             let why = "The chunked request body is malformed.";
             seen.answer(out, &proxy::error_response(400, "bad_request", why))?;
             Ok(Sent::Over(Answer::Done(Forwarded::Refused)))
         }
-        Err(err) => Err(err),
+        (Err(err), None) => Err(err),
     }
 }
 
@@ -775,6 +788,10 @@ fn splice(
     };
     let public = std::mem::replace(client, Conn::new(client_stream.try_clone()?));
     let back = std::mem::replace(&mut leg.reader, Conn::new(leg.writer.try_clone()?));
+    // Upgraded traffic has no response to wait for: the leg's writes are
+    // bounded like the public side's, not by the response timeout.
+    leg.writer
+        .set_write_timeout(client_stream.tcp().write_timeout()?)?;
     super::pipe(
         public,
         client_stream.try_clone()?,

@@ -12,7 +12,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use super::protocol::Frame;
-use super::{lock, Tunnel};
+use super::Tunnel;
+use crate::sync::lock;
 
 /// Longest a line waits before it is sent.
 pub const GATHER: Duration = Duration::from_millis(20);

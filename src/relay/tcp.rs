@@ -13,7 +13,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use super::splice;
-use super::{greet, lock, ClaimError, Relay, Tunnel};
+use super::{greet, ClaimError, Relay, Tunnel};
+use crate::sync::lock;
 
 /// The ports `berth server` hands out when `--tcp-ports` is not given.
 pub const DEFAULT_RANGE: &str = "20000-20099";

@@ -3,15 +3,15 @@
 //! on a Unix socket; `NAME.DOMAIN` and the relay paths go to the relay, never
 //! into tiny_http.
 
-use std::collections::HashMap;
 use std::io::{self, BufWriter, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::kept::KeptAlive;
 use crate::api::MAX_BODY_BYTES;
 use crate::auth::Auth;
 use crate::metrics;
@@ -19,6 +19,7 @@ use crate::proxy::{self, Body, BodyError, Conn, HeadError, RequestHead};
 use crate::relay::ingress::{self, Forwarded, Leg};
 use crate::relay::Relay;
 use crate::stream::Stream;
+use crate::sync::lock;
 use crate::tls::TlsStream;
 use rustls::ServerConfig;
 
@@ -169,11 +170,14 @@ impl FrontDoor {
         let mut refused = false;
         // Written into every forwarded head: formatted once.
         let peer_ip = peer.ip().to_string();
-        loop {
+        while kept.wait_unless(&self.stopping) {
             let head = client
                 .read_head(idle, &set_timeout)
                 .and_then(|raw| proxy::parse_request(&raw));
-            kept.busy();
+            if !kept.take() {
+                // Closed while it waited, the server stopping: no answer.
+                break;
+            }
             let head = match head {
                 Ok(head) => head,
                 Err(err) => {
@@ -185,7 +189,7 @@ impl FrontDoor {
             idle = proxy::IDLE_TIMEOUT;
             let _ = set_timeout(Some(proxy::IDLE_TIMEOUT));
             let outcome = match self.route(&head) {
-                Route::Api => self.to_api(&head, &mut client, &mut out, peer, &set_timeout),
+                Route::Api => self.to_api(&head, &mut client, &mut out, &peer_ip, &set_timeout),
                 Route::Tunnel(host) => ingress::forward(
                     &self.relay,
                     &head,
@@ -222,10 +226,7 @@ impl FrontDoor {
             if outcome == Outcome::Refused {
                 refused = true;
             }
-            if out.flush().is_err()
-                || outcome != Outcome::KeepAlive
-                || !kept.wait_unless(&self.stopping)
-            {
+            if out.flush().is_err() || outcome != Outcome::KeepAlive {
                 break;
             }
         }
@@ -290,7 +291,7 @@ impl FrontDoor {
         head: &RequestHead,
         client: &mut Conn<Stream>,
         out: &mut impl Write,
-        peer: SocketAddr,
+        peer_ip: &str,
         set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
     ) -> io::Result<Outcome> {
         let refuse = |out: &mut dyn Write, status: u16, code: &str, message: &str| {
@@ -362,7 +363,7 @@ impl FrontDoor {
             return Ok(Outcome::Close);
         };
         let scheme = ingress::scheme(&client.stream);
-        let result = exchange(head, &body, out, &mut api, &peer.ip().to_string(), scheme);
+        let result = exchange(head, &body, out, &mut api, peer_ip, scheme);
         match result {
             Ok(Exchange { keep_client }) => Ok(if keep_client && head.keep_alive {
                 Outcome::KeepAlive
@@ -477,73 +478,6 @@ fn linger(stream: &Stream) {
     let _ = io::copy(&mut io::Read::take(stream, LINGER_BYTES), &mut io::sink());
 }
 
-/// The front door's connections, and which of them wait between requests.
-#[derive(Default)]
-struct KeptAlive {
-    next: AtomicU64,
-    conns: Mutex<HashMap<u64, Arc<Kept>>>,
-}
-
-/// One connection: its socket (to close it from another thread) and whether
-/// it waits for its next request.
-struct Kept {
-    socket: TcpStream,
-    waiting: AtomicBool,
-}
-
-/// A connection's place in [`KeptAlive`], given up when it is dropped.
-struct Entry<'a> {
-    of: &'a KeptAlive,
-    id: u64,
-    kept: Arc<Kept>,
-}
-
-impl KeptAlive {
-    /// Count a connection in; None if its socket cannot be shared.
-    fn enter(&self, stream: &Stream) -> Option<Entry<'_>> {
-        let kept = Arc::new(Kept {
-            socket: stream.tcp().try_clone().ok()?,
-            waiting: AtomicBool::new(false),
-        });
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        lock(&self.conns).insert(id, kept.clone());
-        Some(Entry { of: self, id, kept })
-    }
-
-    /// Close the reading side of every connection that waits between
-    /// requests: its wait ends as if the client had closed. One whose request
-    /// just arrived still answers it (its writing side stays open).
-    fn close_waiting(&self) {
-        for kept in lock(&self.conns).values() {
-            if kept.waiting.load(Ordering::SeqCst) {
-                let _ = kept.socket.shutdown(Shutdown::Read);
-            }
-        }
-    }
-}
-
-impl Entry<'_> {
-    /// Mark the connection as waiting for its next request, unless `stopping`
-    /// is set; whether it may wait. (Marked first and checked second, while
-    /// `FrontDoor::stop` sets the flag first and looks second: one of the two
-    /// always sees the other.)
-    fn wait_unless(&self, stopping: &AtomicBool) -> bool {
-        self.kept.waiting.store(true, Ordering::SeqCst);
-        !stopping.load(Ordering::SeqCst)
-    }
-
-    /// A request head arrived (or the wait ended).
-    fn busy(&self) {
-        self.kept.waiting.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Entry<'_> {
-    fn drop(&mut self) {
-        lock(&self.of.conns).remove(&self.id);
-    }
-}
-
 /// A listener's connection threads. Each waits in `accept` itself and serves
 /// the connection it gets, so a new connection's first request is read by the
 /// thread the kernel woke for it: starting a thread per connection (or waking
@@ -583,12 +517,13 @@ impl Acceptors {
         // A new thread always waits: it was started so that one does.
         self.idle.fetch_add(1, Ordering::SeqCst);
         loop {
-            let listener = lock(&self.listener).clone();
             // A `stop` that saw no thread waiting may already be done.
-            let Some(listener) = listener.filter(|_| !self.door.stopping.load(Ordering::SeqCst))
-            else {
-                self.idle.fetch_sub(1, Ordering::SeqCst);
-                return;
+            let listener = match lock(&self.listener).clone() {
+                Some(listener) if !self.door.stopping.load(Ordering::SeqCst) => listener,
+                _ => {
+                    self.idle.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
             };
             let accepted = listener.accept();
             drop(listener);
@@ -657,10 +592,4 @@ fn refuse_busy(stream: TcpStream, tls: bool) {
         "The server has too many open connections; try again shortly.",
     ));
     let _ = stream.shutdown(Shutdown::Both);
-}
-
-/// A poisoned lock still guards consistent data here: each critical section
-/// is one map or option operation.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -2,6 +2,7 @@
 //! down cleanly on SIGTERM or SIGINT.
 
 mod frontdoor;
+mod kept;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
@@ -217,10 +218,11 @@ fn env_bound(name: &str, default: usize) -> Result<Option<usize>, CliError> {
 /// Descriptors kept aside from connections: the database, listeners, the
 /// control and parked data connections of tunnels, logs.
 const RESERVED_FILES: u64 = 128;
-/// Descriptors one front-door connection may hold at once: its socket and a
-/// clone, and for an API request the Unix socket to the API on both ends and
-/// the API's clone of it.
-const FILES_PER_CONNECTION: u64 = 6;
+/// Descriptors one front-door connection may hold at once: its socket and two
+/// clones (the reader's, and the one that closes it when the server stops),
+/// and for an API request the Unix socket to the API on both ends and the
+/// API's clone of it.
+const FILES_PER_CONNECTION: u64 = 7;
 
 /// Raise the soft limit on open files to the hard one, as servers do (1024, a
 /// common default, is below what `MAX_CONNECTIONS` needs); the limit now.
