@@ -560,10 +560,19 @@ fn beyond_the_connection_bound_new_connections_get_503() {
             c
         })
         .collect();
+    // Beyond the bound, the relay's reserve (8 here) takes connections up to
+    // their first head, and only relay paths are served from it.
+    let mut reserve: Vec<Client> = (0..8).map(|_| Client::connect(&server)).collect();
     let mut extra = Client::connect(&server);
     let r = extra.response().expect("503 without sending anything");
     assert_eq!((r.status, r.code().as_str()), (503, "unavailable"));
     assert!(extra.is_closed());
+    reserve[0].send(get(&server, "/healthz").as_bytes());
+    let r = reserve[0]
+        .response()
+        .expect("503 for an API request in the reserve");
+    assert_eq!((r.status, r.code().as_str()), (503, "unavailable"));
+    drop(reserve);
     // The held ones are still served.
     held[0].send(format!("Host: {}\r\n\r\n", server.addr).as_bytes());
     assert_eq!(held[0].response().unwrap().status, 200);

@@ -122,3 +122,42 @@ fn an_early_answer_to_an_upload_the_service_stopped_reading_is_passed_on() {
     assert!(text.ends_with("too large"), "{text}");
     assert!(share.next_line().starts_with("PUT /x 413 "));
 }
+
+#[test]
+fn public_connections_filling_the_bound_still_get_their_data_connections() {
+    // Answers each request after 300 ms, so the public connections pile up.
+    let port = service(|mut stream| {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    });
+    let server = Server::start_with_env(&[("BERTH_MAX_CONNECTIONS", "6")]);
+    server.create_user("alice", "home", "owner");
+    let token = server.token_for("alice", "home", "share");
+    let port = port.to_string();
+    let args = [port.as_str(), "--host", "127.0.0.1", "--subdomain", "full"];
+    let _share = Share::spawn(&server.url, &token, &args, Stdio::inherit());
+    // Six public connections fill the bound, then all ask at once: most need
+    // a data connection dialled for them, through the same front door.
+    let mut public: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut c = TcpStream::connect(&server.addr).unwrap();
+            c.write_all(b"GET /x HTTP/1.1\r\n").unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for c in &mut public {
+        c.write_all(b"Host: full.localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+    }
+    let statuses: Vec<String> = public
+        .into_iter()
+        .map(|mut c| {
+            c.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut c, &mut text);
+            text.split_whitespace().nth(1).unwrap_or("none").to_string()
+        })
+        .collect();
+    assert!(statuses.iter().all(|s| s == "200"), "{statuses:?}");
+}

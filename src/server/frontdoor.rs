@@ -35,6 +35,12 @@ const ACCEPT_PREFIX: &str = "/api/v1/tunnels/accept/";
 /// connections (no thread holds them; each tunnel parks at most
 /// `relay::PARKED_PER_TUNNEL`).
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections accepted beyond `max_connections`, so that the data
+/// connections a tunnel's client dials for waiting public connections are
+/// not refused when those fill the bound: past the bound, a connection is
+/// read up to its first head, and only the relay's own paths are served.
+/// At least `MIN_RELAY_RESERVE`, else a quarter of the bound.
+pub const MIN_RELAY_RESERVE: usize = 8;
 /// Control connections (live tunnels, each holding one thread) at once; beyond,
 /// 503 and close.
 pub const MAX_TUNNELS: usize = 4096;
@@ -123,10 +129,22 @@ impl FrontDoor {
         Ok(acceptors)
     }
 
-    /// One accepted connection: counted against `max_connections` (503 beyond),
-    /// its TLS handshake if any, then its requests.
+    /// Connections the front door accepts at most: the bound and the relay's reserve.
+    pub fn most_accepted(max_connections: usize) -> usize {
+        max_connections + (max_connections / 4).max(MIN_RELAY_RESERVE)
+    }
+
+    /// Whether the connections open now leave room for a new API or public
+    /// tunnel connection (the relay's paths use the reserve beyond).
+    fn has_room(&self) -> bool {
+        self.open.load(Ordering::SeqCst) <= self.max_connections
+    }
+
+    /// One accepted connection: counted against the bound and its reserve
+    /// (503 beyond), its TLS handshake if any, then its requests.
     fn serve_accepted(&self, stream: TcpStream, peer: SocketAddr, tls: Option<&Arc<ServerConfig>>) {
-        if self.open.fetch_add(1, Ordering::SeqCst) >= self.max_connections {
+        let most = FrontDoor::most_accepted(self.max_connections);
+        if self.open.fetch_add(1, Ordering::SeqCst) >= most {
             self.open.fetch_sub(1, Ordering::SeqCst);
             metrics::connection_refused();
             refuse_busy(stream, tls.is_some());
@@ -170,6 +188,7 @@ impl FrontDoor {
         let mut refused = false;
         // Written into every forwarded head: formatted once.
         let peer_ip = peer.ip().to_string();
+        let mut first = true;
         while kept.wait_unless(&self.stopping) {
             let head = client
                 .read_head(idle, &set_timeout)
@@ -188,7 +207,19 @@ impl FrontDoor {
             };
             idle = proxy::IDLE_TIMEOUT;
             let _ = set_timeout(Some(proxy::IDLE_TIMEOUT));
-            let outcome = match self.route(&head) {
+            let route = self.route(&head);
+            if std::mem::take(&mut first)
+                && matches!(route, Route::Api | Route::Tunnel(_))
+                && !self.has_room()
+            {
+                // In the relay's reserve: only data and control connections.
+                metrics::connection_refused();
+                let why = "The server has too many open connections; try again shortly.";
+                let _ = out.write_all(&proxy::error_response(503, "unavailable", why));
+                refused = true;
+                break;
+            }
+            let outcome = match route {
                 Route::Api => self.to_api(&head, &mut client, &mut out, &peer_ip, &set_timeout),
                 Route::Tunnel(host) => ingress::forward(
                     &self.relay,

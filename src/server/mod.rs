@@ -130,6 +130,11 @@ pub fn run(args: ServerArgs) -> CliResult {
     door.max_connections = connection_bound
         .unwrap_or(door.max_connections)
         .min(connections_within(open_files_limit()));
+    // The relay's reserve beyond the bound must fit the descriptors too.
+    let fit = connections_within(open_files_limit());
+    while door.max_connections > 1 && FrontDoor::most_accepted(door.max_connections) > fit {
+        door.max_connections -= 1;
+    }
     if let Some(bound) = tunnel_bound {
         door.max_tunnels = bound;
     }
