@@ -161,3 +161,35 @@ fn public_connections_filling_the_bound_still_get_their_data_connections() {
         .collect();
     assert!(statuses.iter().all(|s| s == "200"), "{statuses:?}");
 }
+
+#[test]
+fn a_body_on_a_204_does_not_become_the_next_answer() {
+    // `/first` gets a 204 with bytes after it that look like an answer;
+    // anything else gets `good`.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                while let Some(head) = read_head(&mut reader) {
+                    let answer: &[u8] = if head[0].contains("/first") {
+                        b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood"
+                    };
+                    let _ = stream.write_all(answer);
+                }
+            });
+        }
+    });
+    let (server, _share) = tunnel("60", port, "spoiled");
+    // Two requests on one public connection: the second must get its own answer.
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "20", "-H", "Host: spoiled.localhost"])
+        .arg(format!("{}/first", server.url))
+        .arg(format!("{}/second", server.url))
+        .output()
+        .expect("curl runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "good");
+}

@@ -352,6 +352,11 @@ impl ResponseHead {
             format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status)).as_bytes(),
         );
         for (name, value) in &self.headers {
+            // Chunked framing wins; a Content-Length beside it must not reach
+            // a client that might read it instead (RFC 9112 6.3).
+            if self.body == Body::Chunked && name.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
             if is_hop_by_hop(name)
                 && !(self.status == 101
                     && (name.eq_ignore_ascii_case("upgrade")
@@ -391,13 +396,17 @@ pub fn parse_response(raw: &[u8], head_request: bool) -> io::Result<ResponseHead
             let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
             chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
             coded = true;
-        } else if h.name.eq_ignore_ascii_case("content-length") && length.is_none() {
-            let first = h.value.split(|&b| b == b',').next().unwrap_or_default();
-            length = Some(
-                std::str::from_utf8(first.trim_ascii())
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            for value in h.value.split(|&b| b == b',') {
+                let n = std::str::from_utf8(value.trim_ascii())
                     .ok()
-                    .and_then(|n| n.parse::<u64>().ok()),
-            );
+                    .and_then(|n| n.parse::<u64>().ok());
+                // Differing lengths leave the body's end unknown (RFC 9112 6.3).
+                if length.is_some_and(|l| l != n) {
+                    return Err(invalid("differing Content-Length from the backend"));
+                }
+                length = Some(n);
+            }
         } else if h.name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 closes |= token.eq_ignore_ascii_case(b"close");
@@ -595,6 +604,18 @@ mod tests {
         .unwrap();
         assert!(r.keep_alive);
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
+        let differing = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 30\r\n\r\n";
+        assert!(parse_response(differing, false).is_err());
+        let same = b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n";
+        assert_eq!(parse_response(same, false).unwrap().body, Body::Length(2));
+        let both = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let r = parse_response(both, false).unwrap();
+        assert_eq!(r.body, Body::Chunked);
+        let sent = String::from_utf8(r.encode(true)).unwrap();
+        assert!(
+            !sent.to_ascii_lowercase().contains("content-length"),
+            "{sent}"
+        );
     }
 
     #[test]

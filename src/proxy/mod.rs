@@ -197,6 +197,12 @@ impl<S: Read> Conn<S> {
         }
     }
 
+    /// Whether bytes were read past what was consumed: after a whole
+    /// response, a service that sent more than its framing said.
+    pub fn has_buffered(&self) -> bool {
+        self.pos < self.end
+    }
+
     fn buffered(&self) -> &[u8] {
         &self.buf[self.pos..self.end]
     }

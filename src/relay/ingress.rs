@@ -394,7 +394,10 @@ pub fn forward(
             return splice(client, client_stream, leg);
         }
         Ok(Answer::Done(forwarded)) => {
-            if forwarded != Forwarded::KeepAlive {
+            // Bytes beyond the response (a body on a 204, 304 or HEAD answer)
+            // would be read as the next request's response: not used again.
+            let spoiled = leg.as_ref().is_some_and(|l| l.reader.has_buffered());
+            if forwarded != Forwarded::KeepAlive || spoiled {
                 *leg = None;
             }
             Ok(forwarded)
