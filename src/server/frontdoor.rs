@@ -134,17 +134,14 @@ impl FrontDoor {
         max_connections + (max_connections / 4).max(MIN_RELAY_RESERVE)
     }
 
-    /// Whether the connections open now leave room for a new API or public
-    /// tunnel connection (the relay's paths use the reserve beyond).
-    fn has_room(&self) -> bool {
-        self.open.load(Ordering::SeqCst) <= self.max_connections
-    }
-
     /// One accepted connection: counted against the bound and its reserve
     /// (503 beyond), its TLS handshake if any, then its requests.
     fn serve_accepted(&self, stream: TcpStream, peer: SocketAddr, tls: Option<&Arc<ServerConfig>>) {
         let most = FrontDoor::most_accepted(self.max_connections);
-        if self.open.fetch_add(1, Ordering::SeqCst) >= most {
+        let before = self.open.fetch_add(1, Ordering::SeqCst);
+        // Past the bound: in the relay's reserve, for relay paths only.
+        let reserve = before >= self.max_connections;
+        if before >= most {
             self.open.fetch_sub(1, Ordering::SeqCst);
             metrics::connection_refused();
             refuse_busy(stream, tls.is_some());
@@ -160,13 +157,14 @@ impl FrontDoor {
                 .map(Stream::Tls),
         };
         if let Some(stream) = stream {
-            self.handle(stream, peer);
+            self.handle(stream, peer, reserve);
         }
         self.open.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Serve one client connection: a loop of request heads, each routed.
-    fn handle(&self, stream: Stream, peer: SocketAddr) {
+    /// `reserve`: admitted past the bound, so only relay paths are served.
+    fn handle(&self, stream: Stream, peer: SocketAddr, reserve: bool) {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let Ok(reader) = stream.try_clone() else {
@@ -188,7 +186,7 @@ impl FrontDoor {
         let mut refused = false;
         // Written into every forwarded head: formatted once.
         let peer_ip = peer.ip().to_string();
-        let mut first = true;
+        let mut in_reserve = reserve;
         while kept.wait_unless(&self.stopping) {
             let head = client
                 .read_head(idle, &set_timeout)
@@ -208,10 +206,7 @@ impl FrontDoor {
             idle = proxy::IDLE_TIMEOUT;
             let _ = set_timeout(Some(proxy::IDLE_TIMEOUT));
             let route = self.route(&head);
-            if std::mem::take(&mut first)
-                && matches!(route, Route::Api | Route::Tunnel(_))
-                && !self.has_room()
-            {
+            if std::mem::take(&mut in_reserve) && matches!(route, Route::Api | Route::Tunnel(_)) {
                 // In the relay's reserve: only data and control connections.
                 metrics::connection_refused();
                 let why = "The server has too many open connections; try again shortly.";
