@@ -104,32 +104,37 @@ fn through(server: &Server, path: &str) -> (String, String) {
     (status.to_string(), body.to_string())
 }
 
-#[test]
-fn sigterm_lets_a_request_in_flight_finish_and_share_reconnects_after_restart() {
-    let mut server = Server::start();
+/// A server with `share` of the slow service at `drain.localhost` (and its
+/// output lines, kept so that it can print them), and the receiver that hears
+/// when `/slow` reaches the service.
+fn draining() -> (Server, Child, Receiver<String>, Receiver<()>) {
+    let server = Server::start();
     server.create_user("alice", "home", "owner");
     let token = server.token_for("alice", "home", "drain");
     let (port, slow) = slow_service();
-    let (mut child, _lines) = share(&server, port, &token);
-    assert_eq!(through(&server, "/quick").0, "200");
+    let (child, lines) = share(&server, port, &token);
+    (server, child, lines, slow)
+}
 
+/// `/slow` through the tunnel on a thread: its body, then a newline and the status.
+fn slow_in_flight(server: &Server) -> std::thread::JoinHandle<String> {
     let url = server.url.clone();
-    let in_flight = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let out = Command::new("curl")
-            .args([
-                "-s",
-                "--max-time",
-                "20",
-                "-w",
-                "\n%{http_code}",
-                "-H",
-                "Host: drain.localhost",
-            ])
+            .args(["-s", "--max-time", "20", "-w", "\n%{http_code}"])
+            .args(["-H", "Host: drain.localhost"])
             .arg(format!("{url}/slow"))
             .output()
             .expect("curl runs");
         String::from_utf8_lossy(&out.stdout).into_owned()
-    });
+    })
+}
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish_and_share_reconnects_after_restart() {
+    let (mut server, mut child, _lines, slow) = draining();
+    assert_eq!(through(&server, "/quick").0, "200");
+    let in_flight = slow_in_flight(&server);
     // Once the slow request reached the service, stop the server under it.
     slow.recv_timeout(Duration::from_secs(20))
         .expect("/slow arrived");
@@ -184,24 +189,10 @@ fn healthz_kept_alive(stream: &mut TcpStream) {
 
 #[test]
 fn sigterm_closes_idle_connections_and_refuses_new_ones_during_the_drain() {
-    let mut server = Server::start();
-    server.create_user("alice", "home", "owner");
-    let token = server.token_for("alice", "home", "drain");
-    let (port, slow) = slow_service();
-    let (mut child, _lines) = share(&server, port, &token);
+    let (mut server, mut child, _lines, slow) = draining();
     let mut idle = TcpStream::connect(&server.addr).unwrap();
     healthz_kept_alive(&mut idle);
-
-    let url = server.url.clone();
-    let in_flight = std::thread::spawn(move || {
-        let out = Command::new("curl")
-            .args(["-s", "--max-time", "20", "-w", "\n%{http_code}"])
-            .args(["-H", "Host: drain.localhost"])
-            .arg(format!("{url}/slow"))
-            .output()
-            .expect("curl runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    });
+    let in_flight = slow_in_flight(&server);
     slow.recv_timeout(Duration::from_secs(20))
         .expect("/slow arrived");
     server.signal("TERM");
