@@ -646,14 +646,13 @@ fn exchange(
 ) -> io::Result<Answer> {
     // A service that stopped taking the body may have answered early, and
     // one that closed on it may have left its answer: either is passed on.
-    let (unread, wait, none_in_time) = match send_request(head, client, out, leg, seen)? {
-        Sent::All => (false, leg.response_timeout, Failure::TimedOut),
+    let (wait, none_in_time) = match send_request(head, client, out, leg, seen)? {
         Sent::Over(answer) => return Ok(answer),
-        Sent::Partly(kind) if proxy::is_timeout_kind(kind) => {
-            (true, EARLY_ANSWER_WAIT, Failure::Stalled)
-        }
-        Sent::Partly(_) => (true, leg.response_timeout, Failure::TimedOut),
+        Sent::Partly(kind) if proxy::is_timeout_kind(kind) => (EARLY_ANSWER_WAIT, Failure::Stalled),
+        Sent::All | Sent::Partly(_) => (leg.response_timeout, Failure::TimedOut),
     };
+    // The rest of a body the leg stopped taking is still unread on the public side.
+    let unread = !seen.body_whole;
     let (writer, timeout) = (&leg.writer, &leg.timeout);
     let response = loop {
         let raw = leg
