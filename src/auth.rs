@@ -113,6 +113,12 @@ pub fn allows(role: Role, scopes: &[String], action: Action) -> bool {
     role >= least && scoped
 }
 
+/// Whether scopes `holder` include everything `wanted` grants: `berth:*` covers
+/// every scope; otherwise each wanted scope must be held.
+pub fn scopes_cover(holder: &[String], wanted: &[String]) -> bool {
+    holder.iter().any(|s| s == "berth:*") || wanted.iter().all(|s| holder.contains(s))
+}
+
 /// How the caller proved who they are.
 #[derive(Debug)]
 pub enum Via {
@@ -608,6 +614,25 @@ mod tests {
         ));
         assert!(allows(Role::Viewer, &all(), Action::LeaveCrew));
         assert!(!allows(Role::Owner, &read, Action::LeaveCrew));
+    }
+
+    #[test]
+    fn berth_star_covers_every_scope_and_others_need_inclusion() {
+        let s = |list: &[&str]| list.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(scopes_cover(&s(&["berth:*"]), &s(&["berth:*"])));
+        assert!(scopes_cover(
+            &s(&["berth:*"]),
+            &s(&["crew:admin", "tokens:read"])
+        ));
+        assert!(!scopes_cover(&s(&["tokens:write"]), &s(&["berth:*"])));
+        assert!(scopes_cover(
+            &s(&["tokens:write", "tokens:read"]),
+            &s(&["tokens:read"])
+        ));
+        assert!(!scopes_cover(
+            &s(&["tokens:write"]),
+            &s(&["tokens:write", "tunnels:share"])
+        ));
     }
 
     #[test]

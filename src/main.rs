@@ -123,7 +123,8 @@ pub enum Command {
   berth share 8000 --subdomain myapp
   berth share 5173 --host 127.0.0.1
   berth share 3000 --region eu
-  berth share 22 --tcp --remote-port 20022")]
+  berth share 22 --tcp --remote-port 20022
+  berth share 3000 --follow-server")]
     Share(ShareArgs),
     /// Recent audit events of the crew (admin and owner)
     #[command(after_help = "Examples:
@@ -170,6 +171,10 @@ pub struct ShareArgs {
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     pub remote_port: Option<u16>,
+    /// Follow the token's preferred server (`tokens create --cli-server`) even
+    /// when it is plain http on another host (never from https to http)
+    #[arg(long)]
+    pub follow_server: bool,
 }
 
 #[derive(Args)]
@@ -296,12 +301,16 @@ pub enum AdminCommand {
     /// Set a new password for a user
     #[command(after_help = "Examples:
   berth admin reset-password alice
+  berth admin reset-password alice --revoke-tokens
   echo \"$PASSWORD\" | berth admin reset-password alice --password-stdin --data /srv/berth")]
     ResetPassword {
         username: String,
         /// Read the password from standard input instead of prompting
         #[arg(long)]
         password_stdin: bool,
+        /// Also revoke every token of the user, in every crew (a stolen password)
+        #[arg(long)]
+        revoke_tokens: bool,
         #[command(flatten)]
         data: DataArg,
     },
@@ -527,6 +536,7 @@ fn main() -> ExitCode {
                 region: args.region,
                 tcp: args.tcp,
                 remote_port: args.remote_port,
+                follow_server: args.follow_server,
             },
         ),
     };

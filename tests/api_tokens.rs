@@ -410,6 +410,7 @@ fn scopes_narrow_what_a_token_may_do() {
         json!({"name": "w2", "scopes": ["tokens:write"]}),
     );
     assert_eq!(status, 201, "{reply}");
+    let w2 = format!("/api/v1/tokens/{}", reply["token"]["id"]);
     for wider in [json!(["berth:*"]), json!(["crew:admin"]), json!(null)] {
         let (status, reply) = create(&server, &write, json!({"name": "w3", "scopes": wider}));
         assert_eq!(
@@ -418,7 +419,9 @@ fn scopes_narrow_what_a_token_may_do() {
             "{wider}: {reply}"
         );
     }
-    assert_eq!(server.call("DELETE", &path, Some(&write), None).0, 200);
+    // It revokes tokens no stronger than itself, never a berth:* one.
+    assert_eq!(server.call("DELETE", &path, Some(&write), None).0, 403);
+    assert_eq!(server.call("DELETE", &w2, Some(&write), None).0, 200);
 
     for bad in [json!([]), json!(["root"]), json!("berth:*"), json!([1])] {
         let (status, reply) = create(&server, &token, json!({"name": "s", "scopes": bad}));
@@ -615,7 +618,14 @@ fn wrong_passwords_are_throttled_with_retry_after() {
     // Sign-in shares the throttle.
     let body = json!({"username": "alice", "password": PASSWORD}).to_string();
     assert_eq!(
-        server.send("POST", "/api/v1/session", &[], &body).status,
+        server
+            .send(
+                "POST",
+                "/api/v1/session",
+                &[("Content-Type", "application/json")],
+                &body
+            )
+            .status,
         429
     );
     // Tokens are not throttled.
@@ -630,7 +640,12 @@ fn passwords_over_1024_bytes_are_refused() {
     let (status, reply) = server.call_basic("GET", "/api/v1/tokens", "alice", &long, None);
     assert_eq!((status, code(&reply)), (401, "bad_credentials"), "{reply}");
     let body = json!({"username": "alice", "password": long}).to_string();
-    let reply = server.send("POST", "/api/v1/session", &[], &body);
+    let reply = server.send(
+        "POST",
+        "/api/v1/session",
+        &[("Content-Type", "application/json")],
+        &body,
+    );
     assert_eq!(reply.status, 400, "{}", reply.text);
     assert!(reply.text.contains("password"));
 }

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::{json_reply, user_json, ApiError, ApiState, Call, Reply};
-use crate::auth::{allows, Action, Principal, SCOPES};
+use crate::auth::{allows, scopes_cover, Action, Principal, SCOPES};
 use crate::store::{NewToken, Redaction, StoreError, TokenRow, TokenUpdate};
 use crate::time_fmt;
 use crate::token::Secret;
@@ -101,7 +101,7 @@ pub fn create(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     };
     let region = call.str_field("region")?.map(valid_region).transpose()?;
     let server = call.str_field("server")?.map(valid_server).transpose()?;
-    let expires_at = call
+    let asked = call
         .int_field("expires_in_days", 1, MAX_EXPIRY_DAYS)?
         .map(|days| time_fmt::days_from_now(days as u32));
     let scopes = match call.str_list("scopes")? {
@@ -122,13 +122,13 @@ pub fn create(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let ctx = call.context(state, &who, call.crew_selector()?.as_deref())?;
     require(&who, ctx.role, Action::WriteOwnTokens)?;
     if let Some(token) = who.token() {
-        let own = &token.scopes;
-        if !own.iter().any(|s| s == "berth:*") && !scopes.iter().all(|s| own.contains(s)) {
+        if !scopes_cover(&token.scopes, &scopes) {
             return Err(ApiError::Forbidden(
                 "A token can only create tokens with scopes it has itself.".into(),
             ));
         }
     }
+    let (expires_at, notes) = clamp_expiry(&who, asked);
     let secret = Secret::generate();
     let row = state
         .store
@@ -161,8 +161,30 @@ pub fn create(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let whole = format!("{}|{}", row.id, secret.expose());
     Ok(json_reply(
         201,
-        &json!({"token": token_json(state, &row), "secret": whole}),
+        &json!({"token": token_json(state, &row), "secret": whole, "notes": notes}),
     ))
+}
+
+/// A token-created token never outlives the token that created it: a later
+/// expiry, or none, becomes the creator's, and a note says so. Revoking the
+/// creator does not revoke what it created (see docs/security.md).
+fn clamp_expiry(who: &Principal, asked: Option<String>) -> (Option<String>, Vec<String>) {
+    let Some(limit) = who.token().and_then(|t| t.expires_at.clone()) else {
+        return (asked, Vec::new());
+    };
+    let later = match asked.as_deref() {
+        None => true,
+        Some(at) => time_fmt::parse(at)
+            .zip(time_fmt::parse(&limit))
+            .is_none_or(|(at, limit)| at > limit),
+    };
+    if !later {
+        return (asked, Vec::new());
+    }
+    let note = format!(
+        "The expiry was limited to {limit}, the expiry of the token that created this one."
+    );
+    (Some(limit), vec![note])
 }
 
 pub fn show(state: &ApiState, call: &Call, id: i64) -> Result<Reply, ApiError> {
@@ -181,6 +203,15 @@ pub fn update(state: &ApiState, call: &Call, id: i64) -> Result<Reply, ApiError>
         server: nullable(call, "server", valid_server)?,
     };
     let row = accessible(state, &who, id, Access::Change)?;
+    // Where a token sends its bearer is its user's choice alone: an admin (or a
+    // weaker token) that could point it elsewhere could collect the secret.
+    let moves = change.region.is_some() || change.server.is_some();
+    if moves && row.user_id != who.user.id {
+        return Err(ApiError::Forbidden(format!(
+            "Only {}, the token's own user, may change its server or region.",
+            row.username
+        )));
+    }
     let row = state
         .store
         .tokens()
@@ -383,6 +414,7 @@ fn accessible(
         role.is_some_and(|role| allows(role, &scopes, crew_action))
     };
     if allowed {
+        check_not_stronger(who, &row, access)?;
         Ok(row)
     } else if own || role.is_some_and(|role| allows(role, &scopes, Action::ReadCrewTokens)) {
         Err(ApiError::Forbidden(
@@ -391,6 +423,22 @@ fn accessible(
     } else {
         Err(missing())
     }
+}
+
+/// A token never changes or revokes a token that holds scopes it does not
+/// (`berth:*` holds them all); a password or session holds every scope.
+fn check_not_stronger(who: &Principal, row: &TokenRow, access: Access) -> Result<(), ApiError> {
+    let Some(token) = who.token() else {
+        return Ok(());
+    };
+    if access == Access::Read || scopes_cover(&token.scopes, &row.scopes) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "Token {} has scopes this token lacks ({}); change it with a token that has them, or from the dashboard.",
+        row.id,
+        row.scopes.join(", ")
+    )))
 }
 
 fn parse_tier(text: &str) -> Result<Redaction, ApiError> {
@@ -409,7 +457,44 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
             "Field `name` must be 1 to {MAX_NAME} printable characters, e.g. \"MacBook Pro - Development\"."
         )));
     }
+    if let Some(c) = name.chars().find(|c| is_invisible_format(*c)) {
+        return Err(ApiError::BadRequest(format!(
+            "Field `name` contains U+{:04X}, an invisible formatting character (bidi control or zero-width); remove it.",
+            c as u32
+        )));
+    }
     Ok(name.to_string())
+}
+
+/// Unicode format characters (general category Cf: bidi controls, zero-width
+/// characters, invisible operators, tags) and the line and paragraph
+/// separators: they make a name display as something else ("admin-CI"
+/// reversed by U+202E).
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x2028..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
 }
 
 fn valid_region(region: &str) -> Result<String, ApiError> {
@@ -439,4 +524,36 @@ fn valid_server(server: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(server.trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_refuse_bidi_zero_width_and_control_characters() {
+        for bad in [
+            "ci\u{202E}nimda",
+            "admin\u{200B}",
+            "a\u{2066}b\u{2069}",
+            "\u{FEFF}laptop",
+            "x\u{200E}",
+            "x\u{2060}y",
+            "tag\u{E0041}",
+            "soft\u{AD}hyphen",
+            "bell\u{7}",
+            "c1\u{85}x",
+        ] {
+            let err = valid_name(bad).unwrap_err();
+            assert!(err.parts().2.contains("`name`"), "{bad:?}");
+        }
+        for good in [
+            "MacBook Pro - Development",
+            "Büro – CI",
+            "日本語 laptop",
+            "emoji 🚀",
+        ] {
+            assert_eq!(valid_name(good).unwrap(), good);
+        }
+    }
 }

@@ -44,6 +44,42 @@ fn audit(store: &Store, user_id: i64, action: &str, detail: String) {
     }
 }
 
+/// Revoke every token of a user (tokens outlive a password change by design,
+/// but after a stolen password they may be the attacker's), audited per token.
+fn revoke_all_tokens(store: &Store, user_id: i64, username: &str) -> CliResult {
+    let ids = store
+        .tokens()
+        .revoke_all_for_user(user_id)
+        .map_err(|e| CliError::other(format!("could not revoke the tokens: {e}")))?;
+    for id in &ids {
+        let event = NewAuditEvent {
+            crew_id: store
+                .tokens()
+                .find_by_id(*id)
+                .ok()
+                .flatten()
+                .map(|t| t.crew.id),
+            user_id: None,
+            username: None,
+            token_id: None,
+            action: "token.revoke",
+            detail: format!("token {id} of {username}, with the password reset (berth admin)"),
+            address: Some("local"),
+        };
+        if let Err(err) = store.audit().record(&event) {
+            crate::cli::write_stderr(&format!(
+                "warning: could not record audit event token.revoke: {err}\n"
+            ));
+        }
+    }
+    outln!(
+        "Revoked {} token{} of {username}; their live tunnels stay open until closed (berth tunnels close).",
+        ids.len(),
+        if ids.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
 pub fn run(cmd: AdminCommand) -> CliResult {
     match cmd {
         AdminCommand::CreateUser {
@@ -96,6 +132,7 @@ pub fn run(cmd: AdminCommand) -> CliResult {
         AdminCommand::ResetPassword {
             username,
             password_stdin,
+            revoke_tokens,
             data,
         } => {
             let store = existing_store(data.data)?;
@@ -126,6 +163,9 @@ pub fn run(cmd: AdminCommand) -> CliResult {
                 format!("user {username}"),
             );
             outln!("Changed the password of {username}; their dashboard sessions are signed out.");
+            if revoke_tokens {
+                revoke_all_tokens(&store, user.id, &username)?;
+            }
             Ok(())
         }
         AdminCommand::ListUsers { data } => {

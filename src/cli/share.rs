@@ -57,6 +57,8 @@ pub struct Share {
     pub tcp: bool,
     /// The public port to ask for, with `tcp`.
     pub remote_port: Option<u16>,
+    /// Follow the token's preferred server even to plain http on another host.
+    pub follow_server: bool,
 }
 
 /// What the control connection claims; after a reconnect, the same again.
@@ -115,7 +117,7 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
     if let Some(Err(ClaimError::Invalid(why))) = share.subdomain.as_deref().map(check_subdomain) {
         return Err(CliError::usage(why));
     }
-    let url = preferred_server(&session.settings, &token.expose())?;
+    let url = preferred_server(&session.settings, &token.expose(), share.follow_server)?;
     let server = Server::parse(&url, session.settings.ca_cert.as_deref(), token.expose())?;
     let region = share
         .region
@@ -342,10 +344,11 @@ fn query_value(text: &str) -> String {
 }
 
 /// The server to share through: the token's preferred CLI server (from
-/// `GET /api/v1/me`) when it is set and differs from the one the CLI was
-/// pointed at, saying so; else the one pointed at. A refused token stops here
-/// with its own error; other failures leave the choice to the connect.
-fn preferred_server(settings: &Settings, bearer: &str) -> Result<String, CliError> {
+/// `GET /api/v1/me`) when it is set, differs from the one the CLI was pointed
+/// at, and `follow_preference` allows the move, saying so; else the one pointed
+/// at. A refused token stops here with its own error; other failures leave the
+/// choice to the connect.
+fn preferred_server(settings: &Settings, bearer: &str, follow: bool) -> Result<String, CliError> {
     let pointed = settings.server.trim_end_matches('/').to_string();
     let client = Client::new(settings, Auth::Bearer(Masked::new(bearer)));
     let me = match client.and_then(|c| c.get("/api/v1/me", &[])) {
@@ -359,15 +362,68 @@ fn preferred_server(settings: &Settings, bearer: &str) -> Result<String, CliErro
         .as_str()
         .map(|s| s.trim().trim_end_matches('/'))
         .filter(|s| !s.is_empty());
-    match preferred {
-        Some(url) if !url.eq_ignore_ascii_case(&pointed) => {
+    match follow_preference(&pointed, preferred, follow).map_err(CliError::other)? {
+        Some(url) => {
             write_stderr(&format!(
                 "The token prefers the server {url}; sharing through it instead of {pointed}.\n"
             ));
-            Ok(url.to_string())
+            Ok(url)
         }
-        _ => Ok(pointed),
+        None => Ok(pointed),
     }
+}
+
+/// Whether to move from the server the CLI was pointed at to the token's
+/// preferred one (`Some(url)`), stay (`None`), or stop (the sentence saying
+/// why). The bearer goes wherever `share` connects, so it moves on its own only
+/// to https or within the host it was pointed at, and never from https to
+/// plain http, even with `--follow-server`.
+fn follow_preference(
+    pointed: &str,
+    preferred: Option<&str>,
+    follow: bool,
+) -> Result<Option<String>, String> {
+    let Some(url) = preferred.filter(|url| !url.eq_ignore_ascii_case(pointed)) else {
+        return Ok(None);
+    };
+    let (Some((from_tls, from_host)), Some((to_tls, to_host))) =
+        (scheme_and_host(pointed), scheme_and_host(url))
+    else {
+        return Err(format!(
+            "The token prefers the server `{url}`, which is not an http:// or https:// URL; berth share did not follow it. Clear the token's server, or pass --server URL."
+        ));
+    };
+    if from_tls && !to_tls {
+        return Err(format!(
+            "The token prefers the server {url}, plain http, but berth share never moves from https ({pointed}) to http, even with --follow-server; pass --server {url} yourself if you trust it."
+        ));
+    }
+    if to_tls || to_host == from_host || follow {
+        return Ok(Some(url.to_string()));
+    }
+    Err(format!(
+        "The token prefers the server {url}, plain http on another host than {pointed}; berth share did not send the token there. Pass --follow-server (berth share --follow-server ...) to share through it anyway."
+    ))
+}
+
+/// Whether a server URL is https, and its host in lower case (no port, no brackets).
+fn scheme_and_host(url: &str) -> Option<(bool, String)> {
+    let lower = url.to_ascii_lowercase();
+    let (secure, rest) = match (
+        lower.strip_prefix("http://"),
+        lower.strip_prefix("https://"),
+    ) {
+        (Some(rest), _) => (false, rest.to_string()),
+        (_, Some(rest)) => (true, rest.to_string()),
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => host,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| (secure, host.to_string()))
 }
 
 /// The first label of a tunnel URL's host.
@@ -771,5 +827,59 @@ mod tests {
         assert_eq!(port_of("tcp://[::1]:20001"), Some(20001));
         assert_eq!(port_of("http://a.localhost:8080"), None);
         assert_eq!(port_of("tcp://localhost"), None);
+    }
+
+    #[test]
+    fn the_token_s_server_is_followed_only_where_the_bearer_stays_safe() {
+        let here = "http://berth.lan:8080";
+        let tls = "https://berth.lan:8443";
+        // (pointed, preferred, --follow-server, expected: Ok(Some) move, Ok(None) stay, Err stop)
+        type Case<'a> = (&'a str, Option<&'a str>, bool, Result<Option<&'a str>, ()>);
+        let cases: [Case; 10] = [
+            (here, None, false, Ok(None)),
+            (here, Some("HTTP://BERTH.LAN:8080"), false, Ok(None)),
+            (
+                here,
+                Some("https://eu.example"),
+                false,
+                Ok(Some("https://eu.example")),
+            ),
+            (
+                here,
+                Some("http://berth.lan:9090"),
+                false,
+                Ok(Some("http://berth.lan:9090")),
+            ),
+            (here, Some("http://evil.example"), false, Err(())),
+            (
+                here,
+                Some("http://evil.example"),
+                true,
+                Ok(Some("http://evil.example")),
+            ),
+            (
+                tls,
+                Some("https://other.example"),
+                false,
+                Ok(Some("https://other.example")),
+            ),
+            (tls, Some("http://berth.lan:8080"), false, Err(())),
+            (tls, Some("http://evil.example"), true, Err(())),
+            (here, Some("ftp://evil.example"), true, Err(())),
+        ];
+        for (pointed, preferred, follow, expected) in cases {
+            let got = follow_preference(pointed, preferred, follow);
+            assert_eq!(
+                got.as_ref().map(|o| o.as_deref()).map_err(|_| ()),
+                expected,
+                "{pointed} -> {preferred:?} (follow {follow}): {got:?}"
+            );
+        }
+        let why = follow_preference(here, Some("http://evil.example:81"), false).unwrap_err();
+        assert!(why.contains("http://evil.example:81") && why.contains("--follow-server"));
+        assert_eq!(
+            scheme_and_host("http://[::1]:8080/x"),
+            Some((false, "::1".into()))
+        );
     }
 }

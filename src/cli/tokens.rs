@@ -194,6 +194,10 @@ fn create(global: &GlobalArgs, client: &Client, args: CreateTokenArgs) -> CliRes
         text(&token["name"]),
         text(&token["crew"]["name"]),
     ));
+    // E.g. the expiry limited to the creating token's.
+    for note in created["notes"].as_array().into_iter().flatten() {
+        write_stderr(&format!("{}\n", text(note)));
+    }
     Ok(())
 }
 

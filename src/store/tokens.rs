@@ -212,6 +212,20 @@ impl Tokens<'_> {
         self.find_by_id(id)?.ok_or(StoreError::NotFound)
     }
 
+    /// Revoke every active token of a user, in every crew; the ids revoked.
+    pub fn revoke_all_for_user(&self, user_id: i64) -> Result<Vec<i64>> {
+        self.0.write(|tx| {
+            let ids = tx
+                .prepare(
+                    "UPDATE tokens SET revoked_at = ?2
+                     WHERE user_id = ?1 AND revoked_at IS NULL RETURNING id",
+                )?
+                .query_map(params![user_id, time_fmt::now()], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            Ok(ids)
+        })
+    }
+
     pub fn update(&self, id: i64, change: &TokenUpdate) -> Result<TokenRow> {
         self.0.write(|tx| {
             let changed = tx.execute(
@@ -336,6 +350,35 @@ mod tests {
             store.tokens().revoke(999),
             Err(StoreError::NotFound)
         ));
+    }
+
+    #[test]
+    fn revoking_all_of_a_user_s_tokens_leaves_others_alone() {
+        let (store, alice, crew) = setup();
+        let bob = store.users().create("bob", "h", None).unwrap();
+        store.crews().add_member(crew, &bob, Role::Member).unwrap();
+        let scopes = vec!["berth:*".to_string()];
+        let a1 = store
+            .tokens()
+            .create(&new(alice, crew, "a1", &scopes))
+            .unwrap();
+        let a2 = store
+            .tokens()
+            .create(&new(alice, crew, "a2", &scopes))
+            .unwrap();
+        let b1 = store
+            .tokens()
+            .create(&new(bob.id, crew, "b1", &scopes))
+            .unwrap();
+        store.tokens().revoke(a2.id).unwrap();
+        assert_eq!(store.tokens().revoke_all_for_user(alice).unwrap(), [a1.id]);
+        let status = |id| store.tokens().find_by_id(id).unwrap().unwrap().status();
+        assert_eq!((status(a1.id), status(b1.id)), ("revoked", "active"));
+        assert!(store
+            .tokens()
+            .revoke_all_for_user(alice)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
