@@ -31,6 +31,12 @@ pub const SCOPES: [&str; 7] = [
 ];
 /// A token's last use is written at most this often.
 pub const LAST_USED_INTERVAL: Duration = Duration::from_secs(60);
+/// The longest a dashboard session lasts, however much it is used.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
+/// A dashboard session nobody uses for this long ends.
+pub const SESSION_IDLE: Duration = Duration::from_secs(60 * 60);
+/// A session's idle end is moved forward at most this often (one write).
+const SESSION_EXTEND_EVERY: Duration = Duration::from_secs(60);
 
 /// Why a caller is not let in.
 #[derive(Debug)]
@@ -373,9 +379,10 @@ impl Auth {
         }
     }
 
-    /// The user of a session cookie, if the session is live.
+    /// The user of a session cookie, if the session is live; a use moves its
+    /// idle end forward (never past its lifetime).
     pub fn verify_session(&self, session_id: &str) -> Result<Principal, AuthError> {
-        let session = self
+        let mut session = self
             .store
             .sessions()
             .find(&token::hash(session_id))?
@@ -385,6 +392,10 @@ impl Auth {
             .users()
             .find_by_id(session.user_id)?
             .ok_or(AuthError::InvalidToken)?;
+        if let Some(until) = idle_end(&session, time::OffsetDateTime::now_utc()) {
+            self.store.sessions().extend(&session.id_hash, &until)?;
+            session.expires_at = until;
+        }
         Ok(Principal {
             user,
             via: Via::Session(session),
@@ -406,6 +417,15 @@ impl Auth {
     pub fn flush_all(&self) {
         self.last_used.flush(&self.store, true);
     }
+}
+
+/// The new end of a session used at `now`, when it moves by more than
+/// `SESSION_EXTEND_EVERY`: `SESSION_IDLE` from now, capped at its lifetime.
+fn idle_end(session: &Session, now: time::OffsetDateTime) -> Option<String> {
+    let created = time_fmt::parse(&session.created_at)?;
+    let current = time_fmt::parse(&session.expires_at)?;
+    let until = (now + SESSION_IDLE).min(created + SESSION_LIFETIME);
+    (until - current > SESSION_EXTEND_EVERY).then(|| time_fmt::format(until))
 }
 
 /// Windows and limits for failed sign-ins.
@@ -633,6 +653,39 @@ mod tests {
             &s(&["tokens:write"]),
             &s(&["tokens:write", "tunnels:share"])
         ));
+    }
+
+    #[test]
+    fn sessions_end_when_idle_and_never_outlive_their_lifetime() {
+        let t0 = time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap();
+        let session = |created: time::OffsetDateTime, expires: time::OffsetDateTime| Session {
+            id_hash: vec![1],
+            user_id: 1,
+            csrf_token: String::new(),
+            created_at: time_fmt::format(created),
+            expires_at: time_fmt::format(expires),
+        };
+        let fresh = session(t0, t0 + SESSION_IDLE);
+        // Used again within the minute: no write.
+        assert_eq!(idle_end(&fresh, t0 + Duration::from_secs(30)), None);
+        // Used later: the idle end moves to an idle period from then.
+        let later = t0 + Duration::from_secs(20 * 60);
+        assert_eq!(
+            idle_end(&fresh, later),
+            Some(time_fmt::format(later + SESSION_IDLE))
+        );
+        // Near the end of its lifetime, the lifetime wins.
+        let old = t0 - SESSION_LIFETIME + Duration::from_secs(30 * 60);
+        let s = session(old, t0 + Duration::from_secs(10 * 60));
+        assert_eq!(
+            idle_end(&s, t0 + Duration::from_secs(5 * 60)),
+            Some(time_fmt::format(old + SESSION_LIFETIME))
+        );
+        let at_cap = session(old, old + SESSION_LIFETIME);
+        assert_eq!(idle_end(&at_cap, t0), None);
+        assert!(SESSION_IDLE < SESSION_LIFETIME);
     }
 
     #[test]

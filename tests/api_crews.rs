@@ -104,7 +104,12 @@ fn crews_list_shows_the_callers_crews_and_role() {
     assert_eq!(reply["crews"][0]["default_redaction"], "standard");
     // A session sees every crew of its user, each with the role there.
     let body = json!({"username": "admin", "password": PASSWORD}).to_string();
-    let signed = c.server.send("POST", "/api/v1/session", &[], &body);
+    let signed = c.server.send(
+        "POST",
+        "/api/v1/session",
+        &[("Content-Type", "application/json")],
+        &body,
+    );
     let cookie = signed.header("Set-Cookie").unwrap();
     let cookie = cookie.split(';').next().unwrap();
     let reply = c
@@ -392,7 +397,12 @@ fn the_audit_log_is_for_admins_and_owners() {
         .all(|e| e["crew_id"] != json!(c.id)));
     // A session picks the crew with ?crew=.
     let body = json!({"username": "owner", "password": PASSWORD}).to_string();
-    let signed = c.server.send("POST", "/api/v1/session", &[], &body);
+    let signed = c.server.send(
+        "POST",
+        "/api/v1/session",
+        &[("Content-Type", "application/json")],
+        &body,
+    );
     let cookie = signed.header("Set-Cookie").unwrap();
     let cookie = cookie.split(';').next().unwrap();
     let reply = c

@@ -15,7 +15,12 @@ fn alice() -> Server {
 /// Sign in; returns the reply, the `name=value` cookie and the CSRF token.
 fn sign_in(server: &Server) -> (Reply, String, String) {
     let body = json!({"username": "alice", "password": PASSWORD}).to_string();
-    let reply = server.send("POST", "/api/v1/session", &[], &body);
+    let reply = server.send(
+        "POST",
+        "/api/v1/session",
+        &[("Content-Type", "application/json")],
+        &body,
+    );
     assert_eq!(reply.status, 200, "{}", reply.text);
     let set = reply.header("Set-Cookie").expect("a cookie");
     let cookie = set.split(';').next().unwrap().trim().to_string();
@@ -86,7 +91,11 @@ fn mutations_need_the_csrf_header() {
     let ok = server.send(
         "POST",
         "/api/v1/tokens",
-        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        &[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Content-Type", "application/json"),
+        ],
         &body,
     );
     assert_eq!(ok.status, 201, "{}", ok.text);
@@ -109,7 +118,11 @@ fn mutations_need_the_csrf_header() {
     let deleted = server.send(
         "DELETE",
         &path,
-        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        &[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Content-Type", "application/json"),
+        ],
         "",
     );
     assert_eq!(deleted.status, 200);
@@ -141,6 +154,7 @@ fn cross_site_requests_are_refused() {
             ("Cookie", &cookie),
             ("X-CSRF-Token", &csrf),
             ("Sec-Fetch-Site", "same-origin"),
+            ("Content-Type", "application/json"),
         ],
         &body,
     );
@@ -172,7 +186,11 @@ fn sign_out_ends_the_session_on_the_server() {
     let out = server.send(
         "DELETE",
         "/api/v1/session",
-        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        &[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Content-Type", "application/json"),
+        ],
         "",
     );
     assert_eq!(out.status, 204);
@@ -214,8 +232,14 @@ fn made_up_and_garbled_cookies_are_no_session() {
 #[test]
 fn sign_in_failures_say_little_and_are_throttled() {
     let server = alice();
-    let send =
-        |body: serde_json::Value| server.send("POST", "/api/v1/session", &[], &body.to_string());
+    let send = |body: serde_json::Value| {
+        server.send(
+            "POST",
+            "/api/v1/session",
+            &[("Content-Type", "application/json")],
+            &body.to_string(),
+        )
+    };
     let wrong = send(json!({"username": "alice", "password": "wrong password"}));
     assert_eq!(
         (wrong.status, wrong.code().as_str()),

@@ -49,9 +49,10 @@ async function signIn(event) {
   }
 }
 
-async function signOut() {
+/** Sign out this tab, or with `everywhere` every session of the account. */
+async function signOut(everywhere = false) {
   try {
-    await api("DELETE", "/session");
+    await api("DELETE", everywhere === true ? "/sessions" : "/session");
   } catch (failure) {
     // The session may be gone already; signing in again is the way forward either way.
   }
@@ -129,7 +130,8 @@ function onRoute() {
 
 document.addEventListener("DOMContentLoaded", () => {
   byId("signin-form").addEventListener("submit", signIn);
-  byId("signout").addEventListener("click", signOut);
+  byId("signout").addEventListener("click", () => signOut(false));
+  byId("signout-all").addEventListener("click", () => signOut(true));
   byId("crew-picker").addEventListener("change", pickCrew);
   window.addEventListener("hashchange", onRoute);
   whenSignedOut(showSignIn);

@@ -44,8 +44,11 @@ export function whenSignedOut(callback) {
 /** Call the JSON API with the session cookie; throws ApiFailure on an error reply. */
 export async function api(method, path, body) {
   const headers = {};
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method !== "GET") headers["X-CSRF-Token"] = csrfToken;
+  // The server takes sign-in and every change only as JSON (a cross-site form cannot send it).
+  if (method !== "GET") {
+    headers["Content-Type"] = "application/json";
+    headers["X-CSRF-Token"] = csrfToken;
+  }
   let response;
   try {
     response = await fetch("/api/v1" + path, {

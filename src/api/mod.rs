@@ -38,9 +38,15 @@ pub struct ApiState {
     pub auth: Arc<Auth>,
     /// The one-time setup code, while there are no users.
     pub setup_code: Mutex<Option<String>>,
-    /// Cookies get `Secure` and the `__Host-` prefix.
     /// The live tunnels, shared with the front door's relay threads.
     pub relay: Arc<Relay>,
+    /// The public URL (`--public-url`, else the listener's): an https one makes
+    /// session cookies `Secure` and `__Host-`, and browsers' mutations must
+    /// come from its origin.
+    pub public_url: String,
+    /// Whether the operator set `--public-url`; without it, a browser's
+    /// mutation may also come from the origin of the Host it was sent to.
+    pub public_url_set: bool,
 }
 
 impl ApiState {
@@ -153,15 +159,9 @@ fn route(state: &ApiState, call: &mut Call, request: &mut Request) -> Result<Rep
         (["assets", name], Method::Get) => return page(name),
         (["api", "v1", ..], _) => {
             // Browsers say where a request comes from; no mutation, sign-in and
-            // setup included (login CSRF), is taken from another site.
-            if call.mutation
-                && call
-                    .header("sec-fetch-site")
-                    .is_some_and(|site| site.eq_ignore_ascii_case("cross-site"))
-            {
-                return Err(ApiError::Forbidden(
-                    "Cross-site requests are refused; use the dashboard on this server.".into(),
-                ));
+            // setup included (login CSRF), is taken from another origin.
+            if call.mutation {
+                session::check_origin(state, call)?;
             }
             call.read_body(request)?;
         }
@@ -410,7 +410,7 @@ impl Call {
                 "Authorization must be Bearer <token> or Basic.".into(),
             ));
         }
-        if let Some(session_id) = self.cookie() {
+        if let Some(session_id) = self.cookie(state)? {
             let principal = state
                 .auth
                 .verify_session(&session_id)
@@ -420,6 +420,7 @@ impl Call {
                 })?;
             if self.mutation {
                 session::check_csrf(self, &principal)?;
+                session::require_json(self)?;
             }
             return Ok(principal);
         }
@@ -452,16 +453,26 @@ impl Call {
         }
     }
 
-    /// The session id from the Cookie header.
-    pub fn cookie(&self) -> Option<String> {
-        let name = session::cookie_name(self);
-        self.headers
+    /// The session id from the Cookie header. More than one cookie of that name
+    /// is refused: a page served through a tunnel on the same parent domain
+    /// could have planted one beside the real one (cookie tossing).
+    pub fn cookie(&self, state: &ApiState) -> Result<Option<String>, ApiError> {
+        let name = session::cookie_name(state, self);
+        let mut found = self
+            .headers
             .iter()
             .filter(|(n, _)| n == "cookie")
             .flat_map(|(_, v)| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string());
+        let first = found.next();
+        if found.next().is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "The request carries more than one {name} cookie; clear this site's cookies and sign in again."
+            )));
+        }
+        Ok(first)
     }
 
     /// The caller's crew and role: the token's crew for a token, else the named

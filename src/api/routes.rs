@@ -42,6 +42,9 @@ pub const ROUTES: &[Route] = &[
     route("DELETE", "/api/v1/session", |s, c, _| {
         session::sign_out(s, c)
     }),
+    route("DELETE", "/api/v1/sessions", |s, c, _| {
+        session::sign_out_everywhere(s, c)
+    }),
     route("POST", "/api/v1/setup", |s, c, _| session::setup(s, c)),
     route("GET", "/api/v1/crews", |s, c, _| crews::list(s, c)),
     route("PATCH", "/api/v1/crews/{id}", |s, c, p| {

@@ -1,7 +1,5 @@
 //! Who am I, dashboard sign-in and sign-out, and first-run setup.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use super::crews::crew_json;
@@ -9,21 +7,104 @@ use super::tokens::token_json;
 use super::{
     header, json_reply, no_content, user_json, ApiError, ApiState, Call, Reply, SESSION_COOKIE,
 };
-use crate::auth::{self, AuthError, Principal, Via};
+use crate::auth::{self, AuthError, Principal, Via, SESSION_IDLE, SESSION_LIFETIME};
 use crate::store::{Role, StoreError};
 use crate::time_fmt;
 use crate::token;
 
-/// How long a dashboard session lasts.
-const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
+/// Whether session cookies are `Secure` and `__Host-` prefixed: under TLS, and
+/// whenever the public URL is https (TLS ended by a proxy in front of berth).
+fn secure_cookies(state: &ApiState, call: &Call) -> bool {
+    call.secure || origin_of(&state.public_url).is_some_and(|o| o.starts_with("https://"))
+}
 
-/// Under TLS the cookie is `__Host-` prefixed: only this host, only over https.
-pub fn cookie_name(call: &Call) -> String {
-    if call.secure {
+/// The session cookie's name: `__Host-` prefixed when secure, so only this
+/// host, over https, may set it.
+pub fn cookie_name(state: &ApiState, call: &Call) -> String {
+    if secure_cookies(state, call) {
         format!("__Host-{SESSION_COOKIE}")
     } else {
         SESSION_COOKIE.to_string()
     }
+}
+
+/// `Set-Cookie` for the session cookie with `value` for `max_age` seconds.
+fn session_cookie(state: &ApiState, call: &Call, value: &str, max_age: u64) -> String {
+    let secure = if secure_cookies(state, call) {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+        cookie_name(state, call)
+    )
+}
+
+/// A URL's origin as browsers send it: scheme and host in lower case, the
+/// port only when it is not the scheme's default.
+fn origin_of(url: &str) -> Option<String> {
+    let lower = url.trim().to_ascii_lowercase();
+    let (scheme, rest) = lower.split_once("://")?;
+    let default_port = match scheme {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let authority = authority.strip_suffix(default_port).unwrap_or(authority);
+    Some(format!("{scheme}://{authority}"))
+}
+
+/// Browsers mark where a request comes from. A mutation (sign-in and setup
+/// included) marked as coming from anywhere but this origin is refused: pages
+/// served through tunnels are same-site, so `same-site` is refused too.
+/// Clients that send neither header (the CLI, scripts) are not browsers.
+pub fn check_origin(state: &ApiState, call: &Call) -> Result<(), ApiError> {
+    if let Some(site) = call.header("sec-fetch-site") {
+        if !site.trim().eq_ignore_ascii_case("same-origin") {
+            return Err(ApiError::Forbidden(format!(
+                "Requests from other sites are refused (Sec-Fetch-Site: {site}); use the dashboard at {}.",
+                state.public_url
+            )));
+        }
+    }
+    let Some(origin) = call.header("origin") else {
+        return Ok(());
+    };
+    let sent = origin_of(origin);
+    let public = origin_of(&state.public_url);
+    // Without --public-url, the origin the request was addressed to (its Host).
+    let addressed = (!state.public_url_set)
+        .then(|| call.header("host"))
+        .flatten()
+        .and_then(|host| {
+            let scheme = if call.secure { "https" } else { "http" };
+            origin_of(&format!("{scheme}://{host}"))
+        });
+    if sent.is_some() && (sent == public || sent == addressed) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "Requests from origin {origin} are refused; use the dashboard at {}.",
+        state.public_url
+    )))
+}
+
+/// Sign-in and mutations by session take JSON only: a cross-site HTML form
+/// cannot send `application/json` without the browser asking first.
+pub fn require_json(call: &Call) -> Result<(), ApiError> {
+    let kind = call.header("content-type").unwrap_or("");
+    let media = kind.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        return Ok(());
+    }
+    Err(ApiError::BadRequest(
+        "Header `Content-Type` must be application/json for sign-in and dashboard changes; send the body as JSON.".into(),
+    ))
 }
 
 fn random_hex() -> String {
@@ -73,22 +154,19 @@ fn start_session(
 ) -> Result<Reply, ApiError> {
     let id = random_hex();
     let csrf = random_hex();
-    let expires = time_fmt::format(time::OffsetDateTime::now_utc() + SESSION_LIFETIME);
+    // A new session ends after an idle period unless used (auth::verify_session).
+    let expires = time_fmt::format(time::OffsetDateTime::now_utc() + SESSION_IDLE);
     state
         .store
         .sessions()
         .create(&token::hash(&id), who.user.id, &csrf, &expires)?;
     body["csrf_token"] = json!(csrf);
-    let secure = if call.secure { "; Secure" } else { "" };
-    let cookie = format!(
-        "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-        cookie_name(call),
-        SESSION_LIFETIME.as_secs()
-    );
+    let cookie = session_cookie(state, call, &id, SESSION_LIFETIME.as_secs());
     Ok(json_reply(status, &body).with_header(header("Set-Cookie", &cookie)))
 }
 
 pub fn sign_in(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    require_json(call)?;
     call.only_fields(&["username", "password"])?;
     let username = call.required_str("username")?;
     let password = call.required_str("password")?;
@@ -136,18 +214,37 @@ pub fn sign_out(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
                 .into(),
         ));
     }
-    if let Some(id) = call.cookie() {
+    if let Some(id) = call.cookie(state)? {
         state.store.sessions().delete(&token::hash(&id))?;
     }
-    let secure = if call.secure { "; Secure" } else { "" };
-    let cookie = format!(
-        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}",
-        cookie_name(call)
-    );
+    let cookie = session_cookie(state, call, "", 0);
     Ok(no_content().with_header(header("Set-Cookie", &cookie)))
 }
 
+/// "Sign out everywhere": end every dashboard session of the caller's user.
+/// A session (with its CSRF header) or a token with `berth:*` may ask.
+pub fn sign_out_everywhere(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    let who = call.principal(state, false)?;
+    if who.token().is_some() && !who.scopes().iter().any(|s| s == "berth:*") {
+        return Err(ApiError::Forbidden(
+            "Ending every session needs a token with the berth:* scope, or the dashboard.".into(),
+        ));
+    }
+    let ended = state.store.sessions().delete_for_user(who.user.id)?;
+    for m in state.store.crews().memberships_of(who.user.id)? {
+        let detail = format!("user {}: {ended} sessions ended", who.user.username);
+        state.audit(call, Some(&who), Some(m.crew.id), "session.end_all", detail);
+    }
+    let mut reply = json_reply(200, &json!({"ended": ended}));
+    if matches!(who.via, Via::Session(_)) {
+        let cookie = session_cookie(state, call, "", 0);
+        reply = reply.with_header(header("Set-Cookie", &cookie));
+    }
+    Ok(reply)
+}
+
 pub fn setup(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    require_json(call)?;
     call.only_fields(&["code", "username", "password", "crew"])?;
     let code = call.required_str("code")?;
     let username = valid_username(call.required_str("username")?)?;
@@ -242,5 +339,35 @@ pub fn check_simple_name(name: &str, max: usize) -> Result<String, ()> {
         Ok(name.to_string())
     } else {
         Err(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_compare_as_browsers_send_them() {
+        let cases = [
+            (
+                "https://Berth.Example.com/",
+                Some("https://berth.example.com"),
+            ),
+            (
+                "https://berth.example.com:443",
+                Some("https://berth.example.com"),
+            ),
+            ("http://berth.lan:80/x?y", Some("http://berth.lan")),
+            ("http://127.0.0.1:8080", Some("http://127.0.0.1:8080")),
+            ("http://[::1]:8080", Some("http://[::1]:8080")),
+            ("https://a.example:8443", Some("https://a.example:8443")),
+            ("null", None),
+            ("ftp://x", None),
+            ("http://user@evil", None),
+            ("http://", None),
+        ];
+        for (url, origin) in cases {
+            assert_eq!(origin_of(url).as_deref(), origin, "{url}");
+        }
     }
 }

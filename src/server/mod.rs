@@ -93,6 +93,7 @@ pub fn run(args: ServerArgs) -> CliResult {
         .local_addr()
         .map_err(|e| CliError::other(format!("could not read the listening address: {e}")))?;
     let tls = tls_listener(&args)?;
+    let public_url_set = args.public_url.is_some();
     let public_url = args
         .public_url
         .map(|u| u.trim_end_matches('/').to_string())
@@ -117,6 +118,8 @@ pub fn run(args: ServerArgs) -> CliResult {
         auth: auth.clone(),
         setup_code: Mutex::new(setup_code.clone()),
         relay: relay.clone(),
+        public_url: public_url.clone(),
+        public_url_set,
     });
     let api = api::start(&socket, state).map_err(|e| {
         CliError::other(format!(

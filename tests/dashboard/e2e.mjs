@@ -481,6 +481,26 @@ async function adminFlow(browser, problems) {
   await context.close();
 }
 
+async function everywhereFlow(browser, problems) {
+  step("sign out everywhere ends the account's sessions in other browsers too");
+  const pages = [];
+  for (let i = 0; i < 2; i++) {
+    const context = await browser.newContext({ viewport: WIDE });
+    const page = await watchedPage(context, problems);
+    await page.goto(`${BASE}/#/tokens`);
+    await page.fill("#signin-username", "bob");
+    await page.fill("#signin-password", PASSWORD);
+    await page.click("#signin-form button[type=submit]");
+    await page.locator("#app").waitFor();
+    pages.push(page);
+  }
+  await pages[0].click("#signout-all");
+  await pages[0].locator("#signin").waitFor();
+  const status = await pages[1].evaluate(async () => (await fetch("/api/v1/me")).status);
+  check(status === 401, `after signing out everywhere, another browser's /api/v1/me answers ${status}`);
+  for (const page of pages) await page.context().close();
+}
+
 async function signOutFlow(page) {
   step("sign out ends the session");
   await page.click("#signout");
@@ -533,6 +553,7 @@ async function main() {
     await keyboardFlow(page);
     await signOutFlow(page);
     await adminFlow(browser, problems);
+    await everywhereFlow(browser, problems);
     check(problems.length === 0, problems.join("; "));
   } catch (err) {
     if (problems.length) err.message += ` (the page also reported: ${problems.join("; ")})`;

@@ -1,0 +1,337 @@
+//! Dashboard sessions against attacks from pages on the same parent domain:
+//! JSON only, same-origin only, `__Host-` and `Secure` behind a TLS proxy, one
+//! session cookie per request; idle expiry and "sign out everywhere".
+
+mod common;
+
+use common::{Reply, Server, PASSWORD};
+use serde_json::json;
+
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+fn alice_on(server: Server) -> Server {
+    server.create_user("alice", "home", "owner");
+    server
+}
+
+/// Sign in with extra headers; the reply, the `name=value` cookie and the CSRF token.
+fn sign_in_with(server: &Server, headers: &[(&str, &str)]) -> (Reply, String, String) {
+    let body = json!({"username": "alice", "password": PASSWORD}).to_string();
+    let mut all = vec![JSON];
+    all.extend_from_slice(headers);
+    let reply = server.send("POST", "/api/v1/session", &all, &body);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let set = reply.header("Set-Cookie").expect("a cookie");
+    let cookie = set.split(';').next().unwrap().trim().to_string();
+    let csrf = reply.json()["csrf_token"].as_str().unwrap().to_string();
+    (reply, cookie, csrf)
+}
+
+fn sign_in(server: &Server) -> (String, String) {
+    let (_, cookie, csrf) = sign_in_with(server, &[]);
+    (cookie, csrf)
+}
+
+#[test]
+fn sign_in_and_session_changes_take_json_only() {
+    let server = alice_on(Server::start());
+    let body = json!({"username": "alice", "password": PASSWORD}).to_string();
+    for headers in [
+        vec![],
+        vec![("Content-Type", "text/plain")],
+        vec![("Content-Type", "application/x-www-form-urlencoded")],
+    ] {
+        let reply = server.send("POST", "/api/v1/session", &headers, &body);
+        assert_eq!(
+            (reply.status, reply.code().as_str()),
+            (400, "bad_request"),
+            "{headers:?}: {}",
+            reply.text
+        );
+        assert!(reply.text.contains("Content-Type"), "{}", reply.text);
+        assert!(reply.header("Set-Cookie").is_none());
+    }
+    let (cookie, csrf) = sign_in(&server);
+    let token = json!({"name": "from a form"}).to_string();
+    let plain = server.send(
+        "POST",
+        "/api/v1/tokens",
+        &[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Content-Type", "text/plain"),
+        ],
+        &token,
+    );
+    assert_eq!(plain.status, 400, "{}", plain.text);
+    let bare_delete = server.send(
+        "DELETE",
+        "/api/v1/session",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        "",
+    );
+    assert_eq!(bare_delete.status, 400, "{}", bare_delete.text);
+    let ok = server.send(
+        "POST",
+        "/api/v1/tokens",
+        &[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Content-Type", "application/json; charset=utf-8"),
+        ],
+        &token,
+    );
+    assert_eq!(ok.status, 201, "{}", ok.text);
+    // Bearer tokens (scripts, the CLI) are not held to it.
+    let bearer = server.token_for("alice", "home", "script");
+    let reply = server.send(
+        "DELETE",
+        &format!("/api/v1/tokens/{}", ok.json()["token"]["id"]),
+        &[("Authorization", &format!("Bearer {bearer}"))],
+        "",
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}
+
+#[test]
+fn browsers_may_change_things_only_from_the_server_s_own_origin() {
+    let server = alice_on(Server::start());
+    let own = format!("http://{}", server.addr);
+    let port = server.addr.rsplit_once(':').unwrap().1;
+    let (cookie, csrf) = sign_in(&server);
+    let body = json!({"name": "t"}).to_string();
+    let send = |extra: &[(&str, &str)]| {
+        let mut headers = vec![
+            JSON,
+            ("Cookie", cookie.as_str()),
+            ("X-CSRF-Token", csrf.as_str()),
+        ];
+        headers.extend_from_slice(extra);
+        server.send("POST", "/api/v1/tokens", &headers, &body)
+    };
+    let tunnel = format!("http://evil.localhost:{port}");
+    for extra in [
+        vec![("Sec-Fetch-Site", "same-site")],
+        vec![("Sec-Fetch-Site", "cross-site")],
+        vec![("Sec-Fetch-Site", "none")],
+        vec![("Origin", tunnel.as_str())],
+        vec![("Origin", "null")],
+        vec![
+            ("Sec-Fetch-Site", "same-origin"),
+            ("Origin", tunnel.as_str()),
+        ],
+    ] {
+        let reply = send(&extra);
+        assert_eq!(
+            (reply.status, reply.code().as_str()),
+            (403, "forbidden"),
+            "{extra:?}: {}",
+            reply.text
+        );
+    }
+    let reply = send(&[("Sec-Fetch-Site", "same-origin"), ("Origin", own.as_str())]);
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    // Sign-in from a page served through a tunnel (same site) is refused too.
+    let login = json!({"username": "alice", "password": PASSWORD}).to_string();
+    let reply = server.send(
+        "POST",
+        "/api/v1/session",
+        &[
+            JSON,
+            ("Sec-Fetch-Site", "same-site"),
+            ("Origin", tunnel.as_str()),
+        ],
+        &login,
+    );
+    assert_eq!(reply.status, 403, "{}", reply.text);
+    assert!(reply.header("Set-Cookie").is_none());
+}
+
+#[test]
+fn an_https_public_url_makes_the_cookie_host_prefixed_and_secure_behind_a_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = alice_on(Server::start_in(
+        &dir.path().join("data"),
+        &["--public-url", "https://berth.example.com"],
+    ));
+    let public = ("Origin", "https://berth.example.com");
+    let (reply, cookie, csrf) = sign_in_with(&server, &[public, ("Sec-Fetch-Site", "same-origin")]);
+    let set = reply.header("Set-Cookie").unwrap();
+    assert!(cookie.starts_with("__Host-berth_session="), "{set}");
+    let attributes: Vec<&str> = set.split(';').map(str::trim).collect();
+    for wanted in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(attributes.contains(&wanted), "{wanted} missing: {set}");
+    }
+    assert!(!set.contains("Domain"), "{set}");
+    let me = server.send("GET", "/api/v1/me", &[("Cookie", &cookie)], "");
+    assert_eq!(me.status, 200, "{}", me.text);
+    // A cookie planted without the prefix is not a session.
+    let id = cookie.split_once('=').unwrap().1;
+    let planted = server.send(
+        "GET",
+        "/api/v1/me",
+        &[("Cookie", &format!("berth_session={id}"))],
+        "",
+    );
+    assert_eq!(planted.status, 401);
+    // With --public-url set, only its origin counts, not the address the request reached.
+    let body = json!({"name": "t"}).to_string();
+    let direct = format!("http://{}", server.addr);
+    let base = [
+        JSON,
+        ("Cookie", cookie.as_str()),
+        ("X-CSRF-Token", csrf.as_str()),
+    ];
+    let reply = server.send(
+        "POST",
+        "/api/v1/tokens",
+        &[&base[..], &[("Origin", direct.as_str())]].concat(),
+        &body,
+    );
+    assert_eq!(reply.status, 403, "{}", reply.text);
+    assert!(
+        reply.text.contains("https://berth.example.com"),
+        "{}",
+        reply.text
+    );
+    let reply = server.send(
+        "POST",
+        "/api/v1/tokens",
+        &[&base[..], &[public]].concat(),
+        &body,
+    );
+    assert_eq!(reply.status, 201, "{}", reply.text);
+}
+
+#[test]
+fn two_session_cookies_are_refused() {
+    let server = alice_on(Server::start());
+    let (cookie, _) = sign_in(&server);
+    let planted = "berth_session=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    for headers in [
+        vec![("Cookie", format!("{planted}; {cookie}"))],
+        vec![("Cookie", format!("{cookie}; {planted}"))],
+        vec![("Cookie", format!("{cookie}; theme=dark; {cookie}"))],
+        vec![("Cookie", planted.to_string()), ("Cookie", cookie.clone())],
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let reply = server.send("GET", "/api/v1/me", &headers, "");
+        assert_eq!(
+            (reply.status, reply.code().as_str()),
+            (400, "bad_request"),
+            "{headers:?}: {}",
+            reply.text
+        );
+        assert!(reply.text.contains("more than one"), "{}", reply.text);
+    }
+    let other_cookies = format!("theme=dark; {cookie}; lang=en");
+    let reply = server.send("GET", "/api/v1/me", &[("Cookie", &other_cookies)], "");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}
+
+/// A session's end as stored, in seconds from now.
+fn stored_end_in(server: &Server) -> i64 {
+    server
+        .db()
+        .query_row(
+            "SELECT CAST(strftime('%s', expires_at) AS INTEGER) - CAST(strftime('%s', 'now') AS INTEGER)
+             FROM sessions ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+#[test]
+fn sessions_end_after_an_idle_hour_and_twelve_hours_at_most() {
+    let server = alice_on(Server::start());
+    let (cookie, _) = sign_in(&server);
+    let end = stored_end_in(&server);
+    assert!(
+        (3500..=3600).contains(&end),
+        "a new session ends in an idle hour, not {end} s"
+    );
+    // Unused past its idle end, it is over.
+    server
+        .db()
+        .execute(
+            "UPDATE sessions SET expires_at = '2001-01-01T00:00:00Z'",
+            [],
+        )
+        .unwrap();
+    let reply = server.send("GET", "/api/v1/me", &[("Cookie", &cookie)], "");
+    assert_eq!(reply.status, 401);
+    // Used, it lives on an idle hour from then, but never past 12 h from sign-in.
+    let (cookie, _) = sign_in(&server);
+    server
+        .db()
+        .execute(
+            "UPDATE sessions SET created_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-690 minutes'),
+                                 expires_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+5 minutes')",
+            [],
+        )
+        .unwrap();
+    let reply = server.send("GET", "/api/v1/me", &[("Cookie", &cookie)], "");
+    assert_eq!(reply.status, 200);
+    let end = stored_end_in(&server);
+    assert!(
+        (1700..=1800).contains(&end),
+        "capped at 12 h from sign-in, not {end} s"
+    );
+}
+
+#[test]
+fn sign_out_everywhere_ends_every_session_of_the_user() {
+    let server = alice_on(Server::start());
+    server.create_user("bob", "home", "member");
+    let (first, csrf) = sign_in(&server);
+    let (second, _) = sign_in(&server);
+    let body = json!({"username": "bob", "password": PASSWORD}).to_string();
+    let bob = server.send("POST", "/api/v1/session", &[JSON], &body);
+    let bob = bob
+        .header("Set-Cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let reply = server.send(
+        "DELETE",
+        "/api/v1/sessions",
+        &[JSON, ("Cookie", &first), ("X-CSRF-Token", &csrf)],
+        "",
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()["ended"], 2);
+    assert!(reply.header("Set-Cookie").unwrap().contains("Max-Age=0"));
+    for cookie in [&first, &second] {
+        let me = server.send("GET", "/api/v1/me", &[("Cookie", cookie)], "");
+        assert_eq!(me.status, 401);
+    }
+    let me = server.send("GET", "/api/v1/me", &[("Cookie", &bob)], "");
+    assert_eq!(me.status, 200, "another user's session stays");
+    // From the CLI's side: a berth:* token may, a narrower one may not.
+    sign_in(&server);
+    let (_, narrow) = server.call_basic(
+        "POST",
+        "/api/v1/tokens",
+        "alice",
+        PASSWORD,
+        Some(&json!({"name": "reader", "scopes": ["tokens:read"]})),
+    );
+    let narrow = narrow["secret"].as_str().unwrap();
+    let (status, _) = server.call("DELETE", "/api/v1/sessions", Some(narrow), None);
+    assert_eq!(status, 403);
+    let full = server.token_for("alice", "home", "laptop");
+    let (status, reply) = server.call("DELETE", "/api/v1/sessions", Some(&full), None);
+    assert_eq!((status, reply["ended"].as_i64()), (200, Some(1)), "{reply}");
+    let audited: i64 = server
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM audit WHERE action = 'session.end_all'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(audited, 2);
+}
