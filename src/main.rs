@@ -87,6 +87,12 @@ pub enum Command {
   berth whoami
   berth whoami --json")]
     Whoami,
+    /// Change your own password (and, after a stolen password, revoke your tokens)
+    #[command(after_help = "Examples:
+  berth passwd
+  berth passwd --revoke-tokens
+  printf '%s\\n%s\\n' \"$OLD\" \"$NEW\" | berth passwd --password-stdin")]
+    Passwd(PasswdArgs),
     /// Read and change the CLI config file
     #[command(after_help = "Examples:
   berth config set server https://berth.example.com
@@ -345,6 +351,16 @@ pub struct LoginArgs {
 }
 
 #[derive(Args)]
+pub struct PasswdArgs {
+    /// Also revoke every token of yours, in every crew, this one included
+    #[arg(long)]
+    pub revoke_tokens: bool,
+    /// Read the current password, then the new one, from standard input (one per line)
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Args)]
 pub struct LogoutArgs {
     /// Also revoke the token on the server
     #[arg(long)]
@@ -520,6 +536,7 @@ fn main() -> ExitCode {
         Command::Login(args) => cli::auth::login(&global, args),
         Command::Logout(args) => cli::auth::logout(&global, args),
         Command::Whoami => cli::auth::whoami(&global),
+        Command::Passwd(args) => cli::passwd::run(&global, args),
         Command::Config(cmd) => cli::config::run(&global, cmd),
         Command::Tokens(cmd) => cli::tokens::run(&global, cmd),
         Command::Crews(cmd) => cli::crews::run(&global, cmd),

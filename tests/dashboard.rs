@@ -124,7 +124,8 @@ fn assert_what_the_clicks_did(server: &Server) {
             "Laptop - berth - dev",
             "CI - deploy - prod",
             "CI - build - staging",
-            "Old box - scratch"
+            "Old box - scratch",
+            "bob - before the change"
         ]
     );
     assert!(

@@ -335,3 +335,110 @@ fn sign_out_everywhere_ends_every_session_of_the_user() {
         .unwrap();
     assert_eq!(audited, 2);
 }
+
+#[test]
+fn changing_one_s_password_can_revoke_every_token() {
+    let server = alice_on(Server::start());
+    server.create_user("bob", "home", "member");
+    let laptop = server.token_for("alice", "home", "laptop");
+    let ci = server.token_for("alice", "home", "ci");
+    let bob = server.token_for("bob", "home", "bob laptop");
+    let (cookie, _) = sign_in(&server);
+    let passwd = |token: &str, stdin: &str, extra: &[&str]| {
+        let env = [
+            ("BERTH_CONFIG", common::NO_CONFIG),
+            ("BERTH_SERVER", server.url.as_str()),
+            ("BERTH_TOKEN", token),
+        ];
+        let args = [&["passwd", "--password-stdin"], extra].concat();
+        common::run_with_stdin(&args, &env, stdin)
+    };
+    let wrong = passwd(
+        &laptop,
+        "not my password\nnew password 1\n",
+        &["--revoke-tokens"],
+    );
+    assert_eq!(wrong.code, 3, "{}", wrong.stderr);
+    let (status, _) = server.call("GET", "/api/v1/me", Some(&ci), None);
+    assert_eq!(status, 200, "a wrong password changes nothing");
+    let short = passwd(&laptop, &format!("{PASSWORD}\nshort\n"), &[]);
+    assert_eq!(short.code, 2, "{}", short.stderr);
+    assert!(short.stderr.contains("shorter"), "{}", short.stderr);
+
+    let changed = passwd(
+        &laptop,
+        &format!("{PASSWORD}\nnew password 1\n"),
+        &["--revoke-tokens"],
+    );
+    assert_eq!(changed.code, 0, "{}", changed.stderr);
+    assert!(
+        changed.stdout.contains("Revoked 2 tokens"),
+        "{}",
+        changed.stdout
+    );
+    for token in [&laptop, &ci] {
+        assert_eq!(server.call("GET", "/api/v1/me", Some(token), None).0, 401);
+    }
+    assert_eq!(server.call("GET", "/api/v1/me", Some(&bob), None).0, 200);
+    let me = server.send("GET", "/api/v1/me", &[("Cookie", &cookie)], "");
+    assert_eq!(me.status, 401, "sessions end with the old password");
+
+    // From the dashboard: the session that changed it gets a new one; tokens stay.
+    let body = json!({"username": "alice", "password": "new password 1"}).to_string();
+    let reply = server.send("POST", "/api/v1/session", &[JSON], &body);
+    let cookie = reply
+        .header("Set-Cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let csrf = reply.json()["csrf_token"].as_str().unwrap().to_string();
+    let (_, fresh) = server.call_basic(
+        "POST",
+        "/api/v1/tokens",
+        "alice",
+        "new password 1",
+        Some(&json!({"name": "after"})),
+    );
+    let fresh = fresh["secret"].as_str().unwrap().to_string();
+    let change = json!({"current_password": "new password 1", "new_password": "newer password 2"});
+    let reply = server.send(
+        "POST",
+        "/api/v1/me/password",
+        &[JSON, ("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        &change.to_string(),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()["tokens_revoked"], 0);
+    let renewed = reply
+        .header("Set-Cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_ne!(renewed, cookie);
+    assert_eq!(
+        server
+            .send("GET", "/api/v1/me", &[("Cookie", &cookie)], "")
+            .status,
+        401
+    );
+    assert_eq!(
+        server
+            .send("GET", "/api/v1/me", &[("Cookie", &renewed)], "")
+            .status,
+        200
+    );
+    assert_eq!(server.call("GET", "/api/v1/me", Some(&fresh), None).0, 200);
+    let audited: i64 = server
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM audit WHERE action = 'user.password'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(audited, 2);
+}

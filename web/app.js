@@ -62,6 +62,38 @@ async function signOut(everywhere = false) {
   showSignIn();
 }
 
+function openPasswordDialog() {
+  for (const id of ["password-current", "password-new"]) byId(id).value = "";
+  byId("password-revoke").checked = false;
+  byId("password-error").hidden = true;
+  byId("password-done").hidden = true;
+  byId("password-dialog").showModal();
+  byId("password-current").focus();
+}
+
+/** Change the password; the server ends every session and hands this tab a new one. */
+async function changePassword(event) {
+  event.preventDefault();
+  const error = byId("password-error");
+  error.hidden = true;
+  const body = {
+    current_password: byId("password-current").value,
+    new_password: byId("password-new").value,
+    revoke_tokens: byId("password-revoke").checked,
+  };
+  try {
+    const reply = await api("POST", "/me/password", body);
+    setCsrf(reply.csrf_token);
+    const revoked = body.revoke_tokens ? ` ${reply.tokens_revoked} token(s) revoked.` : "";
+    byId("password-done").textContent = `Password changed; your other sessions are signed out.${revoked}`;
+    byId("password-done").hidden = false;
+    for (const id of ["password-current", "password-new"]) byId(id).value = "";
+  } catch (failure) {
+    error.textContent = failure.message;
+    error.hidden = false;
+  }
+}
+
 /** Load who is signed in and their crews; show sign-in if nobody is. */
 async function start() {
   let me;
@@ -132,6 +164,9 @@ document.addEventListener("DOMContentLoaded", () => {
   byId("signin-form").addEventListener("submit", signIn);
   byId("signout").addEventListener("click", () => signOut(false));
   byId("signout-all").addEventListener("click", () => signOut(true));
+  byId("password-open").addEventListener("click", openPasswordDialog);
+  byId("password-form").addEventListener("submit", changePassword);
+  byId("password-cancel").addEventListener("click", () => byId("password-dialog").close());
   byId("crew-picker").addEventListener("change", pickCrew);
   window.addEventListener("hashchange", onRoute);
   whenSignedOut(showSignIn);

@@ -72,7 +72,8 @@ export async function api(method, path, body) {
     const error = reply && reply.error ? reply.error : {};
     const failure = new ApiFailure(response.status, error.code || "error",
       error.message || `The server answered ${response.status}; try again.`);
-    if (response.status === 401 && path !== "/session") onSignedOut();
+    // A wrong password (sign-in, password change) is no sign of a lost session.
+    if (response.status === 401 && path !== "/session" && path !== "/me/password") onSignedOut();
     throw failure;
   }
   return reply;

@@ -38,6 +38,9 @@ pub const ROUTES: &[Route] = &[
             .with_header(header("Content-Type", "application/json")))
     }),
     route("GET", "/api/v1/me", |s, c, _| session::me(s, c)),
+    route("POST", "/api/v1/me/password", |s, c, _| {
+        session::change_password(s, c)
+    }),
     route("POST", "/api/v1/session", |s, c, _| session::sign_in(s, c)),
     route("DELETE", "/api/v1/session", |s, c, _| {
         session::sign_out(s, c)

@@ -221,6 +221,61 @@ pub fn sign_out(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     Ok(no_content().with_header(header("Set-Cookie", &cookie)))
 }
 
+/// Change one's own password, proving the current one. Every dashboard
+/// session ends with the old password; a session caller gets a new one. With
+/// `revoke_tokens`, every token of the user is revoked too (a stolen password
+/// may have minted some).
+pub fn change_password(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
+    call.only_fields(&["current_password", "new_password", "revoke_tokens"])?;
+    let who = call.principal(state, false)?;
+    let current = call.required_str("current_password")?;
+    let new = call.required_str("new_password")?;
+    let revoke = match call.field("revoke_tokens") {
+        None => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "Field `revoke_tokens` must be true or false.".into(),
+            ))
+        }
+    };
+    auth::check_password_length(new)
+        .map_err(|why| ApiError::BadRequest(format!("Field `new_password`: {why}")))?;
+    let username = who.user.username.clone();
+    match state
+        .auth
+        .verify_password(&username, current, &call.client_ip)
+    {
+        Ok(_) => {}
+        Err(AuthError::BadCredentials) => {
+            state.audit_failed_password(call, &username, "user.password_fail", String::new());
+            return Err(ApiError::BadCredentials);
+        }
+        Err(err) => return Err(err.into()),
+    }
+    let hash = auth::hash_password(new).map_err(|_| ApiError::Internal)?;
+    state.store.users().set_password(who.user.id, &hash)?;
+    let revoked = if revoke {
+        state.store.tokens().revoke_all_for_user(who.user.id)?
+    } else {
+        Vec::new()
+    };
+    for m in state.store.crews().memberships_of(who.user.id)? {
+        let detail = format!("user {username}: {} tokens revoked", revoked.len());
+        state.audit(call, Some(&who), Some(m.crew.id), "user.password", detail);
+    }
+    for id in &revoked {
+        let crew = state.store.tokens().find_by_id(*id)?.map(|t| t.crew.id);
+        let detail = format!("token {id}, with the password change");
+        state.audit(call, Some(&who), crew, "token.revoke", detail);
+    }
+    let body = json!({"tokens_revoked": revoked.len()});
+    if matches!(who.via, Via::Session(_)) {
+        return start_session(state, call, &who, 200, body);
+    }
+    Ok(json_reply(200, &body))
+}
+
 /// "Sign out everywhere": end every dashboard session of the caller's user.
 /// A session (with its CSRF header) or a token with `berth:*` may ask.
 pub fn sign_out_everywhere(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {

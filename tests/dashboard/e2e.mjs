@@ -499,6 +499,42 @@ async function everywhereFlow(browser, problems) {
   const status = await pages[1].evaluate(async () => (await fetch("/api/v1/me")).status);
   check(status === 401, `after signing out everywhere, another browser's /api/v1/me answers ${status}`);
   for (const page of pages) await page.context().close();
+
+  step("changing the password can revoke every token, and keeps this tab signed in");
+  const context = await browser.newContext({ viewport: WIDE });
+  const page = await watchedPage(context, problems);
+  await page.goto(`${BASE}/#/tokens`);
+  await page.fill("#signin-username", "bob");
+  await page.fill("#signin-password", PASSWORD);
+  await page.click("#signin-form button[type=submit]");
+  await page.locator("#app").waitFor();
+  const token = await page.evaluate(async () => {
+    const me = await (await fetch("/api/v1/me")).json();
+    const reply = await fetch("/api/v1/tokens", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": me.csrf_token },
+      body: JSON.stringify({ name: "bob - before the change" }),
+    });
+    return (await reply.json()).secret;
+  });
+  check(TOKEN_SHAPE.test(token || ""), `bob could not make a token: ${token}`);
+  await page.click("#password-open");
+  await page.fill("#password-current", "wrong password");
+  await page.fill("#password-new", "a new password for bob");
+  await page.click("#password-form button[type=submit]");
+  await until(async () => (await page.textContent("#password-error")).includes("Wrong username or password"), "the wrong-password message");
+  await page.fill("#password-current", PASSWORD);
+  await page.check("#password-revoke");
+  await page.click("#password-form button[type=submit]");
+  await until(async () => (await page.textContent("#password-done")).includes("1 token(s) revoked"), "the password-changed message");
+  await page.click("#password-cancel");
+  const [meStatus, tokenStatus] = await page.evaluate(async (t) => [
+    (await fetch("/api/v1/me")).status,
+    (await fetch("/api/v1/me", { headers: { Authorization: `Bearer ${t}` } })).status,
+  ], token);
+  check(meStatus === 200, `after changing the password this tab's session answers ${meStatus}`);
+  check(tokenStatus === 401, `a token from before the change still answers ${tokenStatus}`);
+  await context.close();
 }
 
 async function signOutFlow(page) {
