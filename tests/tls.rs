@@ -400,3 +400,36 @@ fn fingerprint(pki: &Pki, port: &str) -> String {
     assert!(text.contains("Fingerprint"), "openssl s_client: {text}");
     text
 }
+
+#[test]
+fn share_never_follows_a_token_from_https_to_plain_http() {
+    let pki = Pki::new();
+    let (server, _dir, public) = tls_server(&pki);
+    // A plain-http listener on the same host name the CLI was pointed at.
+    let trap = TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let plain = format!("http://localhost:{}", trap.local_addr().unwrap().port());
+    let (status, reply) = server.call_basic(
+        "POST",
+        "/api/v1/tokens",
+        "alice",
+        PASSWORD,
+        Some(&serde_json::json!({"name": "downgraded", "server": plain})),
+    );
+    assert_eq!(status, 201, "{reply}");
+    let token = reply["secret"].as_str().unwrap();
+    for extra in [&[][..], &["--follow-server"][..]] {
+        let args = [&["share", "9"][..], extra].concat();
+        let out = berth_with_token(&public, token, &args)
+            .env("BERTH_CA_CERT", pki.path("ca.pem"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains(&plain) && stderr.contains("never moves from https"),
+            "{stderr}"
+        );
+        assert!(trap.accept().is_err(), "share connected to {plain}");
+    }
+}
