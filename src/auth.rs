@@ -394,7 +394,12 @@ impl Auth {
             .ok_or(AuthError::InvalidToken)?;
         if let Some(until) = idle_end(&session, time::OffsetDateTime::now_utc()) {
             // A busy database costs the session some idle time, not this request.
-            if self.store.sessions().extend(&session.id_hash, &until).is_ok() {
+            if self
+                .store
+                .sessions()
+                .extend(&session.id_hash, &until)
+                .is_ok()
+            {
                 session.expires_at = until;
             }
         }

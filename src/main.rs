@@ -460,7 +460,8 @@ pub struct CreateTokenArgs {
     /// Preferred edge region
     #[arg(long, value_name = "R")]
     pub region: Option<String>,
-    /// Preferred server URL for the CLI
+    /// Preferred server URL for the CLI (`share` follows it on its own only to
+    /// https or the same host; see `share --follow-server`)
     #[arg(long, value_name = "URL")]
     pub cli_server: Option<String>,
     /// Expire after this many days
