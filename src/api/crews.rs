@@ -232,6 +232,12 @@ pub fn set_role(state: &ApiState, call: &Call, id: i64, user_id: i64) -> Result<
             role.as_str()
         ),
     );
+    // A viewer may not share: the tunnels they opened close with the right.
+    if role < Action::ShareTunnels.needs().0 {
+        let why = format!("made {}", role.as_str());
+        let member = (user_id, target.username.as_str());
+        super::tunnels::close_for_member(state, call, &who, ctx.crew.id, member, &why);
+    }
     Ok(json_reply(200, &member_json(&member)))
 }
 
@@ -253,8 +259,11 @@ pub fn remove_member(
         Some(&who),
         Some(ctx.crew.id),
         "member.remove",
-        target.username,
+        target.username.clone(),
     );
+    let member = (user_id, target.username.as_str());
+    let why = "removed from the crew";
+    super::tunnels::close_for_member(state, call, &who, ctx.crew.id, member, why);
     Ok(no_content())
 }
 

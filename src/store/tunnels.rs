@@ -113,6 +113,17 @@ impl Tunnels<'_> {
         })
     }
 
+    /// The ids of a member's live tunnels in a crew.
+    pub fn live_ids_of_member(&self, crew_id: i64, user_id: i64) -> Result<Vec<String>> {
+        self.0.read(|c| {
+            c.prepare_cached(
+                "SELECT id FROM tunnels WHERE crew_id = ?1 AND user_id = ?2 AND closed_at IS NULL",
+            )?
+            .query_map(params![crew_id, user_id], |r| r.get(0))?
+            .collect()
+        })
+    }
+
     pub fn find_by_id(&self, id: &str) -> Result<Option<TunnelRow>> {
         self.0.read(|c| {
             c.prepare_cached(&format!("{SELECT} WHERE t.id = ?1"))?
