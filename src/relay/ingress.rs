@@ -365,7 +365,7 @@ pub fn forward(
 ) -> io::Result<Forwarded> {
     let subdomain = relay.subdomain_of(host).unwrap_or_default();
     let Some(tunnel) = relay.find(subdomain) else {
-        out.write_all(&page(404, &format!("No tunnel is open at {host}.")))?;
+        out.write_all(&page(head, 404, &format!("No tunnel is open at {host}.")))?;
         return Ok(Forwarded::Refused);
     };
     let mut seen = Observed::start(head, client_ip, scheme(client_stream));
@@ -380,7 +380,7 @@ pub fn forward(
         } else {
             format!("The tunnel at {host} did not answer in time; try again.")
         };
-        seen.answer(out, &page(502, &why))?;
+        seen.answer(out, &page(head, 502, &why))?;
         let _ = out.flush();
         note(relay, &tunnel, head, seen);
         return Ok(Forwarded::Refused);
@@ -412,7 +412,7 @@ pub fn forward(
             } else {
                 Forwarded::Refused
             };
-            seen.answer(out, &page(status, &why)).map(|()| then)
+            seen.answer(out, &page(head, status, &why)).map(|()| then)
         }
         Err(err) => {
             *leg = None;
@@ -804,8 +804,20 @@ fn splice(
     Ok(Forwarded::Close)
 }
 
-/// A small HTML page for the public side, closing the connection.
-fn page(status: u16, message: &str) -> Vec<u8> {
+/// berth's own answer to a public visitor, closing the connection: a small
+/// HTML page, or the API's JSON error shape when the request asks for JSON.
+/// `message` is for strangers: it never names the local service's address or
+/// an OS error (those go to `share`'s output).
+fn page(head: &RequestHead, status: u16, message: &str) -> Vec<u8> {
+    if wants_json(head) {
+        let code = match status {
+            404 => "not_found",
+            502 => "bad_gateway",
+            504 => "gateway_timeout",
+            _ => "error",
+        };
+        return proxy::error_response(status, code, message);
+    }
     let reason = proxy::reason(status);
     let text = message
         .replace('&', "&amp;")
@@ -819,6 +831,27 @@ fn page(status: u16, message: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// Whether the visitor's `Accept` names JSON before (or without) HTML: a
+/// script or a single-page app, rather than a browser opening the page.
+fn wants_json(head: &RequestHead) -> bool {
+    let Some(accept) = head.header("accept") else {
+        return false;
+    };
+    accept
+        .split(',')
+        .map(|range| range.split(';').next().unwrap_or("").trim())
+        .find_map(|media| {
+            if media.eq_ignore_ascii_case("application/json") {
+                Some(true)
+            } else if media.eq_ignore_ascii_case("text/html") {
+                Some(false)
+            } else {
+                None
+            }
+        })
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -838,6 +871,37 @@ mod tests {
             .claim(Some("quiet"), server.try_clone().unwrap(), 1, |_| {})
             .unwrap();
         (tunnel, server, client)
+    }
+
+    fn head_accepting(accept: Option<&str>) -> RequestHead {
+        let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+        let raw = format!("GET / HTTP/1.1\r\nHost: a.localhost\r\n{accept}\r\n");
+        proxy::parse_request(raw.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn pages_are_json_only_for_those_who_ask_for_json_first() {
+        for (accept, json) in [
+            (None, false),
+            (Some("*/*"), false),
+            (Some("text/html,application/xhtml+xml,*/*;q=0.8"), false),
+            (Some("application/json"), true),
+            (Some("Application/JSON; charset=utf-8"), true),
+            (Some("application/json, text/html;q=0.5"), true),
+            (Some("text/html, application/json"), false),
+        ] {
+            let head = head_accepting(accept);
+            assert_eq!(wants_json(&head), json, "{accept:?}");
+            let page =
+                String::from_utf8(page(&head, 502, "The service <x> did not answer.")).unwrap();
+            let kind = if json {
+                "application/json"
+            } else {
+                "text/html"
+            };
+            assert!(page.contains(&format!("Content-Type: {kind}")), "{page}");
+            assert!(page.starts_with("HTTP/1.1 502 "), "{page}");
+        }
     }
 
     #[test]
