@@ -137,3 +137,256 @@ fn a_role_change_that_keeps_sharing_keeps_the_tunnels() {
     assert_eq!(tunnels(&server, &admin, "?active=1").len(), 1);
     assert!(closes_audited(&server).is_empty());
 }
+
+/// `berth share` that is expected to be refused: its exit code and stderr.
+fn share_refused(server: &Server, token: &str, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["share"];
+    all.extend_from_slice(args);
+    common::code_and_stderr(&mut common::berth_with_token(&server.url, token, &all))
+}
+
+/// The answer to a control connection's upgrade asking for `query`.
+fn connect(server: &Server, token: &str, query: &str) -> common::Reply {
+    let bearer = format!("Bearer {token}");
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Connection", "Upgrade"),
+        ("Upgrade", "berth-relay/1"),
+    ];
+    server.send(
+        "GET",
+        &format!("/api/v1/tunnels/connect?{query}"),
+        &headers,
+        "",
+    )
+}
+
+/// Wait until the crew has `n` live tunnels.
+fn until_live(server: &Server, token: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tunnels(server, token, "?active=1").len() != n {
+        assert!(Instant::now() < deadline, "never {n} live tunnels");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_member_past_their_tunnel_limit_is_refused_until_one_closes() {
+    let (server, admin, bob) = crew_with_member(&[("BERTH_MAX_TUNNELS_PER_USER", "2")]);
+    let service = Service::start();
+    let first = Share::start(&server, service.port, &bob, &[]);
+    let _second = Share::start(&server, service.port, &bob, &[]);
+    let port = service.port.to_string();
+    let (code, stderr) = share_refused(&server, &bob, &[&port, "--host", "127.0.0.1"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("You have 2 live tunnels in crew `home`")
+            && stderr.contains("max_tunnels_per_user")
+            && stderr.contains("berth tunnels close")
+            && stderr.contains("--max-tunnels-per-user"),
+        "{stderr}"
+    );
+    let refused = connect(&server, &bob, "kind=http");
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert_eq!(refused.code(), "quota_exceeded");
+    // Another member has slots of their own.
+    let alice = server.token_for("alice", "home", "share");
+    let _hers = Share::start(&server, service.port, &alice, &[]);
+    // Once one of bob's closes, he may open another.
+    drop(first);
+    until_live(&server, &admin, 2);
+    let again = Share::start(&server, service.port, &bob, &[]);
+    assert_eq!(public_status(&server, again.authority()), 200);
+}
+
+#[test]
+fn a_reconnect_asking_for_its_own_name_is_a_conflict_not_a_quota() {
+    let (server, _admin, bob) = crew_with_member(&[("BERTH_MAX_TUNNELS_PER_USER", "1")]);
+    let service = Service::start();
+    let share = Share::start(&server, service.port, &bob, &["--subdomain", "mine"]);
+    assert_eq!(public_status(&server, share.authority()), 200);
+    // The server has not seen the old control connection go: a share coming
+    // back for its name retries (409) instead of stopping (403).
+    let back = connect(&server, &bob, "kind=http&subdomain=mine");
+    assert_eq!(back.status, 409, "{}", back.text);
+    let other = connect(&server, &bob, "kind=http&subdomain=other");
+    assert_eq!(other.status, 403, "{}", other.text);
+    // And a share whose connection is cut comes back within its limit.
+    let cutter = relay_support::Cutter::start(&server.addr);
+    drop(share);
+    let share = Share::spawn(
+        &cutter.url,
+        &bob,
+        &[
+            &service.port.to_string(),
+            "--host",
+            "127.0.0.1",
+            "--subdomain",
+            "mine",
+        ],
+        Stdio::inherit(),
+    );
+    cutter.cut();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while public_status(&server, share.authority()) != 200 {
+        assert!(Instant::now() < deadline, "share did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn tcp_ports_have_limits_of_their_own() {
+    let (server, _admin, bob) = crew_with_member(&[("BERTH_MAX_TCP_PORTS_PER_USER", "1")]);
+    let service = Service::start();
+    let _tcp = Share::start(&server, service.port, &bob, &["--tcp"]);
+    let port = service.port.to_string();
+    let (code, stderr) = share_refused(&server, &bob, &[&port, "--tcp"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("You have 1 live TCP tunnels") && stderr.contains("max_tcp_ports_per_user"),
+        "{stderr}"
+    );
+    // HTTP tunnels are not ports.
+    let http = Share::start(&server, service.port, &bob, &[]);
+    assert_eq!(public_status(&server, http.authority()), 200);
+}
+
+#[test]
+fn a_crew_owner_lowers_the_crews_limits_and_only_to_the_servers() {
+    let (server, admin, bob) = crew_with_member(&[]);
+    let crew = format!("/api/v1/crews/{}", server.crew_id("home"));
+    // Above the server's limit, or set by a member: refused.
+    let (status, body) = server.call(
+        "PATCH",
+        &crew,
+        Some(&admin),
+        Some(&json!({"max_tunnels": 51})),
+    );
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("from 0 to 50") && message.contains("--max-tunnels-per-crew"),
+        "{message}"
+    );
+    let (status, body) = server.call("PATCH", &crew, Some(&bob), Some(&json!({"max_tunnels": 1})));
+    assert_eq!(status, 403, "{body}");
+    let out = common::run_with_token(
+        &server.url,
+        &admin,
+        &["crews", "set-limit", "home", "max_tunnels", "1"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("Crew home now has max_tunnels 1"),
+        "{}",
+        out.stdout
+    );
+    let out = common::run_with_token(&server.url, &admin, &["crews", "list"]);
+    assert!(
+        out.stdout.contains("TUNNELS (USER/CREW)") && out.stdout.contains("10/1"),
+        "{}",
+        out.stdout
+    );
+    let (_, body) = server.call("GET", "/api/v1/crews", Some(&admin), None);
+    assert_eq!(body["crews"][0]["max_tunnels"], 1);
+    assert_eq!(body["crews"][0]["max_tunnels_per_user"], Value::Null);
+    assert_eq!(body["crews"][0]["limits"]["max_tunnels_per_user"], 10);
+
+    let service = Service::start();
+    let _alices = Share::start(
+        &server,
+        service.port,
+        &server.token_for("alice", "home", "share"),
+        &[],
+    );
+    let port = service.port.to_string();
+    let (code, stderr) = share_refused(&server, &bob, &[&port]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("Crew `home` has 1 live tunnels")
+            && stderr.contains("berth crews set-limit home max_tunnels N"),
+        "{stderr}"
+    );
+    // Back to the server's limit.
+    let out = common::run_with_token(
+        &server.url,
+        &admin,
+        &["crews", "set-limit", "home", "max_tunnels", "server"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let bobs = Share::start(&server, service.port, &bob, &[]);
+    assert_eq!(public_status(&server, bobs.authority()), 200);
+    let db = server.db();
+    let updates: Vec<String> = db
+        .prepare("SELECT detail FROM audit WHERE action = 'crew.update' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(updates, ["max_tunnels=1", "max_tunnels=server"]);
+}
+
+#[test]
+fn history_of_tunnels_closed_longer_ago_than_history_days_is_pruned() {
+    let (server, admin, bob) = crew_with_member(&[]);
+    let service = Service::start();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let share = Share::start(&server, service.port, &bob, &[]);
+        assert_eq!(public_status(&server, share.authority()), 200);
+        ids.push(
+            tunnels(&server, &admin, "?active=1")[0]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        drop(share);
+        until_live(&server, &admin, 0);
+    }
+    let db = server.db();
+    let records = |id: &str| -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM requests WHERE tunnel_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while records(&ids[0]) == 0 {
+        assert!(Instant::now() < deadline, "the request was never recorded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The first closed 31 days ago, the second 29.
+    for (id, days) in [(&ids[0], 31), (&ids[1], 29)] {
+        db.execute(
+            "UPDATE tunnels SET closed_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?2) WHERE id = ?1",
+            rusqlite::params![id, format!("-{days} days")],
+        )
+        .unwrap();
+    }
+    let mut server = server;
+    server.terminate();
+    let restarted = Server::start_in(&server.data, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tunnels(&restarted, &admin, "").len() != 1 {
+        assert!(Instant::now() < deadline, "the old tunnel was not pruned");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(tunnels(&restarted, &admin, "")[0]["id"], ids[1].as_str());
+    assert_eq!(records(&ids[0]), 0);
+    assert!(records(&ids[1]) > 0);
+    // Days count from the setting: with 7, the second goes too.
+    drop(restarted);
+    let again = Server::start_in(&server.data, &["--history-days", "7"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tunnels(&again, &admin, "").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the second tunnel was not pruned"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(records(&ids[1]), 0);
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
-use super::{ClaimError, Relay, Tunnel, SWITCHING};
+use super::{quota, ClaimError, Relay, Tunnel, SWITCHING};
 use crate::api::ApiError;
 use crate::auth::{self, Action, Auth};
 use crate::inspect::{self, Counter, Record};
@@ -166,6 +166,21 @@ pub fn serve_control(
         Ok(wanted) => wanted,
         Err(err) => return refused(err),
     };
+    // A reconnecting share asks for the name or port it had: while its old
+    // tunnel still holds them (the server has not seen it go), it gets 409
+    // and retries, rather than a quota its old tunnel fills and an exit.
+    if let Some(why) = held(relay, wanted) {
+        return refused(ApiError::Conflict(why));
+    }
+    let owner = quota::Owner {
+        user_id: principal.user.id,
+        crew: &membership.crew,
+    };
+    let tcp = matches!(wanted, Wanted::Tcp(_));
+    let slot = match relay.quotas.take(&owner, tcp, &relay.limits) {
+        Ok(slot) => slot,
+        Err(why) => return refused(ApiError::QuotaExceeded(why)),
+    };
     let token_id = principal.token().map_or(0, |t| t.id);
     let record = History {
         store: auth.store().clone(),
@@ -184,6 +199,7 @@ pub fn serve_control(
         };
         record.opened(tunnel, wanted.kind(), &url);
         opened = Some(tunnel.id.clone());
+        slot.keep(tunnel);
     };
     let claimed = match wanted {
         Wanted::Http(name) => relay.claim(name, control, token_id, on_claim),
@@ -195,6 +211,8 @@ pub fn serve_control(
         Err(ClaimError::Taken(why)) => return refused(ApiError::Conflict(why)),
         Err(ClaimError::Gone) => {
             if let Some(id) = opened {
+                // A TCP claim undoes itself in its ports only.
+                relay.quotas.release(&id);
                 record.closed(&id);
             }
             return Ok(false);
@@ -231,6 +249,19 @@ pub fn serve_control(
         close();
     }
     handed.map(|_| true)
+}
+
+/// Why the name or port asked for is held by a live tunnel, if it is.
+fn held(relay: &Relay, wanted: Wanted) -> Option<String> {
+    match wanted {
+        Wanted::Http(Some(name)) if relay.find(name).is_some() => Some(format!(
+            "The subdomain {name} is held by a live tunnel; choose another with --subdomain."
+        )),
+        Wanted::Tcp(Some(port)) if relay.tcp.holds(port) => Some(format!(
+            "Port {port} is held by a live tunnel; choose another with --remote-port, or leave it out for a free one."
+        )),
+        _ => None,
+    }
 }
 
 /// Writes a tunnel's history row and its `tunnel.open` / `tunnel.close` audit events.
