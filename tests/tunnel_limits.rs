@@ -138,11 +138,31 @@ fn a_role_change_that_keeps_sharing_keeps_the_tunnels() {
     assert!(closes_audited(&server).is_empty());
 }
 
-/// `berth share` that is expected to be refused: its exit code and stderr.
+/// `berth share` that is expected to be refused: its exit code and stderr
+/// (-1 if it was still running after 20 s: it opened a tunnel).
 fn share_refused(server: &Server, token: &str, args: &[&str]) -> (i32, String) {
     let mut all = vec!["share"];
     all.extend_from_slice(args);
-    common::code_and_stderr(&mut common::berth_with_token(&server.url, token, &all))
+    let mut child = common::berth_with_token(&server.url, token, &all)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn berth share");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    (code, stderr)
 }
 
 /// The answer to a control connection's upgrade asking for `query`.
