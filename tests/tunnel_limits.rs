@@ -200,7 +200,7 @@ fn a_member_past_their_tunnel_limit_is_refused_until_one_closes() {
     let (code, stderr) = share_refused(&server, &bob, &[&port, "--host", "127.0.0.1"]);
     assert_eq!(code, 4, "{stderr}");
     assert!(
-        stderr.contains("You have 2 live tunnels in crew `home`")
+        stderr.contains("You have 2 live tunnels in crew `home`, and a member may have 2")
             && stderr.contains("max_tunnels_per_user")
             && stderr.contains("berth tunnels close")
             && stderr.contains("--max-tunnels-per-user"),
@@ -263,7 +263,8 @@ fn tcp_ports_have_limits_of_their_own() {
     let (code, stderr) = share_refused(&server, &bob, &[&port, "--tcp"]);
     assert_eq!(code, 4, "{stderr}");
     assert!(
-        stderr.contains("You have 1 live TCP tunnels") && stderr.contains("max_tcp_ports_per_user"),
+        stderr.contains("You have 1 live TCP tunnel in crew `home`")
+            && stderr.contains("max_tcp_ports_per_user"),
         "{stderr}"
     );
     // HTTP tunnels are not ports.
@@ -323,7 +324,7 @@ fn a_crew_owner_lowers_the_crews_limits_and_only_to_the_servers() {
     let (code, stderr) = share_refused(&server, &bob, &[&port]);
     assert_eq!(code, 4, "{stderr}");
     assert!(
-        stderr.contains("Crew `home` has 1 live tunnels")
+        stderr.contains("Crew `home` has 1 live tunnel, and may have 1")
             && stderr.contains("berth crews set-limit home max_tunnels N"),
         "{stderr}"
     );

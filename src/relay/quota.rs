@@ -150,7 +150,7 @@ impl Quotas {
                 .filter(|h| !limit.tcp_only() || h.tcp)
                 .count();
             if counted >= most as usize {
-                return Err(refusal(limit, most, own, &owner.crew.name));
+                return Err(refusal(limit, (counted, most), own, &owner.crew.name));
             }
         }
         let key = self.next.fetch_add(1, Ordering::Relaxed);
@@ -204,8 +204,9 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// The sentence for a share refused by `limit`: what it is, what to close, whom to ask.
-fn refusal(limit: Limit, most: u32, own: bool, crew: &str) -> String {
+/// The sentence for a share refused by `limit` with `counted` live tunnels of
+/// `most`: what it is, what to close, whom to ask.
+fn refusal(limit: Limit, (counted, most): (usize, u32), own: bool, crew: &str) -> String {
     let setting = limit.setting();
     let raise = if own {
         format!("a crew owner may raise the crew's {setting} (`berth crews set-limit {crew} {setting} N`)")
@@ -220,13 +221,17 @@ fn refusal(limit: Limit, most: u32, own: bool, crew: &str) -> String {
     if most == 0 {
         return format!("No live {what} are allowed in crew `{crew}` ({setting} is 0); {raise}.");
     }
+    let live = match counted {
+        1 => format!("1 live {}", what.trim_end_matches('s')),
+        n => format!("{n} live {what}"),
+    };
     if limit.per_user() {
         format!(
-            "You have {most} live {what} in crew `{crew}`, the most a member may have ({setting}); close one first (`berth tunnels list`, `berth tunnels close ID`), or {raise}."
+            "You have {live} in crew `{crew}`, and a member may have {most} ({setting}); close one first (`berth tunnels list`, `berth tunnels close ID`), or {raise}."
         )
     } else {
         format!(
-            "Crew `{crew}` has {most} live {what}, its most ({setting}); ask a crew admin to close one (`berth tunnels list`), or {raise}."
+            "Crew `{crew}` has {live}, and may have {most} ({setting}); ask a crew admin to close one (`berth tunnels list`), or {raise}."
         )
     }
 }
@@ -279,13 +284,16 @@ mod tests {
         kept.push(quotas.take(&alice, false, &limits).unwrap());
         let why = quotas.take(&alice, false, &limits).err().unwrap();
         assert!(
-            why.contains("You have 2 live tunnels in crew `crew1`"),
+            why.contains("You have 2 live tunnels in crew `crew1`, and a member may have 2"),
             "{why}"
         );
         assert!(why.contains("berth tunnels close"), "{why}");
         kept.push(quotas.take(&bob, false, &limits).unwrap());
         let why = quotas.take(&bob, false, &limits).err().unwrap();
-        assert!(why.contains("Crew `crew1` has 3 live tunnels"), "{why}");
+        assert!(
+            why.contains("Crew `crew1` has 3 live tunnels, and may have 3"),
+            "{why}"
+        );
         // Another crew, and the same user in another crew, count apart.
         let elsewhere = Owner {
             user_id: 1,
@@ -314,9 +322,36 @@ mod tests {
         };
         let _one = quotas.take(&alice, false, &limits).unwrap();
         let why = quotas.take(&alice, false, &limits).err().unwrap();
+        assert!(why.contains("You have 1 live tunnel in"), "{why}");
         assert!(why.contains("a crew owner may raise"), "{why}");
         assert!(
             why.contains("berth crews set-limit crew1 max_tunnels_per_user N"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_limit_lowered_below_what_is_live_says_both() {
+        let quotas = Quotas::default();
+        let open = crew(1, CrewLimits::default());
+        let limits = limits(10, 50, 5, 20);
+        let alice = Owner {
+            user_id: 1,
+            crew: &open,
+        };
+        let _live: Vec<_> = (0..3)
+            .map(|_| quotas.take(&alice, false, &limits).unwrap())
+            .collect();
+        let mut own = CrewLimits::default();
+        own.set(Limit::TunnelsPerUser, Some(1));
+        let lowered = crew(1, own);
+        let alice = Owner {
+            user_id: 1,
+            crew: &lowered,
+        };
+        let why = quotas.take(&alice, false, &limits).err().unwrap();
+        assert!(
+            why.contains("You have 3 live tunnels in crew `crew1`, and a member may have 1"),
             "{why}"
         );
     }
