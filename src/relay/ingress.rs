@@ -218,6 +218,15 @@ pub fn serve_control(
             return Ok(false);
         }
     };
+    // A member removed or made viewer while this claim ran: the removal may
+    // have looked for their live tunnels before this one's row was written.
+    // Looking again after writing it, one of the two always sees the other.
+    if !record.may_still_share() {
+        relay.release(&tunnel);
+        tunnel.close_for("your role in the crew no longer allows sharing");
+        record.closed(&tunnel.id);
+        return Ok(false);
+    }
     relay.refill(&tunnel);
     let close = {
         let (relay, tunnel, record) = (relay.clone(), tunnel.clone(), record.clone());
@@ -291,6 +300,16 @@ impl History {
             eprintln!("berth: could not record tunnel {}: {err}", tunnel.id);
         }
         self.audit("tunnel.open", format!("tunnel {} {url}", tunnel.id));
+    }
+
+    /// Whether the user is still a member of the crew who may share (a
+    /// store that cannot answer is not taken for a removal).
+    fn may_still_share(&self) -> bool {
+        match self.store.crews().membership(self.crew_id, self.user_id) {
+            Ok(Some(membership)) => membership.role >= Action::ShareTunnels.needs().0,
+            Ok(None) => false,
+            Err(_) => true,
+        }
     }
 
     /// Record the close, unless someone (an admin, a revocation) already did.
