@@ -279,7 +279,8 @@ pub struct ServerArgs {
         long,
         env = "BERTH_HISTORY_DAYS",
         value_name = "N",
-        default_value_t = server::DEFAULT_HISTORY_DAYS
+        default_value_t = server::DEFAULT_HISTORY_DAYS,
+        value_parser = clap::value_parser!(u32).range(0..=36_500)
     )]
     pub history_days: u32,
 }
