@@ -547,10 +547,10 @@ fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
     let dialled = legs.take_ahead().filter(crate::relay::silent_and_open);
     let mut service = match dialled.map_or_else(|| connect_local(local), Ok) {
         Ok(service) => service,
-        Err(e) => return unreachable(&data, &format!("could not reach http://{local}: {e}")),
+        Err(e) => return local_unreachable(&data, &format!("could not reach http://{local}: {e}")),
     };
     if let Err(e) = service.write_all(&first[..n]) {
-        return unreachable(
+        return local_unreachable(
             &data,
             &format!("http://{local} did not take the request: {e}"),
         );
@@ -705,7 +705,7 @@ fn serve_tcp_connection(server: &Server, id: &str, local: &str) {
 /// The local service cannot be had: say why here, and close the data
 /// connection unanswered. The server then answers the visitor with its own
 /// 502 page, which never shows the local address or the OS error.
-fn unreachable(data: &Stream, why: &str) {
+fn local_unreachable(data: &Stream, why: &str) {
     write_stderr(&format!("The visitor got 502: {why}\n"));
     let _ = data.shutdown(Shutdown::Both);
 }
