@@ -104,3 +104,12 @@ CREATE TABLE requests (
 CREATE INDEX requests_by_tunnel ON requests(tunnel_id, id);
 -- Requests recorded through a tunnel since it opened (retention keeps fewer rows).
 ALTER TABLE tunnels ADD COLUMN request_count INTEGER NOT NULL DEFAULT 0;
+
+-- migration: 4
+-- A crew's own limits on live tunnels, each at most the server's (null: the server's).
+ALTER TABLE crews ADD COLUMN max_tunnels_per_user INTEGER;
+ALTER TABLE crews ADD COLUMN max_tunnels INTEGER;
+ALTER TABLE crews ADD COLUMN max_tcp_ports_per_user INTEGER;
+ALTER TABLE crews ADD COLUMN max_tcp_ports INTEGER;
+-- Pruning closed tunnels' history by age.
+CREATE INDEX tunnels_by_closed ON tunnels(closed_at) WHERE closed_at IS NOT NULL;

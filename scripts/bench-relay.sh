@@ -146,7 +146,8 @@ quantile() { awk -v q="$2" '{a[NR] = $1} END {i = int(NR * q); if (i < 1) i = 1;
 # --- 6. memory per idle tunnel -------------------------------------------------------
 PER_TUNNEL=
 if [[ $TUNNELS -gt 0 ]]; then
-    server_with_token idle
+    # One user holds every idle tunnel: past the default per-user and per-crew limits.
+    server_with_token idle --max-tunnels-per-user "$TUNNELS" --max-tunnels-per-crew "$TUNNELS"
     IDLE_PID=$SERVER_PID
     curl -sS -o /dev/null -H "Authorization: Bearer $TOKEN" "http://$ADDR/api/v1/me"
     sleep 1

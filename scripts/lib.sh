@@ -162,10 +162,10 @@ mint_token() {
     printf '%s\n' "$secret"
 }
 
-# server_with_token NAME: a server on data dir $WORK/NAME with a user and a token;
-# sets ADDR, BASE, SERVER_PID and TOKEN.
+# server_with_token NAME [ARGS...]: a server (with ARGS) on data dir $WORK/NAME
+# with a user and a token; sets ADDR, BASE, SERVER_PID and TOKEN.
 server_with_token() {
-    start_server "$1" "$WORK/$1"
+    start_server "$1" "$WORK/$1" "${@:2}"
     create_user "$WORK/$1" bench
     TOKEN=$(mint_token "$BASE" bench "$PASSWORD" bench)
 }

@@ -83,7 +83,7 @@ pub enum Action {
 
 impl Action {
     /// The least role that may do it, and the scope that grants it besides `berth:*`.
-    fn needs(self) -> (Role, &'static str) {
+    pub fn needs(self) -> (Role, &'static str) {
         match self {
             Action::ReadOwnTokens => (Role::Viewer, "tokens:read"),
             Action::WriteOwnTokens => (Role::Viewer, "tokens:write"),

@@ -282,6 +282,18 @@ pub struct ServerArgs {
         default_value = relay::tcp::DEFAULT_RANGE
     )]
     pub tcp_ports: relay::tcp::PortRange,
+    #[command(flatten)]
+    pub limits: relay::quota::Limits,
+    /// Days the history of a closed tunnel (its row and inspector records) is
+    /// kept; 0 keeps it for ever
+    #[arg(
+        long,
+        env = "BERTH_HISTORY_DAYS",
+        value_name = "N",
+        default_value_t = server::DEFAULT_HISTORY_DAYS,
+        value_parser = clap::value_parser!(u32).range(0..=36_500)
+    )]
+    pub history_days: u32,
 }
 
 #[derive(Subcommand)]
@@ -526,6 +538,18 @@ pub enum CrewsCommand {
     #[command(after_help = "Examples:
   berth crews set-redaction home strict")]
     SetRedaction { crew: String, tier: String },
+    /// Set one of the crew's limits on live tunnels, at most the server's (owner)
+    #[command(after_help = "Examples:
+  berth crews set-limit home max_tunnels_per_user 3
+  berth crews set-limit home max_tcp_ports 0
+  berth crews set-limit home max_tunnels server")]
+    SetLimit {
+        crew: String,
+        /// max_tunnels_per_user, max_tunnels, max_tcp_ports_per_user or max_tcp_ports
+        setting: String,
+        /// A whole number, or `server` to follow the server's limit again
+        value: String,
+    },
 }
 
 fn main() -> ExitCode {

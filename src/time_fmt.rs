@@ -27,6 +27,11 @@ pub fn days_from_now(days: u32) -> String {
     format(OffsetDateTime::now_utc() + Duration::days(days.into()))
 }
 
+/// The time `days` ago.
+pub fn days_ago(days: u32) -> String {
+    format(OffsetDateTime::now_utc() - Duration::days(days.into()))
+}
+
 /// Whether an RFC 3339 time lies in the past (unparseable counts as past).
 pub fn is_past(text: &str) -> bool {
     parse(text).is_none_or(|at| at <= OffsetDateTime::now_utc())

@@ -423,21 +423,59 @@ fn smuggling_and_oversized_heads_never_reach_the_tunnel() {
 }
 
 #[test]
-fn a_local_service_that_is_down_gets_a_502_naming_it() {
+fn a_local_service_that_is_down_gets_a_502_that_names_nothing_inside() {
     let (server, token) = setup();
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let share = Share::start(&server, port, &token, Some("down"));
-    let out = Command::new("curl")
-        .args(["-s", "-i", "-H", "Host: down.localhost"])
-        .arg(url(&server, "/x"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
-    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    let port_text = port.to_string();
+    let args = [
+        port_text.as_str(),
+        "--host",
+        "127.0.0.1",
+        "--subdomain",
+        "down",
+    ];
+    let mut share = Share::spawn(&server.url, &token, &args, Stdio::piped());
+    let stderr = BufReader::new(share.child.stderr.take().unwrap());
+    let (tx, errors) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let secrets = [port_text.as_str(), "127.0.0.1", "os error", "refused"];
+    let fetch = |accept: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-i", "-H", "Host: down.localhost", "-H", accept])
+            .arg(url(&server, "/x"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A browser gets a page; a script asking for JSON gets the API's shape.
+    let html = fetch("Accept: text/html,application/xhtml+xml,*/*;q=0.8");
+    assert!(html.starts_with("HTTP/1.1 502"), "{html}");
+    assert!(html.contains("Content-Type: text/html"), "{html}");
+    assert!(html.contains("did not answer"), "{html}");
+    let json = fetch("Accept: application/json");
+    assert!(json.starts_with("HTTP/1.1 502"), "{json}");
+    assert!(json.contains("Content-Type: application/json"), "{json}");
+    let body: serde_json::Value =
+        serde_json::from_str(json.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "bad_gateway", "{json}");
+    for text in [&html, &json] {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+    }
     assert!(share.next_line().starts_with("GET /x 502 "));
+    // The detail goes to the one running share.
+    let told = errors.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        told.contains(&format!("http://127.0.0.1:{port}")) && told.contains("refused"),
+        "{told}"
+    );
 }
 
 #[test]

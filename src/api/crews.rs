@@ -4,18 +4,40 @@ use serde_json::{json, Value};
 
 use super::{json_reply, no_content, user_json, ApiError, ApiState, Call, Reply};
 use crate::auth::{allows, Action, Principal};
-use crate::store::{Crew, Member, Membership, Redaction, Role, StoreError};
+use crate::relay::quota::Limits;
+use crate::store::{Crew, Limit, Member, Membership, Redaction, Role, StoreError};
 
 /// Most audit events one call returns.
 const MAX_AUDIT: i64 = 1000;
 
+/// The crew object: its own limit settings are null where the server's hold.
 pub fn crew_json(crew: &Crew) -> Value {
-    json!({
+    let mut out = json!({
         "id": crew.id,
         "name": crew.name,
         "default_redaction": crew.default_redaction.as_str(),
         "created_at": crew.created_at,
-    })
+    });
+    for limit in Limit::ALL {
+        out[limit.setting()] = json!(crew.limits.get(limit));
+    }
+    out
+}
+
+/// The crew object with `limits`: what holds for it, its own or the server's.
+fn crew_with_limits(state: &ApiState, crew: &Crew) -> Value {
+    let mut out = crew_json(crew);
+    let limits: serde_json::Map<String, Value> = Limit::ALL
+        .iter()
+        .map(|l| {
+            (
+                l.setting().to_string(),
+                json!(state.relay.limits.in_crew(crew, *l).0),
+            )
+        })
+        .collect();
+    out["limits"] = Value::Object(limits);
+    out
 }
 
 fn member_json(member: &Member) -> Value {
@@ -32,7 +54,7 @@ pub fn list(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
     let crews: Vec<Value> = memberships
         .iter()
         .map(|m| {
-            let mut crew = crew_json(&m.crew);
+            let mut crew = crew_with_limits(state, &m.crew);
             crew["role"] = json!(m.role.as_str());
             crew
         })
@@ -81,31 +103,85 @@ fn in_crew(
     Ok(ctx)
 }
 
+/// `PATCH /api/v1/crews/{id}`: the default redaction tier and the crew's
+/// own limits on live tunnels (each at most the server's; null: the server's).
 pub fn update(state: &ApiState, call: &Call, id: i64) -> Result<Reply, ApiError> {
-    call.only_fields(&["default_redaction"])?;
+    let mut known = vec!["default_redaction"];
+    known.extend(Limit::ALL.map(Limit::setting));
+    call.only_fields(&known)?;
     let who = call.principal(state, false)?;
-    let tier = call.required_str("default_redaction")?;
-    let tier = match Redaction::parse(tier) {
-        Some(Redaction::Inherit) | None => {
-            return Err(ApiError::BadRequest(format!(
-                "Field `default_redaction`: `{tier}` is not a crew tier; use standard or strict."
-            )))
-        }
-        Some(tier) => tier,
-    };
+    let tier = call
+        .str_field("default_redaction")?
+        .map(parse_tier)
+        .transpose()?;
+    let limits = limit_changes(call, &state.relay.limits)?;
+    if tier.is_none() && limits.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "Send at least one of {}.",
+            known.join(", ")
+        )));
+    }
     let ctx = in_crew(state, call, &who, id, Action::CrewSettings)?;
-    let crew = state
-        .store
-        .crews()
-        .set_default_redaction(ctx.crew.id, tier)?;
-    state.audit(
-        call,
-        Some(&who),
-        Some(crew.id),
-        "crew.update",
-        format!("default_redaction={}", tier.as_str()),
-    );
-    Ok(json_reply(200, &crew_json(&crew)))
+    let mut crew = ctx.crew;
+    if let Some(tier) = tier {
+        crew = state.store.crews().set_default_redaction(crew.id, tier)?;
+        state.audit(
+            call,
+            Some(&who),
+            Some(crew.id),
+            "crew.update",
+            format!("default_redaction={}", tier.as_str()),
+        );
+    }
+    if !limits.is_empty() {
+        crew = state.store.crews().set_limits(crew.id, &limits)?;
+        let detail: Vec<String> = limits
+            .iter()
+            .map(|(limit, value)| match value {
+                Some(n) => format!("{}={n}", limit.setting()),
+                None => format!("{}=server", limit.setting()),
+            })
+            .collect();
+        state.audit(
+            call,
+            Some(&who),
+            Some(crew.id),
+            "crew.update",
+            detail.join(" "),
+        );
+    }
+    Ok(json_reply(200, &crew_with_limits(state, &crew)))
+}
+
+fn parse_tier(tier: &str) -> Result<Redaction, ApiError> {
+    match Redaction::parse(tier) {
+        Some(Redaction::Inherit) | None => Err(ApiError::BadRequest(format!(
+            "Field `default_redaction`: `{tier}` is not a crew tier; use standard or strict."
+        ))),
+        Some(tier) => Ok(tier),
+    }
+}
+
+/// The limit fields of a crew update: a whole number up to the server's, or
+/// null to follow the server's again.
+fn limit_changes(call: &Call, server: &Limits) -> Result<Vec<(Limit, Option<u32>)>, ApiError> {
+    let mut changes = Vec::new();
+    for limit in Limit::ALL {
+        let name = limit.setting();
+        if !call.has_field(name) {
+            continue;
+        }
+        let most = server.get(limit);
+        let value = call.int_field(name, 0, i64::from(most)).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "Field `{name}` must be a whole number from 0 to {most} (the server's {}), or null for the server's; ask the server's operator for a higher {}.",
+                Limits::flag(limit),
+                Limits::flag(limit)
+            ))
+        })?;
+        changes.push((limit, value.map(|n| n as u32)));
+    }
+    Ok(changes)
 }
 
 pub fn members(state: &ApiState, call: &Call, id: i64) -> Result<Reply, ApiError> {
@@ -232,6 +308,12 @@ pub fn set_role(state: &ApiState, call: &Call, id: i64, user_id: i64) -> Result<
             role.as_str()
         ),
     );
+    // A viewer may not share: the tunnels they opened close with the right.
+    if role < Action::ShareTunnels.needs().0 {
+        let why = format!("made {}", role.as_str());
+        let member = (user_id, target.username.as_str());
+        super::tunnels::close_for_member(state, call, &who, ctx.crew.id, member, &why);
+    }
     Ok(json_reply(200, &member_json(&member)))
 }
 
@@ -253,8 +335,11 @@ pub fn remove_member(
         Some(&who),
         Some(ctx.crew.id),
         "member.remove",
-        target.username,
+        target.username.clone(),
     );
+    let member = (user_id, target.username.as_str());
+    let why = "removed from the crew";
+    super::tunnels::close_for_member(state, call, &who, ctx.crew.id, member, why);
     Ok(no_content())
 }
 

@@ -18,6 +18,8 @@ pub enum ApiError {
     BadRequest(String),
     /// The tunnel's region is not the one this server serves; the message names it.
     RegionNotServed(String),
+    /// A limit on live tunnels is reached; the message names it and what to do.
+    QuotaExceeded(String),
     RateLimited(Duration),
     MethodNotAllowed,
     PayloadTooLarge,
@@ -50,6 +52,7 @@ impl ApiError {
             ApiError::Conflict(why) => (409, "conflict", why.clone()),
             ApiError::BadRequest(why) => (400, "bad_request", why.clone()),
             ApiError::RegionNotServed(why) => (400, "region_not_served", why.clone()),
+            ApiError::QuotaExceeded(why) => (403, "quota_exceeded", why.clone()),
             ApiError::RateLimited(wait) => (
                 429,
                 "rate_limited",

@@ -325,6 +325,11 @@ impl Call {
         }
     }
 
+    /// Whether the body names the field, even as null (null clears a setting).
+    pub fn has_field(&self, name: &str) -> bool {
+        self.body.contains_key(name)
+    }
+
     pub fn field(&self, name: &str) -> Option<&Value> {
         self.body.get(name).filter(|v| !v.is_null())
     }

@@ -154,9 +154,60 @@ pub fn close(state: &ApiState, call: &Call, id: &str) -> Result<Reply, ApiError>
 pub fn close_for_token(state: &ApiState, call: &Call, who: &Principal, token_id: i64) -> usize {
     let reason = format!("its token was revoked by {}", who.user.username);
     let live = state.relay.ids_of_token(token_id);
-    for id in &live {
+    close_live(
+        state,
+        call,
+        who,
+        &live,
+        &reason,
+        &format!("token {token_id} revoked"),
+    );
+    live.len()
+}
+
+/// Close a member's live tunnels in a crew after they lost the right to share
+/// there (`why`: "removed from the crew", "made viewer"); how many.
+pub fn close_for_member(
+    state: &ApiState,
+    call: &Call,
+    who: &Principal,
+    crew_id: i64,
+    member: (i64, &str),
+    why: &str,
+) -> usize {
+    let (user_id, username) = member;
+    let live = match state.store.tunnels().live_ids_of_member(crew_id, user_id) {
+        Ok(live) => live,
+        Err(err) => {
+            eprintln!("berth: could not find the live tunnels of {username}: {err}");
+            return 0;
+        }
+    };
+    let reason = format!("{username} was {why} by {}", who.user.username);
+    close_live(
+        state,
+        call,
+        who,
+        &live,
+        &reason,
+        &format!("{username} {why}"),
+    );
+    live.len()
+}
+
+/// Close live tunnels, telling each client `reason`; a `tunnel.close` audit
+/// event per tunnel whose close this recorded, with `cause` in its detail.
+fn close_live(
+    state: &ApiState,
+    call: &Call,
+    who: &Principal,
+    ids: &[String],
+    reason: &str,
+    cause: &str,
+) {
+    for id in ids {
         let recorded = state.store.tunnels().close(id);
-        state.relay.close_by_id(id, &reason);
+        state.relay.close_by_id(id, reason);
         match recorded {
             Ok(true) => {
                 let crew_id = state
@@ -171,14 +222,13 @@ pub fn close_for_token(state: &ApiState, call: &Call, who: &Principal, token_id:
                     Some(who),
                     crew_id,
                     "tunnel.close",
-                    format!("tunnel {id} (token {token_id} revoked)"),
+                    format!("tunnel {id} ({cause})"),
                 );
             }
             Ok(false) => {}
             Err(err) => eprintln!("berth: could not record tunnel {id} closed: {err}"),
         }
     }
-    live.len()
 }
 
 /// The caller's role in a crew: a token speaks only for its own crew.

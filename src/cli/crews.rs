@@ -1,4 +1,4 @@
-//! `berth crews list|members|add-member|set-role|remove-member|set-redaction`.
+//! `berth crews list|members|add-member|set-role|remove-member|set-redaction|set-limit`.
 
 use serde_json::{json, Value};
 
@@ -7,6 +7,7 @@ use crate::cli::tokens::{table, when};
 use crate::cli::{out, outln, CliResult};
 use crate::client::{CliError, Client};
 use crate::config::Session;
+use crate::store::Limit;
 use crate::{CrewsCommand, GlobalArgs};
 
 /// Roles a member can have.
@@ -76,6 +77,25 @@ pub fn run(global: &GlobalArgs, command: CrewsCommand) -> CliResult {
                     crew.name
                 ),
             );
+        }
+        CrewsCommand::SetLimit {
+            crew,
+            setting,
+            value,
+        } => {
+            let (limit, value) = checked_limit(&setting, &value)?;
+            let crew = find_crew(&client, &crew)?;
+            let body = json!({ limit.setting(): value });
+            let updated = client.patch(&format!("/api/v1/crews/{}", crew.id), &body)?;
+            let holds = text(&updated["limits"][limit.setting()]);
+            let done = match value {
+                Some(_) => format!("Crew {} now has {setting} {holds}", crew.name),
+                None => format!(
+                    "Crew {} now follows the server's {setting} ({holds})",
+                    crew.name
+                ),
+            };
+            print_member(global, &updated, &done);
         }
     }
     Ok(())
@@ -173,6 +193,32 @@ fn checked_tier(tier: &str) -> Result<&str, CliError> {
         })
 }
 
+/// A limit setting and its value (`server`: none of the crew's own).
+fn checked_limit(setting: &str, value: &str) -> Result<(Limit, Option<u32>), CliError> {
+    let names = Limit::ALL.map(Limit::setting).join(", ");
+    let limit = Limit::parse(setting)
+        .ok_or_else(|| CliError::usage(format!("Unknown limit `{setting}`; use one of {names}")))?;
+    if value == "server" {
+        return Ok((limit, None));
+    }
+    let n = value.parse::<u32>().map_err(|_| {
+        CliError::usage(format!(
+            "The value of {setting} must be a whole number or `server`, not `{value}`"
+        ))
+    })?;
+    Ok((limit, Some(n)))
+}
+
+/// Two limits that hold for a crew as `PER USER/PER CREW`.
+fn limit_pair(crew: &Value, per_user: Limit, per_crew: Limit) -> String {
+    let limits = &crew["limits"];
+    format!(
+        "{}/{}",
+        text(&limits[per_user.setting()]),
+        text(&limits[per_crew.setting()])
+    )
+}
+
 fn crews_table(crews: &[Value]) -> String {
     let rows = crews
         .iter()
@@ -182,10 +228,20 @@ fn crews_table(crews: &[Value]) -> String {
                 text(&c["name"]),
                 text(&c["role"]),
                 text(&c["default_redaction"]),
+                limit_pair(c, Limit::TunnelsPerUser, Limit::Tunnels),
+                limit_pair(c, Limit::TcpPortsPerUser, Limit::TcpPorts),
             ]
         })
         .collect();
-    table(&["ID", "NAME", "ROLE", "DEFAULT REDACTION"], rows)
+    let head = [
+        "ID",
+        "NAME",
+        "ROLE",
+        "DEFAULT REDACTION",
+        "TUNNELS (USER/CREW)",
+        "TCP PORTS (USER/CREW)",
+    ];
+    table(&head, rows)
 }
 
 fn members_table(members: &[Value]) -> String {
@@ -210,8 +266,10 @@ mod tests {
 
     #[test]
     fn crews_resolve_by_name_then_id() {
+        let limits = json!({"max_tunnels_per_user": 10, "max_tunnels": 50,
+            "max_tcp_ports_per_user": 0, "max_tcp_ports": 20});
         let crews = [
-            json!({"id": 1, "name": "home", "role": "owner", "default_redaction": "standard"}),
+            json!({"id": 1, "name": "home", "role": "owner", "default_redaction": "standard", "limits": limits}),
             json!({"id": 2, "name": "1", "role": "member", "default_redaction": "strict"}),
         ];
         assert_eq!(pick_crew(&crews, "home").unwrap().id, 1);
@@ -220,7 +278,7 @@ mod tests {
         assert_eq!(pick_crew(&crews, "work").unwrap_err().code, exit::NOT_FOUND);
         assert_eq!(
             crews_table(&crews[..1]),
-            "ID  NAME  ROLE   DEFAULT REDACTION\n1   home  owner  standard\n"
+            "ID  NAME  ROLE   DEFAULT REDACTION  TUNNELS (USER/CREW)  TCP PORTS (USER/CREW)\n1   home  owner  standard           10/50                0/20\n"
         );
     }
 
@@ -240,5 +298,21 @@ mod tests {
         assert_eq!(checked_role("root").unwrap_err().code, exit::USAGE);
         assert_eq!(checked_tier("strict").unwrap(), "strict");
         assert_eq!(checked_tier("inherit").unwrap_err().code, exit::USAGE);
+        assert_eq!(
+            checked_limit("max_tunnels", "3").unwrap(),
+            (Limit::Tunnels, Some(3))
+        );
+        assert_eq!(
+            checked_limit("max_tcp_ports", "server").unwrap(),
+            (Limit::TcpPorts, None)
+        );
+        assert_eq!(
+            checked_limit("max_ports", "3").unwrap_err().code,
+            exit::USAGE
+        );
+        assert_eq!(
+            checked_limit("max_tunnels", "-1").unwrap_err().code,
+            exit::USAGE
+        );
     }
 }

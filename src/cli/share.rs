@@ -565,7 +565,7 @@ fn describe(e: &io::Error) -> String {
 /// tunnel soon holds none and dials nothing, and used only while the service
 /// has said nothing on it: otherwise the request dials anew.
 fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
-    let Ok((mut data, mut public)) = server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
+    let Ok((data, mut public)) = server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
     else {
         return;
     };
@@ -603,14 +603,13 @@ fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
     let dialled = legs.take_ahead().filter(crate::relay::silent_and_open);
     let mut service = match dialled.map_or_else(|| connect_local(local), Ok) {
         Ok(service) => service,
-        Err(e) => {
-            let why = format!("berth share could not reach http://{local}: {e}");
-            return bad_gateway(&mut data, &why);
-        }
+        Err(e) => return local_unreachable(&data, &format!("could not reach http://{local}: {e}")),
     };
-    if service.write_all(&first[..n]).is_err() {
-        let why = format!("The service at http://{local} did not answer.");
-        return bad_gateway(&mut data, &why);
+    if let Err(e) = service.write_all(&first[..n]) {
+        return local_unreachable(
+            &data,
+            &format!("http://{local} did not take the request: {e}"),
+        );
     }
     drop(first);
     let Ok(from_local) = service.try_clone() else {
@@ -759,9 +758,12 @@ fn serve_tcp_connection(server: &Server, id: &str, local: &str) {
     outln!("tcp {short} opened {opened}: {bytes_in} bytes in, {bytes_out} bytes out, {ms}ms");
 }
 
-/// Answer the public side with a 502 saying why, closing the connection.
-fn bad_gateway(data: &mut Stream, why: &str) {
-    let _ = data.write_all(&proxy::error_response(502, "bad_gateway", why));
+/// The local service cannot be had: say why here, and close the data
+/// connection unanswered. The server then answers the visitor with its own
+/// 502 page, which never shows the local address or the OS error.
+fn local_unreachable(data: &Stream, why: &str) {
+    write_stderr(&format!("The visitor got 502: {why}\n"));
+    let _ = data.shutdown(Shutdown::Both);
 }
 
 fn connect_local(local: &str) -> io::Result<TcpStream> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
-use super::{ClaimError, Relay, Tunnel, SWITCHING};
+use super::{quota, ClaimError, Relay, Tunnel, SWITCHING};
 use crate::api::ApiError;
 use crate::auth::{self, Action, Auth};
 use crate::inspect::{self, Counter, Record};
@@ -166,6 +166,21 @@ pub fn serve_control(
         Ok(wanted) => wanted,
         Err(err) => return refused(err),
     };
+    // A reconnecting share asks for the name or port it had: while its old
+    // tunnel still holds them (the server has not seen it go), it gets 409
+    // and retries, rather than a quota its old tunnel fills and an exit.
+    if let Some(why) = held(relay, wanted) {
+        return refused(ApiError::Conflict(why));
+    }
+    let owner = quota::Owner {
+        user_id: principal.user.id,
+        crew: &membership.crew,
+    };
+    let tcp = matches!(wanted, Wanted::Tcp(_));
+    let slot = match relay.quotas.take(&owner, tcp, &relay.limits) {
+        Ok(slot) => slot,
+        Err(why) => return refused(ApiError::QuotaExceeded(why)),
+    };
     let token_id = principal.token().map_or(0, |t| t.id);
     let record = History {
         store: auth.store().clone(),
@@ -184,6 +199,7 @@ pub fn serve_control(
         };
         record.opened(tunnel, wanted.kind(), &url);
         opened = Some(tunnel.id.clone());
+        slot.keep(tunnel);
     };
     let claimed = match wanted {
         Wanted::Http(name) => relay.claim(name, control, token_id, on_claim),
@@ -195,11 +211,22 @@ pub fn serve_control(
         Err(ClaimError::Taken(why)) => return refused(ApiError::Conflict(why)),
         Err(ClaimError::Gone) => {
             if let Some(id) = opened {
+                // A TCP claim undoes itself in its ports only.
+                relay.quotas.release(&id);
                 record.closed(&id);
             }
             return Ok(false);
         }
     };
+    // A member removed or made viewer while this claim ran: the removal may
+    // have looked for their live tunnels before this one's row was written.
+    // Looking again after writing it, one of the two always sees the other.
+    if !record.may_still_share() {
+        relay.release(&tunnel);
+        tunnel.close_for("your role in the crew no longer allows sharing");
+        record.closed(&tunnel.id);
+        return Ok(false);
+    }
     relay.refill(&tunnel);
     let close = {
         let (relay, tunnel, record) = (relay.clone(), tunnel.clone(), record.clone());
@@ -233,6 +260,19 @@ pub fn serve_control(
     handed.map(|_| true)
 }
 
+/// Why the name or port asked for is held by a live tunnel, if it is.
+fn held(relay: &Relay, wanted: Wanted) -> Option<String> {
+    match wanted {
+        Wanted::Http(Some(name)) if relay.find(name).is_some() => Some(format!(
+            "The subdomain {name} is held by a live tunnel; choose another with --subdomain."
+        )),
+        Wanted::Tcp(Some(port)) if relay.tcp.holds(port) => Some(format!(
+            "Port {port} is held by a live tunnel; choose another with --remote-port, or leave it out for a free one."
+        )),
+        _ => None,
+    }
+}
+
 /// Writes a tunnel's history row and its `tunnel.open` / `tunnel.close` audit events.
 #[derive(Clone)]
 struct History {
@@ -260,6 +300,16 @@ impl History {
             eprintln!("berth: could not record tunnel {}: {err}", tunnel.id);
         }
         self.audit("tunnel.open", format!("tunnel {} {url}", tunnel.id));
+    }
+
+    /// Whether the user is still a member of the crew who may share (a
+    /// store that cannot answer is not taken for a removal).
+    fn may_still_share(&self) -> bool {
+        match self.store.crews().membership(self.crew_id, self.user_id) {
+            Ok(Some(membership)) => membership.role >= Action::ShareTunnels.needs().0,
+            Ok(None) => false,
+            Err(_) => true,
+        }
     }
 
     /// Record the close, unless someone (an admin, a revocation) already did.
@@ -365,7 +415,7 @@ pub fn forward(
 ) -> io::Result<Forwarded> {
     let subdomain = relay.subdomain_of(host).unwrap_or_default();
     let Some(tunnel) = relay.find(subdomain) else {
-        out.write_all(&page(404, &format!("No tunnel is open at {host}.")))?;
+        out.write_all(&page(head, 404, &format!("No tunnel is open at {host}.")))?;
         return Ok(Forwarded::Refused);
     };
     let mut seen = Observed::start(head, client_ip, scheme(client_stream));
@@ -380,7 +430,7 @@ pub fn forward(
         } else {
             format!("The tunnel at {host} did not answer in time; try again.")
         };
-        seen.answer(out, &page(502, &why))?;
+        seen.answer(out, &page(head, 502, &why))?;
         let _ = out.flush();
         note(relay, &tunnel, head, seen);
         return Ok(Forwarded::Refused);
@@ -412,7 +462,7 @@ pub fn forward(
             } else {
                 Forwarded::Refused
             };
-            seen.answer(out, &page(status, &why)).map(|()| then)
+            seen.answer(out, &page(head, status, &why)).map(|()| then)
         }
         Err(err) => {
             *leg = None;
@@ -804,8 +854,20 @@ fn splice(
     Ok(Forwarded::Close)
 }
 
-/// A small HTML page for the public side, closing the connection.
-fn page(status: u16, message: &str) -> Vec<u8> {
+/// berth's own answer to a public visitor, closing the connection: a small
+/// HTML page, or the API's JSON error shape when the request asks for JSON.
+/// `message` is for strangers: it never names the local service's address or
+/// an OS error (those go to `share`'s output).
+fn page(head: &RequestHead, status: u16, message: &str) -> Vec<u8> {
+    if wants_json(head) {
+        let code = match status {
+            404 => "not_found",
+            502 => "bad_gateway",
+            504 => "gateway_timeout",
+            _ => "error",
+        };
+        return proxy::error_response(status, code, message);
+    }
     let reason = proxy::reason(status);
     let text = message
         .replace('&', "&amp;")
@@ -819,6 +881,27 @@ fn page(status: u16, message: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// Whether the visitor's `Accept` names JSON before (or without) HTML: a
+/// script or a single-page app, rather than a browser opening the page.
+fn wants_json(head: &RequestHead) -> bool {
+    let Some(accept) = head.header("accept") else {
+        return false;
+    };
+    accept
+        .split(',')
+        .map(|range| range.split(';').next().unwrap_or("").trim())
+        .find_map(|media| {
+            if media.eq_ignore_ascii_case("application/json") {
+                Some(true)
+            } else if media.eq_ignore_ascii_case("text/html") {
+                Some(false)
+            } else {
+                None
+            }
+        })
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -838,6 +921,37 @@ mod tests {
             .claim(Some("quiet"), server.try_clone().unwrap(), 1, |_| {})
             .unwrap();
         (tunnel, server, client)
+    }
+
+    fn head_accepting(accept: Option<&str>) -> RequestHead {
+        let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+        let raw = format!("GET / HTTP/1.1\r\nHost: a.localhost\r\n{accept}\r\n");
+        proxy::parse_request(raw.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn pages_are_json_only_for_those_who_ask_for_json_first() {
+        for (accept, json) in [
+            (None, false),
+            (Some("*/*"), false),
+            (Some("text/html,application/xhtml+xml,*/*;q=0.8"), false),
+            (Some("application/json"), true),
+            (Some("Application/JSON; charset=utf-8"), true),
+            (Some("application/json, text/html;q=0.5"), true),
+            (Some("text/html, application/json"), false),
+        ] {
+            let head = head_accepting(accept);
+            assert_eq!(wants_json(&head), json, "{accept:?}");
+            let page =
+                String::from_utf8(page(&head, 502, "The service <x> did not answer.")).unwrap();
+            let kind = if json {
+                "application/json"
+            } else {
+                "text/html"
+            };
+            assert!(page.contains(&format!("Content-Type: {kind}")), "{page}");
+            assert!(page.starts_with("HTTP/1.1 502 "), "{page}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod copy;
 pub mod ingress;
 mod lines;
 pub mod protocol;
+pub mod quota;
 pub mod tcp;
 
 pub use copy::{pipe, splice};
@@ -206,6 +207,9 @@ pub struct Relay {
     inspector: Option<Arc<Inspector>>,
     /// TCP tunnels, by public port.
     pub tcp: tcp::Ports,
+    /// The server's limits on live tunnels, and the slots they hold.
+    pub limits: quota::Limits,
+    pub quotas: quota::Quotas,
     /// `request` frames gathered for each tunnel's client.
     lines: Arc<lines::Lines>,
 }
@@ -226,6 +230,8 @@ impl Relay {
                     .expect("the default range parses"),
                 std::net::Ipv4Addr::UNSPECIFIED.into(),
             ),
+            limits: quota::Limits::default(),
+            quotas: quota::Quotas::default(),
             lines: Arc::default(),
         }
     }
@@ -315,6 +321,8 @@ impl Relay {
     pub fn release(&self, tunnel: &Arc<Tunnel>) {
         // Set before the waiters go: `open_data` registers and then looks.
         tunnel.closed.store(true, Ordering::SeqCst);
+        // After `closed`: see `quota::Slot::keep`.
+        self.quotas.release(&tunnel.id);
         self.tcp.release(tunnel);
         {
             let mut tunnels = lock(&self.tunnels);
@@ -838,6 +846,47 @@ mod tests {
         assert!(none && waited < Duration::from_secs(2), "waited {waited:?}");
         // And a closed tunnel asks no client for anything.
         assert!(relay.open_data(&tunnel).is_none());
+    }
+
+    #[test]
+    fn a_tunnel_holds_its_quota_slot_until_released() {
+        let mut relay = Relay::new("localhost", "http://localhost:1");
+        relay.limits.tunnels_per_user = 1;
+        let crew = crate::store::Crew {
+            id: 1,
+            name: "home".into(),
+            default_redaction: crate::store::Redaction::Standard,
+            limits: crate::store::CrewLimits::default(),
+            created_at: String::new(),
+        };
+        let owner = quota::Owner {
+            user_id: 1,
+            crew: &crew,
+        };
+        let take = || relay.quotas.take(&owner, false, &relay.limits);
+        // A claim that fails gives its slot back.
+        let slot = take().unwrap();
+        assert!(relay
+            .claim(Some("www"), socket(), 1, |t| slot.keep(t))
+            .is_err());
+        let slot = take().unwrap();
+        let tunnel = relay
+            .claim(Some("q"), socket(), 1, |t| slot.keep(t))
+            .unwrap();
+        assert!(take().is_err());
+        relay.release(&tunnel);
+        drop(take().unwrap());
+        // Closed before the slot knew its tunnel: given back all the same.
+        let slot = take().unwrap();
+        let tunnel = relay
+            .claim(Some("r"), socket(), 1, |t| {
+                t.closed.store(true, Ordering::SeqCst);
+                relay.quotas.release(&t.id);
+                slot.keep(t)
+            })
+            .unwrap();
+        assert!(tunnel.is_closed());
+        assert!(take().is_ok());
     }
 
     #[test]

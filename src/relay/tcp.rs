@@ -230,6 +230,11 @@ impl Ports {
         }
     }
 
+    /// Whether a live tunnel holds `port`.
+    pub fn holds(&self, port: u16) -> bool {
+        lock(&self.live).contains_key(&port)
+    }
+
     /// The live TCP tunnel with this id.
     pub fn find_by_id(&self, id: &str) -> Option<Arc<Tunnel>> {
         lock(&self.live)

@@ -31,6 +31,10 @@ pub use frontdoor::FrontDoor;
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Days a closed tunnel's history is kept unless the server is told otherwise.
+pub const DEFAULT_HISTORY_DAYS: u32 = 30;
+/// How often closed tunnels past `--history-days` are forgotten (and once at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The data directory: the flag or `BERTH_DATA`, else `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.
 pub fn data_dir(flag: Option<PathBuf>) -> Result<PathBuf, CliError> {
@@ -112,6 +116,7 @@ pub fn run(args: ServerArgs) -> CliResult {
     relay.response_timeout = Duration::from_secs(args.response_timeout);
     // TCP tunnels listen where the front door does (loopback stays loopback).
     relay.tcp = Ports::new(args.tcp_ports, bound.ip());
+    relay.limits = args.limits;
     let relay = Arc::new(relay);
     let state = Arc::new(ApiState {
         store: store.clone(),
@@ -181,6 +186,9 @@ pub fn run(args: ServerArgs) -> CliResult {
             .map_err(|e| CliError::other(format!("could not start the flusher: {e}")))?
     };
     drop(flusher);
+    if args.history_days > 0 {
+        prune_history_hourly(store.clone(), args.history_days)?;
+    }
 
     wait_for_signal(tls.as_ref().map(|t| &*t.certs))?;
     say(format_args!("berth shutting down"));
@@ -206,6 +214,29 @@ pub fn run(args: ServerArgs) -> CliResult {
     }
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// Forget closed tunnels older than `days` (their records with them) now,
+/// then every `PRUNE_EVERY`, on a thread of its own.
+fn prune_history_hourly(store: Arc<Store>, days: u32) -> CliResult {
+    let prune = move || {
+        let cutoff = crate::time_fmt::days_ago(days);
+        match store.tunnels().prune_closed_before(&cutoff) {
+            Ok(0) => {}
+            Ok(n) => say(format_args!(
+                "berth: forgot {n} tunnels closed more than {days} days ago"
+            )),
+            Err(err) => eprintln!("berth: could not prune tunnel history: {err}"),
+        }
+    };
+    std::thread::Builder::new()
+        .name("history".into())
+        .spawn(move || loop {
+            prune();
+            std::thread::sleep(PRUNE_EVERY);
+        })
+        .map(drop)
+        .map_err(|e| CliError::other(format!("could not start the history pruner: {e}")))
 }
 
 /// A bound from an environment variable (`BERTH_MAX_CONNECTIONS`,

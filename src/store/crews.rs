@@ -66,11 +66,85 @@ impl Redaction {
     }
 }
 
+/// A limit on live tunnels; a crew may set its own, at most the server's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// Live tunnels of one member in the crew, TCP ones included.
+    TunnelsPerUser,
+    /// Live tunnels of the whole crew, TCP ones included.
+    Tunnels,
+    /// Live TCP tunnels (public ports) of one member in the crew.
+    TcpPortsPerUser,
+    /// Live TCP tunnels of the whole crew.
+    TcpPorts,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 4] = [
+        Limit::TunnelsPerUser,
+        Limit::Tunnels,
+        Limit::TcpPortsPerUser,
+        Limit::TcpPorts,
+    ];
+
+    /// The crew setting's name: its column, its API field and its CLI name.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Limit::TunnelsPerUser => "max_tunnels_per_user",
+            Limit::Tunnels => "max_tunnels",
+            Limit::TcpPortsPerUser => "max_tcp_ports_per_user",
+            Limit::TcpPorts => "max_tcp_ports",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Limit> {
+        Limit::ALL.into_iter().find(|l| l.setting() == text)
+    }
+
+    /// Whether it counts one member's tunnels (else the whole crew's).
+    pub fn per_user(self) -> bool {
+        matches!(self, Limit::TunnelsPerUser | Limit::TcpPortsPerUser)
+    }
+
+    /// Whether it counts TCP tunnels only.
+    pub fn tcp_only(self) -> bool {
+        matches!(self, Limit::TcpPortsPerUser | Limit::TcpPorts)
+    }
+
+    fn index(self) -> usize {
+        Limit::ALL.iter().position(|l| *l == self).unwrap_or(0)
+    }
+}
+
+/// A crew's own limits: none set means the server's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CrewLimits([Option<u32>; 4]);
+
+impl CrewLimits {
+    pub fn get(&self, limit: Limit) -> Option<u32> {
+        self.0[limit.index()]
+    }
+
+    pub fn set(&mut self, limit: Limit, value: Option<u32>) {
+        self.0[limit.index()] = value;
+    }
+
+    /// The limit columns of a row that selected them by their own names.
+    pub(super) fn from_row(row: &Row) -> rusqlite::Result<CrewLimits> {
+        let mut limits = CrewLimits::default();
+        for limit in Limit::ALL {
+            limits.set(limit, row.get(limit.setting())?);
+        }
+        Ok(limits)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Crew {
     pub id: i64,
     pub name: String,
     pub default_redaction: Redaction,
+    pub limits: CrewLimits,
     pub created_at: String,
 }
 
@@ -81,6 +155,7 @@ impl Crew {
             id: row.get("id")?,
             name: row.get("name")?,
             default_redaction: Redaction::parse(&tier).unwrap_or(Redaction::Standard),
+            limits: CrewLimits::from_row(row)?,
             created_at: row.get("created_at")?,
         })
     }
@@ -271,6 +346,23 @@ impl Crews<'_> {
     }
 }
 
+impl Crews<'_> {
+    /// Set (or with `None`, clear) some of a crew's own limits.
+    pub fn set_limits(&self, crew_id: i64, changes: &[(Limit, Option<u32>)]) -> Result<Crew> {
+        self.0.write(|tx| {
+            for (limit, value) in changes {
+                // The column name comes from `Limit`, never from the caller.
+                let sql = format!("UPDATE crews SET {} = ?2 WHERE id = ?1", limit.setting());
+                if tx.execute(&sql, params![crew_id, value])? == 0 {
+                    return Err(StoreError::NotFound);
+                }
+            }
+            Ok(())
+        })?;
+        self.find_by_id(crew_id)?.ok_or(StoreError::NotFound)
+    }
+}
+
 /// Conflict when `user_id` is the crew's only owner.
 fn guard_last_owner(tx: &Transaction, crew_id: i64, user_id: i64) -> Result<()> {
     let (is_owner, owners): (bool, i64) = tx.query_row(
@@ -358,5 +450,33 @@ mod tests {
             .set_default_redaction(crew.id, Redaction::Strict)
             .unwrap();
         assert_eq!(crew.default_redaction, Redaction::Strict);
+    }
+
+    #[test]
+    fn limits_are_set_cleared_and_read_back() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .users()
+            .create("alice", "h", Some(("home", Role::Owner)))
+            .unwrap();
+        let crew = store.crews().find_by_name("home").unwrap().unwrap();
+        assert_eq!(crew.limits, CrewLimits::default());
+        let changes = [(Limit::Tunnels, Some(3)), (Limit::TcpPortsPerUser, Some(0))];
+        let crew = store.crews().set_limits(crew.id, &changes).unwrap();
+        assert_eq!(crew.limits.get(Limit::Tunnels), Some(3));
+        assert_eq!(crew.limits.get(Limit::TcpPortsPerUser), Some(0));
+        assert_eq!(crew.limits.get(Limit::TunnelsPerUser), None);
+        let crew = store
+            .crews()
+            .set_limits(crew.id, &[(Limit::Tunnels, None)])
+            .unwrap();
+        assert_eq!(crew.limits.get(Limit::Tunnels), None);
+        assert!(matches!(
+            store.crews().set_limits(999, &changes),
+            Err(StoreError::NotFound)
+        ));
+        for limit in Limit::ALL {
+            assert_eq!(Limit::parse(limit.setting()), Some(limit));
+        }
     }
 }

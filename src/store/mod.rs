@@ -22,7 +22,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavio
 use crate::metrics::{self, StoreOp};
 
 pub use audit::{Audit, NewAuditEvent};
-pub use crews::{Crew, Crews, Member, Membership, Redaction, Role};
+pub use crews::{Crew, CrewLimits, Crews, Limit, Member, Membership, Redaction, Role};
 pub use requests::{RequestRow, Requests};
 pub use sessions::{Session, Sessions};
 pub use tokens::{NewToken, TokenRow, TokenUpdate, Tokens};

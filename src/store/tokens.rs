@@ -2,7 +2,7 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{Crew, Redaction, Result, Role, Store, StoreError, User};
+use super::{Crew, CrewLimits, Redaction, Result, Role, Store, StoreError, User};
 use crate::time_fmt;
 
 /// How many distinct client addresses a token remembers.
@@ -49,6 +49,7 @@ impl TokenRow {
                 id: row.get("crew_id")?,
                 name: row.get("crew_name")?,
                 default_redaction: Redaction::parse(&crew_tier).unwrap_or(Redaction::Standard),
+                limits: CrewLimits::from_row(row)?,
                 created_at: row.get("crew_created_at")?,
             },
             name: row.get("name")?,
@@ -109,11 +110,13 @@ pub struct TokenUpdate {
 }
 
 const SELECT: &str = "SELECT t.*, u.username, c.name AS crew_name,
-    c.default_redaction AS crew_redaction, c.created_at AS crew_created_at
+    c.default_redaction AS crew_redaction, c.created_at AS crew_created_at,
+    c.max_tunnels_per_user, c.max_tunnels, c.max_tcp_ports_per_user, c.max_tcp_ports
     FROM tokens t JOIN users u ON u.id = t.user_id JOIN crews c ON c.id = t.crew_id";
 
 const SELECT_FOR_AUTH: &str = "SELECT t.*, u.username, c.name AS crew_name,
     c.default_redaction AS crew_redaction, c.created_at AS crew_created_at,
+    c.max_tunnels_per_user, c.max_tunnels, c.max_tcp_ports_per_user, c.max_tcp_ports,
     u.password_hash, u.created_at AS user_created_at, m.role AS member_role
     FROM tokens t JOIN users u ON u.id = t.user_id JOIN crews c ON c.id = t.crew_id";
 

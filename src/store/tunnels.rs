@@ -113,6 +113,33 @@ impl Tunnels<'_> {
         })
     }
 
+    /// Forget tunnels that closed before `cutoff` (an RFC 3339 time), their
+    /// inspector records with them; how many tunnels went.
+    pub fn prune_closed_before(&self, cutoff: &str) -> Result<usize> {
+        self.0.write(|tx| {
+            tx.execute(
+                "DELETE FROM requests WHERE tunnel_id IN
+                   (SELECT id FROM tunnels WHERE closed_at IS NOT NULL AND closed_at < ?1)",
+                params![cutoff],
+            )?;
+            Ok(tx.execute(
+                "DELETE FROM tunnels WHERE closed_at IS NOT NULL AND closed_at < ?1",
+                params![cutoff],
+            )?)
+        })
+    }
+
+    /// The ids of a member's live tunnels in a crew.
+    pub fn live_ids_of_member(&self, crew_id: i64, user_id: i64) -> Result<Vec<String>> {
+        self.0.read(|c| {
+            c.prepare_cached(
+                "SELECT id FROM tunnels WHERE crew_id = ?1 AND user_id = ?2 AND closed_at IS NULL",
+            )?
+            .query_map(params![crew_id, user_id], |r| r.get(0))?
+            .collect()
+        })
+    }
+
     pub fn find_by_id(&self, id: &str) -> Result<Option<TunnelRow>> {
         self.0.read(|c| {
             c.prepare_cached(&format!("{SELECT} WHERE t.id = ?1"))?
@@ -158,5 +185,34 @@ mod tests {
             .list_for_crew(crew_id, true)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn pruning_forgets_only_tunnels_closed_before_the_cutoff() {
+        let Fixture { store, crew_id, .. } = store_with_tunnels(&["old", "new", "live"]);
+        store.tunnels().close("old").unwrap();
+        store.tunnels().close("new").unwrap();
+        let conn = store.conn();
+        conn.execute(
+            "UPDATE tunnels SET closed_at = '2020-01-01T00:00:00Z' WHERE id = 'old'",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        assert_eq!(
+            store
+                .tunnels()
+                .prune_closed_before("2021-01-01T00:00:00Z")
+                .unwrap(),
+            1
+        );
+        let left: Vec<String> = store
+            .tunnels()
+            .list_for_crew(crew_id, false)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(left, ["live", "new"]);
     }
 }
