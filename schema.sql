@@ -104,3 +104,17 @@ CREATE TABLE requests (
 CREATE INDEX requests_by_tunnel ON requests(tunnel_id, id);
 -- Requests recorded through a tunnel since it opened (retention keeps fewer rows).
 ALTER TABLE tunnels ADD COLUMN request_count INTEGER NOT NULL DEFAULT 0;
+
+-- migration: 4
+-- Subdomains a crew holds: the ones it reserved, and the ones it used, kept
+-- for --subdomain-hold after its last tunnel on them closed, so no other crew
+-- takes a name during a reconnect or after a restart and gets its visitors.
+CREATE TABLE subdomains (
+    name       TEXT PRIMARY KEY,
+    crew_id    INTEGER NOT NULL REFERENCES crews(id) ON DELETE CASCADE,
+    reserved   INTEGER NOT NULL DEFAULT 0 CHECK (reserved IN (0, 1)),
+    live       INTEGER NOT NULL DEFAULT 0 CHECK (live IN (0, 1)),  -- a tunnel of the crew is on it
+    held_until TEXT,                           -- set when its last tunnel closed
+    created_at TEXT NOT NULL
+);
+CREATE INDEX subdomains_by_crew ON subdomains(crew_id);

@@ -73,6 +73,8 @@ pub enum Action {
     CloseCrewTunnels,
     /// Read the crew's recorded traffic (the inspector).
     ReadTraffic,
+    /// Reserve and release the crew's subdomains.
+    ReserveNames,
 }
 
 impl Action {
@@ -94,6 +96,7 @@ impl Action {
             Action::CloseOwnTunnels => (Role::Member, "tunnels:share"),
             Action::CloseCrewTunnels => (Role::Admin, "crew:admin"),
             Action::ReadTraffic => (Role::Viewer, "traffic:read"),
+            Action::ReserveNames => (Role::Admin, "crew:admin"),
         }
     }
 }

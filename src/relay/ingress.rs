@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
-use super::{ClaimError, Relay, Tunnel, SWITCHING};
+use super::{Carrying, ClaimError, Owner, Relay, Tunnel, SWITCHING};
 use crate::api::ApiError;
 use crate::auth::{self, Action, Auth};
 use crate::inspect::{self, Counter, Record};
@@ -28,9 +28,21 @@ const EARLY_ANSWER_WAIT: Duration = Duration::from_millis(200);
 /// writes its history row at the end, so few of these pages are ever touched.
 const TUNNEL_STACK: usize = 256 * 1024;
 
-/// A data connection to a tunnel's client, kept across requests of one public connection.
+/// A public connection's tie to the one tunnel it reaches, for its life: a
+/// later request on it for any other tunnel (another tunnel may take the name
+/// once this one closed) closes it unanswered. Holds the data connection kept
+/// across its requests.
 pub struct Leg {
-    subdomain: String,
+    tunnel: Arc<Tunnel>,
+    /// The public connection, among those the tunnel cuts when it closes.
+    _public: Carrying,
+    data: Option<Data>,
+}
+
+/// A data connection to a tunnel's client, kept across requests of one public connection.
+struct Data {
+    /// Among the connections the tunnel cuts when it closes.
+    _carried: Carrying,
     reader: Conn<Stream>,
     writer: Stream,
     timeout: proxy::ReadTimeout,
@@ -166,7 +178,10 @@ pub fn serve_control(
         Ok(wanted) => wanted,
         Err(err) => return refused(err),
     };
-    let token_id = principal.token().map_or(0, |t| t.id);
+    let owner = Owner {
+        token_id: principal.token().map_or(0, |t| t.id),
+        crew_id: membership.crew.id,
+    };
     let record = History {
         store: auth.store().clone(),
         crew_id: membership.crew.id,
@@ -186,13 +201,14 @@ pub fn serve_control(
         opened = Some(tunnel.id.clone());
     };
     let claimed = match wanted {
-        Wanted::Http(name) => relay.claim(name, control, token_id, on_claim),
-        Wanted::Tcp(port) => relay.tcp.claim(relay, port, control, token_id, on_claim),
+        Wanted::Http(name) => relay.claim(name, control, owner, on_claim),
+        Wanted::Tcp(port) => relay.tcp.claim(relay, port, control, owner, on_claim),
     };
     let tunnel = match claimed {
         Ok(tunnel) => tunnel,
         Err(ClaimError::Invalid(why)) => return refused(ApiError::BadRequest(why)),
         Err(ClaimError::Taken(why)) => return refused(ApiError::Conflict(why)),
+        Err(ClaimError::Unavailable) => return refused(ApiError::Busy),
         Err(ClaimError::Gone) => {
             if let Some(id) = opened {
                 record.closed(&id);
@@ -364,15 +380,34 @@ pub fn forward(
     client_ip: &str,
 ) -> io::Result<Forwarded> {
     let subdomain = relay.subdomain_of(host).unwrap_or_default();
-    let Some(tunnel) = relay.find(subdomain) else {
+    let found = relay.find(subdomain);
+    if let Some(bound) = leg.as_ref() {
+        let same = found
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(t, &bound.tunnel));
+        if !same || bound.tunnel.is_closed() {
+            // Its tunnel closed, or this is another's: not a byte goes on.
+            *leg = None;
+            return Ok(Forwarded::Close);
+        }
+    }
+    let Some(tunnel) = found else {
         out.write_all(&page(404, &format!("No tunnel is open at {host}.")))?;
         return Ok(Forwarded::Refused);
     };
+    if leg.is_none() {
+        // None if it closed meanwhile: then `leg_to` finds no data connection.
+        *leg = tunnel.carry(client_stream.tcp()).map(|public| Leg {
+            tunnel: tunnel.clone(),
+            _public: public,
+            data: None,
+        });
+    }
     let mut seen = Observed::start(head, client_ip, scheme(client_stream));
     let refill = Refill {
         relay,
         tunnel: &tunnel,
-        due: std::cell::Cell::new(leg.as_ref().is_none_or(|l| l.subdomain != tunnel.subdomain)),
+        due: std::cell::Cell::new(leg.as_ref().is_none_or(|l| l.data.is_none())),
     };
     let Some(data) = leg_to(relay, &tunnel, leg)? else {
         let why = if tunnel.is_closed() {
@@ -396,14 +431,14 @@ pub fn forward(
         Ok(Answer::Done(forwarded)) => {
             // Bytes beyond the response (a body on a 204, 304 or HEAD answer)
             // would be read as the next request's response: not used again.
-            let spoiled = leg.as_ref().is_some_and(|l| l.reader.has_buffered());
+            let spoiled = data_of(leg).is_some_and(|d| d.reader.has_buffered());
             if forwarded != Forwarded::KeepAlive || spoiled {
-                *leg = None;
+                drop_data(leg);
             }
             Ok(forwarded)
         }
         Ok(Answer::Failed(failure)) => {
-            *leg = None;
+            drop_data(leg);
             let (status, why) = failure.explain(host, relay.response_timeout);
             // A request body not passed on whole is still (partly) unread:
             // linger, so closing does not reset the page away.
@@ -415,7 +450,7 @@ pub fn forward(
             seen.answer(out, &page(status, &why)).map(|()| then)
         }
         Err(err) => {
-            *leg = None;
+            drop_data(leg);
             Err(err)
         }
     };
@@ -491,34 +526,47 @@ impl Drop for Refill<'_> {
 }
 
 /// The data connection for this public connection's request: the one kept from
-/// its last request to the same tunnel, or a new one from the tunnel's client.
+/// its last request, or a new one from the tunnel's client; none if the
+/// connection is not bound (its tunnel closed) or no client answered.
 fn leg_to<'a>(
     relay: &Relay,
     tunnel: &Arc<Tunnel>,
     leg: &'a mut Option<Leg>,
-) -> io::Result<Option<&'a mut Leg>> {
-    if leg
-        .as_ref()
-        .is_some_and(|l| l.subdomain != tunnel.subdomain)
-    {
-        *leg = None;
-    }
-    if leg.is_none() {
+) -> io::Result<Option<&'a mut Data>> {
+    let Some(leg) = leg.as_mut() else {
+        return Ok(None);
+    };
+    if leg.data.is_none() {
         let Some(data) = relay.open_data(tunnel) else {
+            return Ok(None);
+        };
+        let Some(carried) = tunnel.carry(data.tcp()) else {
             return Ok(None);
         };
         let timeout = Some(relay.response_timeout);
         data.set_read_timeout(timeout)?;
         data.set_write_timeout(timeout)?;
-        *leg = Some(Leg {
-            subdomain: tunnel.subdomain.clone(),
+        leg.data = Some(Data {
+            _carried: carried,
             reader: Conn::new(data.try_clone()?),
             writer: data,
             timeout: proxy::ReadTimeout::already(timeout),
             response_timeout: relay.response_timeout,
         });
     }
-    Ok(leg.as_mut())
+    Ok(leg.data.as_mut())
+}
+
+/// The kept data connection, if any.
+fn data_of(leg: &Option<Leg>) -> Option<&Data> {
+    leg.as_ref().and_then(|l| l.data.as_ref())
+}
+
+/// Close the kept data connection; the public connection stays bound.
+fn drop_data(leg: &mut Option<Leg>) {
+    if let Some(leg) = leg.as_mut() {
+        leg.data = None;
+    }
 }
 
 /// What the relay saw of one exchange, for the inspector.
@@ -640,7 +688,7 @@ fn exchange(
     head: &RequestHead,
     client: &mut Conn<Stream>,
     out: &mut impl Write,
-    leg: &mut Leg,
+    leg: &mut Data,
     seen: &mut Observed,
     refill: &Refill,
 ) -> io::Result<Answer> {
@@ -735,7 +783,7 @@ fn send_request(
     head: &RequestHead,
     client: &mut Conn<Stream>,
     out: &mut impl Write,
-    leg: &mut Leg,
+    leg: &mut Data,
     seen: &mut Observed,
 ) -> io::Result<Sent> {
     let continues = head
@@ -785,7 +833,8 @@ fn splice(
     client_stream: &Stream,
     leg: &mut Option<Leg>,
 ) -> io::Result<Forwarded> {
-    let Some(mut leg) = leg.take() else {
+    // The binding lives while the pipe runs: closing the tunnel cuts both ends.
+    let Some((_bound, mut leg)) = leg.take().and_then(|l| Some((l._public, l.data?))) else {
         return Ok(Forwarded::Close);
     };
     let public = std::mem::replace(client, Conn::new(client_stream.try_clone()?));
@@ -835,7 +884,12 @@ mod tests {
         let (server, _) = listener.accept().unwrap();
         let server = Stream::Tcp(server);
         let tunnel = relay
-            .claim(Some("quiet"), server.try_clone().unwrap(), 1, |_| {})
+            .claim(
+                Some("quiet"),
+                server.try_clone().unwrap(),
+                Owner::token(1),
+                |_| {},
+            )
             .unwrap();
         (tunnel, server, client)
     }

@@ -107,6 +107,7 @@ pub fn run(args: ServerArgs) -> CliResult {
     let inspector = Inspector::start(store.clone(), args.inspect_retention)
         .map_err(|e| CliError::other(format!("could not start the traffic inspector: {e}")))?;
     let mut relay = Relay::new(&args.domain, &public_url).with_inspector(inspector.clone());
+    keep_names(&mut relay, &store, args.subdomain_hold, tls.as_ref())?;
     relay.region = args.region.clone();
     relay.response_timeout = Duration::from_secs(args.response_timeout);
     // TCP tunnels listen where the front door does (loopback stays loopback).
@@ -202,6 +203,36 @@ pub fn run(args: ServerArgs) -> CliResult {
         ));
     }
     let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// Holds and reservations of subdomains in the store, and the server's own
+/// names (its public URL's host, its certificate's names) kept from tunnels;
+/// warns when the public URL lies under the tunnel domain.
+fn keep_names(
+    relay: &mut Relay,
+    store: &Arc<Store>,
+    hold: Duration,
+    tls: Option<&TlsListener>,
+) -> CliResult {
+    relay.names.keep_in(store.clone(), hold);
+    // No tunnel is live after a restart: the names live ones had stay held.
+    let until = relay.names.hold_until();
+    store
+        .subdomains()
+        .hold_all_live(&until)
+        .map_err(|e| CliError::other(format!("could not update the database: {e}")))?;
+    for name in tls.map(|t| t.certs.dns_names()).unwrap_or_default() {
+        if let Some(label) = crate::relay::names::label_under(&name, &relay.domain) {
+            relay.names.keep_own(label);
+        }
+    }
+    if let Some(host) = relay.own_host_under_domain() {
+        eprintln!(
+            "berth: warning: the public URL's host {host} lies under the tunnel domain {}. berth keeps that name from tunnels, but pages served through tunnels share a parent domain with the dashboard; prefer a separate tunnel domain (e.g. --domain tunnels.example.com).",
+            relay.domain
+        );
+    }
     Ok(())
 }
 
