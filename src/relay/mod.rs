@@ -336,7 +336,7 @@ impl Relay {
         let subdomain = match wanted {
             Some(name) if live(name) => {
                 return Err(ClaimError::Taken(format!(
-                "The subdomain {name} is held by a live tunnel; choose another with --subdomain."
+                "The subdomain {name} is taken: a live tunnel is on it; choose another with --subdomain."
             )))
             }
             Some(name) => {

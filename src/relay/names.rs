@@ -134,7 +134,12 @@ impl Names {
     /// When a hold that starts now ends.
     pub fn hold_until(&self) -> String {
         let hold = time::Duration::try_from(self.hold).unwrap_or(time::Duration::MAX);
-        time_fmt::format(time::OffsetDateTime::now_utc().saturating_add(hold))
+        let mut until = time::OffsetDateTime::now_utc().saturating_add(hold);
+        // Stored to the second: round a hold up, never cut it short.
+        if !self.hold.is_zero() && until.nanosecond() > 0 {
+            until = until.saturating_add(time::Duration::SECOND);
+        }
+        time_fmt::format(until)
     }
 
     /// A random free name for a tunnel of `crew_id`, taken. Called with the
