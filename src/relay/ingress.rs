@@ -34,8 +34,10 @@ const TUNNEL_STACK: usize = 256 * 1024;
 /// across its requests.
 pub struct Leg {
     tunnel: Arc<Tunnel>,
-    /// The public connection, among those the tunnel cuts when it closes.
-    _public: Carrying,
+    /// The public connection, among those the tunnel cuts when it closes:
+    /// from its first data connection on (a request still waiting for its
+    /// first one gets a 502 page when the tunnel closes, not a cut).
+    public: Option<Carrying>,
     data: Option<Data>,
 }
 
@@ -396,10 +398,9 @@ pub fn forward(
         return Ok(Forwarded::Refused);
     };
     if leg.is_none() {
-        // None if it closed meanwhile: then `leg_to` finds no data connection.
-        *leg = tunnel.carry(client_stream.tcp()).map(|public| Leg {
+        *leg = Some(Leg {
             tunnel: tunnel.clone(),
-            _public: public,
+            public: None,
             data: None,
         });
     }
@@ -409,7 +410,7 @@ pub fn forward(
         tunnel: &tunnel,
         due: std::cell::Cell::new(leg.as_ref().is_none_or(|l| l.data.is_none())),
     };
-    let Some(data) = leg_to(relay, &tunnel, leg)? else {
+    let Some(data) = leg_to(relay, &tunnel, leg, client_stream)? else {
         let why = if tunnel.is_closed() {
             format!("The tunnel at {host} closed before it could take the request; try again once it is back.")
         } else {
@@ -532,6 +533,7 @@ fn leg_to<'a>(
     relay: &Relay,
     tunnel: &Arc<Tunnel>,
     leg: &'a mut Option<Leg>,
+    client_stream: &Stream,
 ) -> io::Result<Option<&'a mut Data>> {
     let Some(leg) = leg.as_mut() else {
         return Ok(None);
@@ -540,9 +542,16 @@ fn leg_to<'a>(
         let Some(data) = relay.open_data(tunnel) else {
             return Ok(None);
         };
+        // None if the tunnel closed meanwhile: the data connection goes.
         let Some(carried) = tunnel.carry(data.tcp()) else {
             return Ok(None);
         };
+        if leg.public.is_none() {
+            let Some(public) = tunnel.carry(client_stream.tcp()) else {
+                return Ok(None);
+            };
+            leg.public = Some(public);
+        }
         let timeout = Some(relay.response_timeout);
         data.set_read_timeout(timeout)?;
         data.set_write_timeout(timeout)?;
@@ -834,7 +843,7 @@ fn splice(
     leg: &mut Option<Leg>,
 ) -> io::Result<Forwarded> {
     // The binding lives while the pipe runs: closing the tunnel cuts both ends.
-    let Some((_bound, mut leg)) = leg.take().and_then(|l| Some((l._public, l.data?))) else {
+    let Some((_bound, mut leg)) = leg.take().and_then(|l| Some((l.public, l.data?))) else {
         return Ok(Forwarded::Close);
     };
     let public = std::mem::replace(client, Conn::new(client_stream.try_clone()?));

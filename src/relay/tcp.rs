@@ -321,7 +321,12 @@ fn accept_loop(relay: &Arc<Relay>, listening: &Arc<Listening>, listener: TcpList
 
 /// One public connection: ask the client for a data connection, then pipe raw bytes.
 fn serve_public(relay: &Relay, listening: &Listening, public: TcpStream) {
-    let Some(data) = relay.open_data(&listening.tunnel) else {
+    let data = relay.open_data(&listening.tunnel);
+    // Cut with the public connection when the tunnel closes.
+    let carried = data
+        .as_ref()
+        .and_then(|data| listening.tunnel.carry(data.tcp()));
+    let (Some(data), Some(_carried)) = (data, carried) else {
         // Raw TCP has no error page: the client sees the connection close.
         let _ = public.shutdown(Shutdown::Both);
         return;
