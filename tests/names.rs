@@ -233,9 +233,16 @@ fn the_certificates_names_are_never_a_tunnels_and_a_shared_domain_is_warned_abou
             .and_then(|rest| rest.split_whitespace().next())
             .map(str::to_string);
     }
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut warning = String::new();
-    stderr.read_line(&mut warning).unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, warnings) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let warning = warnings
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_default();
     let server_url = format!("http://{}", addr.unwrap());
     let owner = Command::new(BIN)
         .args([
