@@ -301,3 +301,31 @@ fn closing_a_tcp_tunnel_cuts_its_public_and_data_connections() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the data connection was cut");
 }
+
+#[test]
+fn revoking_a_token_with_disconnect_cuts_its_tunnels_kept_alive_visitors() {
+    let (server, _dir, alice, _) = setup(&[]);
+    let spare = server.token_for("alice", "home", "spare");
+    let raw = RawClient::open(&server, &spare, "kind=http&subdomain=kept", Serve::Http);
+    assert!(raw.url.starts_with("http://kept.localhost:"), "{}", raw.url);
+    let mut visitor = TcpStream::connect(&server.addr).unwrap();
+    visitor
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(visitor.try_clone().unwrap());
+    write!(visitor, "GET /one HTTP/1.1\r\nHost: kept.localhost\r\n\r\n").unwrap();
+    assert_eq!(response(&mut reader).1, "raw:/one");
+
+    let id = spare.split('|').next().unwrap();
+    let (status, body) = server.call(
+        "DELETE",
+        &format!("/api/v1/tokens/{id}?disconnect=1"),
+        Some(&alice),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tunnels_closed"], 1, "{body}");
+    if let Err(got) = closed_without_a_word(&mut reader) {
+        panic!("the kept-alive connection outlived its revoked tunnel: {got}");
+    }
+}

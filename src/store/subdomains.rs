@@ -58,6 +58,12 @@ impl Subdomains<'_> {
     pub fn claim(&self, name: &str, crew_id: i64) -> Result<Option<SubdomainRow>> {
         let now = time_fmt::now();
         self.0.write(|tx| {
+            // Lapsed holds are forgotten as names are taken, so the table
+            // holds only names someone has.
+            tx.execute(
+                "DELETE FROM subdomains WHERE reserved = 0 AND live = 0 AND held_until <= ?1",
+                params![now],
+            )?;
             let row = find(tx, name)?;
             if let Some(row) = row.filter(|r| r.crew_id != crew_id && r.binds(&now)) {
                 return Ok(Some(row));
@@ -195,10 +201,22 @@ mod tests {
         // A lapsed hold frees it; the new crew then has it.
         names.hold("app", dock, &later(-1)).unwrap();
         assert!(names.list_for_crew(dock).unwrap().is_empty());
+        // Taking any name forgets lapsed holds.
+        assert_eq!(names.claim("other", pier).unwrap(), None);
+        let rows: i64 = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM subdomains WHERE name = 'app'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(rows, 0);
         assert_eq!(names.claim("app", pier).unwrap(), None);
         assert!(names.claim("app", dock).unwrap().is_some());
         // A restart holds what was live.
-        assert_eq!(names.hold_all_live(&later(60)).unwrap(), 1);
+        assert_eq!(names.hold_all_live(&later(60)).unwrap(), 2);
         let held = &names.list_for_crew(pier).unwrap()[0];
         assert!(!held.live && held.held_until.is_some());
     }
