@@ -904,6 +904,43 @@ mod tests {
     }
 
     #[test]
+    fn a_public_connection_bound_to_a_closed_tunnel_is_closed_unanswered() {
+        let relay = Relay::new("localhost", "http://localhost:8080");
+        let (old, _old_server, _old_client) = control_pair(&relay);
+        let mut leg = Some(Leg {
+            tunnel: old.clone(),
+            public: None,
+            data: None,
+        });
+        relay.release(&old);
+        old.close();
+        // Another tunnel takes the name.
+        let (_new, _new_server, _new_client) = control_pair(&relay);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _visitor = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let served = Stream::Tcp(listener.accept().unwrap().0);
+        let mut client = Conn::new(served.try_clone().unwrap());
+        let head =
+            proxy::parse_request(b"GET /two HTTP/1.1\r\nHost: quiet.localhost\r\n\r\n").unwrap();
+        let mut out = Vec::new();
+        let host = "quiet.localhost";
+        let forwarded = forward(
+            &relay,
+            &head,
+            host,
+            &mut client,
+            &served,
+            &mut out,
+            &mut leg,
+            "127.0.0.1",
+        )
+        .unwrap();
+        assert_eq!(forwarded, Forwarded::Close);
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        assert!(leg.is_none());
+    }
+
+    #[test]
     fn a_silent_client_is_pinged_then_dropped() {
         let relay = Relay::new("localhost", "http://localhost:8080");
         let (tunnel, server, client) = control_pair(&relay);
