@@ -1,5 +1,6 @@
 //! The tunnel relay: the registry of live tunnels by subdomain, pending and
-//! parked data connections, and the subdomain rules (DESIGN §6).
+//! parked data connections, and the connections each tunnel carries (cut when
+//! it closes). Who may have which subdomain is `names`'s (DESIGN §6).
 //!
 //! Pre-opened data connections. A public connection that had to ask the client
 //! for a data connection would wait a round trip to the client, a TCP handshake
@@ -210,7 +211,8 @@ impl Tunnel {
 /// Why a subdomain cannot be had.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClaimError {
-    /// Not `[a-z0-9-]{1,63}` without a leading or trailing `-`, or reserved (400).
+    /// Not `[a-z0-9-]{1,63}` without a leading or trailing `-`, reserved, or
+    /// one of the server's own names (400).
     Invalid(String),
     /// Held by a live tunnel, or by another crew (409).
     Taken(String),
@@ -636,7 +638,7 @@ pub fn silent_and_open(stream: &std::net::TcpStream) -> bool {
     stream.set_nonblocking(false).is_ok() && silent
 }
 
-/// The host of a URL, lowercased, without port or brackets' contents' port.
+/// The host of a URL, lowercased, without its port (an IPv6 host keeps its brackets).
 fn host_of(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -827,75 +829,6 @@ mod tests {
             "{token}"
         );
         assert!(relay.region_refusal(Some("eu"), Some("ap")).is_some());
-    }
-
-    /// A relay keeping names in a fresh store with crews `dock` and `pier`.
-    fn relay_with_crews(hold: Duration) -> (Relay, Owner, Owner) {
-        use crate::store::{fixture::store_with_tunnels, Role};
-        let fixture = store_with_tunnels(&[]);
-        let store = fixture.store;
-        store
-            .users()
-            .create("bo", "x", Some(("pier", Role::Owner)))
-            .unwrap();
-        let pier = store.crews().find_by_name("pier").unwrap().unwrap().id;
-        let mut relay = Relay::new("localhost", "http://localhost:1");
-        relay.names.keep_in(Arc::new(store), hold);
-        let dock = Owner {
-            token_id: fixture.token_id,
-            crew_id: fixture.crew_id,
-        };
-        let pier = Owner {
-            token_id: 0,
-            crew_id: pier,
-        };
-        (relay, dock, pier)
-    }
-
-    #[test]
-    fn a_crew_keeps_its_name_after_its_tunnel_closes() {
-        let (relay, dock, pier) = relay_with_crews(Duration::from_secs(3600));
-        let first = relay.claim(Some("keep"), socket(), dock, |_| {}).unwrap();
-        assert!(matches!(
-            relay.claim(Some("keep"), socket(), pier, |_| {}),
-            Err(ClaimError::Taken(_))
-        ));
-        relay.release(&first);
-        let held = relay.claim(Some("keep"), socket(), pier, |_| {});
-        assert!(
-            matches!(held, Err(ClaimError::Taken(why)) if why.contains("another crew used it"))
-        );
-        let again = relay.claim(Some("keep"), socket(), dock, |_| {}).unwrap();
-        relay.release(&again);
-        // Random names never land on a held one, and are held in turn.
-        let random = relay.claim(None, socket(), dock, |_| {}).unwrap();
-        relay.release(&random);
-        assert!(relay
-            .claim(Some(&random.subdomain), socket(), pier, |_| {})
-            .is_err());
-    }
-
-    #[test]
-    fn without_a_hold_a_name_is_free_once_its_tunnel_closes() {
-        let (relay, dock, pier) = relay_with_crews(Duration::ZERO);
-        let first = relay.claim(Some("free"), socket(), dock, |_| {}).unwrap();
-        relay.release(&first);
-        assert!(relay.claim(Some("free"), socket(), pier, |_| {}).is_ok());
-    }
-
-    #[test]
-    fn the_public_urls_host_is_the_servers_own() {
-        let relay = Relay::new("example.com", "http://Dash.Example.com:8080/");
-        assert!(relay.is_own_host("dash.example.com"));
-        assert!(!relay.is_own_host("app.example.com"));
-        assert_eq!(relay.own_host_under_domain(), Some("dash.example.com"));
-        let refused = relay.claim(Some("dash"), socket(), Owner::token(1), |_| {});
-        assert!(matches!(refused, Err(ClaimError::Invalid(why)) if why.contains("own name")));
-        let apart = Relay::new("tunnels.example.com", "https://berth.example.com");
-        assert_eq!(apart.own_host_under_domain(), None);
-        assert!(apart
-            .claim(Some("berth2"), socket(), Owner::token(1), |_| {})
-            .is_ok());
     }
 
     #[test]
