@@ -280,6 +280,22 @@ fn the_certificates_names_are_never_a_tunnels_and_a_shared_domain_is_warned_abou
         .unwrap()
         .to_string();
     let out = run_with_token(&server_url, &token, &["subdomains", "reserve", "edge"]);
+    // A renewed certificate with a new name, re-read on SIGHUP: that name too.
+    let fresh = run_with_token(&server_url, &token, &["subdomains", "reserve", "fresh"]);
+    assert_eq!(fresh.code, 0, "{}", fresh.stderr);
+    certificate(pki.path(), &["fresh.example.com", "*.example.com"]);
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut reloaded = String::new();
+    while !reloaded.contains("reloaded the TLS certificate") {
+        reloaded.clear();
+        assert!(stdout.read_line(&mut reloaded).unwrap() > 0, "server ended");
+    }
+    let renewed = run_with_token(&server_url, &token, &["subdomains", "reserve", "fresh2"]);
+    let refused = run_with_token(&server_url, &token, &["share", "1", "--subdomain", "fresh"]);
     let _ = child.kill();
     let _ = child.wait();
     assert!(
@@ -288,6 +304,9 @@ fn the_certificates_names_are_never_a_tunnels_and_a_shared_domain_is_warned_abou
     );
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("own name"), "{}", out.stderr);
+    assert_eq!(renewed.code, 0, "{}", renewed.stderr);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("own name"), "{}", refused.stderr);
 }
 
 #[test]

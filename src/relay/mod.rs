@@ -276,7 +276,7 @@ impl Relay {
     pub fn new(domain: &str, public_url: &str) -> Relay {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let own_host = host_of(public_url);
-        let mut names = names::Names::new();
+        let names = names::Names::new();
         if let Some(label) = names::label_under(&own_host, &domain) {
             names.keep_own(label);
         }

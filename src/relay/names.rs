@@ -2,7 +2,7 @@
 //! list, the server's own names, and the crews' holds and reservations kept
 //! in the store, so a name stays its crew's through a reconnect or a restart.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use super::ClaimError;
@@ -52,8 +52,9 @@ pub struct Names {
     /// `--subdomain-hold`.
     pub hold: Duration,
     /// Labels under the tunnel domain that are the server's own names (its
-    /// public URL's host, its certificate's names): never a tunnel.
-    own: Vec<String>,
+    /// public URL's host, its certificate's names): never a tunnel. Grows
+    /// when a reloaded certificate brings new names.
+    own: RwLock<Vec<String>>,
     /// One claim or release at a time, so the registry of live tunnels and
     /// the store change together.
     turn: Mutex<()>,
@@ -64,7 +65,7 @@ impl Names {
         Names {
             store: None,
             hold: DEFAULT_HOLD,
-            own: Vec::new(),
+            own: RwLock::new(Vec::new()),
             turn: Mutex::new(()),
         }
     }
@@ -76,15 +77,29 @@ impl Names {
     }
 
     /// Never let a tunnel have `label` (a name of the server's own).
-    pub fn keep_own(&mut self, label: &str) {
-        if !self.own.iter().any(|l| l == label) {
-            self.own.push(label.to_string());
+    pub fn keep_own(&self, label: &str) {
+        let mut own = self.own.write().unwrap_or_else(|p| p.into_inner());
+        if !own.iter().any(|l| l == label) {
+            own.push(label.to_string());
+        }
+    }
+
+    /// Never let a tunnel have the label under `domain` of any of these
+    /// host names (a certificate's; `*.` wildcards name their parent).
+    pub fn keep_own_hosts(&self, hosts: &[String], domain: &str) {
+        for host in hosts {
+            // A label no tunnel could have anyway (`*`, a reserved one) need not be kept.
+            match label_under(host, domain) {
+                Some(label) if check_subdomain(label).is_ok() => self.keep_own(label),
+                _ => {}
+            }
         }
     }
 
     /// Whether `label` is one of the server's own names.
     pub fn is_own(&self, label: &str) -> bool {
-        self.own.iter().any(|l| l == label)
+        let own = self.own.read().unwrap_or_else(|p| p.into_inner());
+        own.iter().any(|l| l == label)
     }
 
     /// Check a requested name: its format, the reserved list, the server's own names.
@@ -338,8 +353,13 @@ mod tests {
 
     #[test]
     fn the_servers_own_names_are_refused_like_reserved_ones() {
-        let mut names = Names::new();
+        let names = Names::new();
         names.keep_own("dash");
+        names.keep_own_hosts(
+            &["edge.t.example".into(), "*.t.example".into()],
+            "t.example",
+        );
+        assert!(names.is_own("edge") && !names.is_own("*"));
         assert!(
             matches!(names.check("dash"), Err(ClaimError::Invalid(why)) if why.contains("own name"))
         );

@@ -180,7 +180,7 @@ pub fn run(args: ServerArgs) -> CliResult {
     };
     drop(flusher);
 
-    wait_for_signal(tls.as_ref().map(|t| &*t.certs))?;
+    wait_for_signal(tls.as_ref().map(|t| &*t.certs), &door.relay)?;
     say(format_args!("berth shutting down"));
     door.stop();
     door.relay.close_all();
@@ -222,10 +222,10 @@ fn keep_names(
         .subdomains()
         .hold_all_live(&until)
         .map_err(|e| CliError::other(format!("could not update the database: {e}")))?;
-    for name in tls.map(|t| t.certs.dns_names()).unwrap_or_default() {
-        if let Some(label) = crate::relay::names::label_under(&name, &relay.domain) {
-            relay.names.keep_own(label);
-        }
+    if let Some(tls) = tls {
+        relay
+            .names
+            .keep_own_hosts(&tls.certs.dns_names(), &relay.domain);
     }
     if let Some(host) = relay.own_host_under_domain() {
         eprintln!(
@@ -332,16 +332,19 @@ fn wake_addr(bound: SocketAddr) -> SocketAddr {
 }
 
 /// Wait for SIGTERM or SIGINT; on SIGHUP re-read the TLS certificate (connections
-/// already open keep the one they started with).
-fn wait_for_signal(certs: Option<&CertFiles>) -> CliResult {
+/// already open keep the one they started with) and keep its names from tunnels.
+fn wait_for_signal(certs: Option<&CertFiles>, relay: &Relay) -> CliResult {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| CliError::other(format!("could not install signal handlers: {e}")))?;
     for signal in signals.forever() {
         if signal != SIGHUP {
             break;
         }
-        match certs.map(CertFiles::reload) {
-            Some(Ok(())) => say(format_args!("berth reloaded the TLS certificate")),
+        match certs.map(|c| c.reload().map(|()| c.dns_names())) {
+            Some(Ok(names)) => {
+                relay.names.keep_own_hosts(&names, &relay.domain);
+                say(format_args!("berth reloaded the TLS certificate"))
+            }
             Some(Err(why)) => say(format_args!("berth kept the TLS certificate in use: {why}")),
             None => {}
         }
