@@ -113,3 +113,17 @@ ALTER TABLE crews ADD COLUMN max_tcp_ports_per_user INTEGER;
 ALTER TABLE crews ADD COLUMN max_tcp_ports INTEGER;
 -- Pruning closed tunnels' history by age.
 CREATE INDEX tunnels_by_closed ON tunnels(closed_at) WHERE closed_at IS NOT NULL;
+
+-- migration: 5
+-- Subdomains a crew holds: the ones it reserved, and the ones it used, kept
+-- for --subdomain-hold after its last tunnel on them closed, so no other crew
+-- takes a name during a reconnect or after a restart and gets its visitors.
+CREATE TABLE subdomains (
+    name       TEXT PRIMARY KEY,
+    crew_id    INTEGER NOT NULL REFERENCES crews(id) ON DELETE CASCADE,
+    reserved   INTEGER NOT NULL DEFAULT 0 CHECK (reserved IN (0, 1)),
+    live       INTEGER NOT NULL DEFAULT 0 CHECK (live IN (0, 1)),  -- a tunnel of the crew is on it
+    held_until TEXT,                           -- set when its last tunnel closed
+    created_at TEXT NOT NULL
+);
+CREATE INDEX subdomains_by_crew ON subdomains(crew_id);

@@ -79,6 +79,8 @@ pub enum Action {
     CloseCrewTunnels,
     /// Read the crew's recorded traffic (the inspector).
     ReadTraffic,
+    /// Reserve and release the crew's subdomains.
+    ReserveNames,
 }
 
 impl Action {
@@ -100,6 +102,7 @@ impl Action {
             Action::CloseOwnTunnels => (Role::Member, "tunnels:share"),
             Action::CloseCrewTunnels => (Role::Admin, "crew:admin"),
             Action::ReadTraffic => (Role::Viewer, "traffic:read"),
+            Action::ReserveNames => (Role::Admin, "crew:admin"),
         }
     }
 }

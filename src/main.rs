@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod client;
 mod config;
+mod duration;
 mod inspect;
 mod metrics;
 mod proxy;
@@ -118,6 +119,13 @@ pub enum Command {
   berth tunnels close 3f2a9c01d4e5b6a7")]
     #[command(subcommand)]
     Tunnels(TunnelsCommand),
+    /// Subdomains the crew holds; reserve and release names (admin and owner)
+    #[command(after_help = "Examples:
+  berth subdomains list
+  berth subdomains reserve shop
+  berth subdomains release shop")]
+    #[command(subcommand)]
+    Subdomains(SubdomainsCommand),
     /// Requests recorded through a tunnel, newest first
     #[command(after_help = "Examples:
   berth traffic 3f2a9c01d4e5b6a7
@@ -294,6 +302,16 @@ pub struct ServerArgs {
         value_parser = clap::value_parser!(u32).range(0..=36_500)
     )]
     pub history_days: u32,
+    /// How long a crew keeps a subdomain after its last tunnel on it closed
+    /// (other crews get 409 meanwhile): 30s, 15m, 24h, 7d; 0s for no hold
+    #[arg(
+        long,
+        env = "BERTH_SUBDOMAIN_HOLD",
+        value_name = "DURATION",
+        default_value = "24h",
+        value_parser = duration::parse
+    )]
+    pub subdomain_hold: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -501,6 +519,29 @@ pub enum TunnelsCommand {
 }
 
 #[derive(Subcommand)]
+pub enum SubdomainsCommand {
+    /// Names the crew holds: reserved, in use, or held after use (--subdomain-hold)
+    #[command(after_help = "Examples:
+  berth subdomains list
+  berth subdomains list --json")]
+    List,
+    /// Reserve a name for the crew: no other crew can share on it (admin and owner)
+    #[command(after_help = "Examples:
+  berth subdomains reserve shop")]
+    Reserve {
+        /// The subdomain: 1 to 63 of a-z, 0-9 and -
+        name: String,
+    },
+    /// Give up the crew's reservation of a name (admin and owner)
+    #[command(after_help = "Examples:
+  berth subdomains release shop")]
+    Release {
+        /// The subdomain
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum CrewsCommand {
     #[command(after_help = "Examples:
   berth crews list
@@ -566,6 +607,7 @@ fn main() -> ExitCode {
         Command::Tokens(cmd) => cli::tokens::run(&global, cmd),
         Command::Crews(cmd) => cli::crews::run(&global, cmd),
         Command::Tunnels(cmd) => cli::tunnels::run(&global, cmd),
+        Command::Subdomains(cmd) => cli::subdomains::run(&global, cmd),
         Command::Traffic(args) => cli::traffic::run(&global, args),
         Command::Audit { limit } => cli::audit::run(&global, limit),
         Command::Completions { shell } => cli::completions::run(shell, Cli::command()),

@@ -266,6 +266,21 @@ impl CertFiles {
         })
     }
 
+    /// The DNS names the certificate in use is for (`*.` wildcards included).
+    pub fn dns_names(&self) -> Vec<String> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let Some(leaf) = current.cert.first() else {
+            return Vec::new();
+        };
+        match webpki::EndEntityCert::try_from(leaf) {
+            Ok(cert) => cert
+                .valid_dns_names()
+                .map(str::to_ascii_lowercase)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Read the files again; on failure the certificate in use stays.
     pub fn reload(&self) -> Result<(), String> {
         let fresh = certified_key(&self.cert, &self.key)?;

@@ -1,4 +1,4 @@
-// The Crew page (members, roles, default redaction) and the Audit page.
+// The Crew page (members, roles, default redaction, subdomains) and the Audit page.
 "use strict";
 
 import {
@@ -19,10 +19,89 @@ export function crewPage(main, session) {
   const crew = session.crew;
   const settings = h("section", { class: "panel", "aria-labelledby": "settings-title" });
   const members = h("section", { "aria-labelledby": "members-title" });
+  const names = h("section", { "aria-labelledby": "subdomains-title", id: "subdomains" });
   main.append(h("h1", {}, `Crew ${crew.name}`),
-    h("p", { class: "muted" }, `Your role: ${crew.role}.`), settings, members);
+    h("p", { class: "muted" }, `Your role: ${crew.role}.`), settings, members, names);
   renderSettings(settings, session);
   loadMembers(members, session);
+  loadSubdomains(names, session);
+}
+
+/** The names the crew holds (reserved, in use, held after use); admins and owners reserve and release. */
+async function loadSubdomains(section, session) {
+  const title = h("h2", { id: "subdomains-title" }, "Subdomains");
+  let subdomains;
+  try {
+    ({ subdomains } = await api("GET", `/subdomains?crew=${session.crew.id}`));
+  } catch (failure) {
+    section.replaceChildren(title, h("p", { class: "error", role: "alert" }, failure.message));
+    return;
+  }
+  const manage = session.crew.role === "owner" || session.crew.role === "admin";
+  const reload = () => loadSubdomains(section, session);
+  const intro = h("p", { class: "muted" },
+    "No other crew can open a tunnel on these names: reserved ones until released, used ones for a while after their last tunnel closed.");
+  const list = subdomains.length === 0
+    ? h("p", { class: "muted" }, "Your crew holds no subdomain.")
+    : h("table", { class: "list", id: "subdomains-table" },
+      h("thead", {}, h("tr", {}, ["Name", "URL", "Status", manage ? "Actions" : null]
+        .filter(Boolean).map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, subdomains.map((n) => subdomainRow(n, session, manage, reload))));
+  section.replaceChildren(title, intro, list, manage ? reserveForm(session, reload) : null);
+}
+
+function subdomainRow(n, session, manage, reload) {
+  const status = [];
+  if (n.reserved) status.push("reserved");
+  if (n.live) status.push("in use");
+  const held = n.held_until ? h("span", {}, status.length ? ", held until " : "held until ", timeEl(n.held_until)) : null;
+  const error = h("p", { class: "error", role: "alert", hidden: true });
+  let release = null;
+  if (manage && n.reserved) {
+    release = h("button", { type: "button", class: "danger small", "aria-label": `Release ${n.name}` }, "Release");
+    release.addEventListener("click", async () => {
+      if (!(await confirmAction(`Release ${n.name}? Once no tunnel of your crew holds it, another crew may take it.`, "Release"))) return;
+      try {
+        await api("DELETE", `/subdomains/${encodeURIComponent(n.name)}?crew=${session.crew.id}`);
+        reload();
+      } catch (failure) {
+        showError(error, failure.message);
+      }
+    });
+  }
+  return h("tr", { "data-subdomain": n.name },
+    h("td", { "data-label": "Name" }, h("code", {}, n.name)),
+    h("td", { "data-label": "URL" }, n.url),
+    h("td", { "data-label": "Status" }, status.join(", "), held),
+    manage ? h("td", { "data-label": "Actions", class: "row-actions" }, release, error) : null);
+}
+
+function reserveForm(session, reload) {
+  const fields = {
+    name: field("Name", h("input", { id: "subdomain-name", autocomplete: "off", required: true, pattern: "[a-z0-9-]{1,63}" }),
+      "1 to 63 of a-z, 0-9 and -."),
+  };
+  const formError = h("p", { class: "error", role: "alert", hidden: true });
+  const form = h("form", { id: "reserve-subdomain", novalidate: true, class: "grid" },
+    fields.name.wrap, formError,
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Reserve")));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors(form);
+    const name = fields.name.input.value.trim();
+    if (!name) {
+      placeError({ field: "name", message: "Enter the subdomain to reserve." }, fields, formError);
+      return;
+    }
+    try {
+      await api("POST", "/subdomains", { name, crew: session.crew.id });
+      reload();
+    } catch (failure) {
+      placeError(failure, fields, formError);
+    }
+  });
+  return h("section", { class: "panel", "aria-labelledby": "reserve-subdomain-title" },
+    h("h3", { id: "reserve-subdomain-title" }, "Reserve a subdomain"), form);
 }
 
 function renderSettings(settings, session) {

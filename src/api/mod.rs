@@ -6,6 +6,7 @@ mod error;
 mod openapi;
 mod routes;
 mod session;
+mod subdomains;
 mod tokens;
 mod tunnels;
 

@@ -2,7 +2,9 @@
 
 use tiny_http::{Method, Response};
 
-use super::{crews, header, parse_id, session, tokens, tunnels, ApiError, ApiState, Call, Reply};
+use super::{
+    crews, header, parse_id, session, subdomains, tokens, tunnels, ApiError, ApiState, Call, Reply,
+};
 
 /// A handler; `params` are the path's `{...}` segments in order.
 type Handler = fn(&ApiState, &Call, &[&str]) -> Result<Reply, ApiError>;
@@ -88,6 +90,15 @@ pub const ROUTES: &[Route] = &[
     }),
     route("GET", "/api/v1/tunnels/{id}/requests", |s, c, p| {
         tunnels::requests(s, c, p[0])
+    }),
+    route("GET", "/api/v1/subdomains", |s, c, _| {
+        subdomains::list(s, c)
+    }),
+    route("POST", "/api/v1/subdomains", |s, c, _| {
+        subdomains::reserve(s, c)
+    }),
+    route("DELETE", "/api/v1/subdomains/{name}", |s, c, p| {
+        subdomains::release(s, c, p[0])
     }),
 ];
 

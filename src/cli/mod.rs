@@ -8,6 +8,7 @@ pub mod config;
 pub mod crews;
 pub mod passwd;
 pub mod share;
+pub mod subdomains;
 pub mod tokens;
 pub mod traffic;
 pub mod tunnels;

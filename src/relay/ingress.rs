@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
-use super::{quota, ClaimError, Relay, Tunnel, SWITCHING};
+use super::{quota, Carrying, ClaimError, Owner, Relay, Tunnel, SWITCHING};
 use crate::api::ApiError;
 use crate::auth::{self, Action, Auth};
 use crate::inspect::{self, Counter, Record};
@@ -28,9 +28,23 @@ const EARLY_ANSWER_WAIT: Duration = Duration::from_millis(200);
 /// writes its history row at the end, so few of these pages are ever touched.
 const TUNNEL_STACK: usize = 256 * 1024;
 
-/// A data connection to a tunnel's client, kept across requests of one public connection.
+/// A public connection's tie to the one tunnel it reaches, for its life: a
+/// later request on it for any other tunnel (another tunnel may take the name
+/// once this one closed) closes it unanswered. Holds the data connection kept
+/// across its requests.
 pub struct Leg {
-    subdomain: String,
+    tunnel: Arc<Tunnel>,
+    /// The public connection, among those the tunnel cuts when it closes:
+    /// from its first data connection on (a request still waiting for its
+    /// first one gets a 502 page when the tunnel closes, not a cut).
+    public: Option<Carrying>,
+    data: Option<Data>,
+}
+
+/// A data connection to a tunnel's client, kept across requests of one public connection.
+struct Data {
+    /// Among the connections the tunnel cuts when it closes.
+    _carried: Carrying,
     reader: Conn<Stream>,
     writer: Stream,
     timeout: proxy::ReadTimeout,
@@ -169,19 +183,22 @@ pub fn serve_control(
     // A reconnecting share asks for the name or port it had: while its old
     // tunnel still holds them (the server has not seen it go), it gets 409
     // and retries, rather than a quota its old tunnel fills and an exit.
-    if let Some(why) = held(relay, wanted) {
+    if let Some(why) = held(relay, wanted, membership.crew.id) {
         return refused(ApiError::Conflict(why));
     }
-    let owner = quota::Owner {
+    let quota_owner = quota::Owner {
         user_id: principal.user.id,
         crew: &membership.crew,
     };
     let tcp = matches!(wanted, Wanted::Tcp(_));
-    let slot = match relay.quotas.take(&owner, tcp, &relay.limits) {
+    let slot = match relay.quotas.take(&quota_owner, tcp, &relay.limits) {
         Ok(slot) => slot,
         Err(why) => return refused(ApiError::QuotaExceeded(why)),
     };
-    let token_id = principal.token().map_or(0, |t| t.id);
+    let owner = Owner {
+        token_id: principal.token().map_or(0, |t| t.id),
+        crew_id: membership.crew.id,
+    };
     let record = History {
         store: auth.store().clone(),
         crew_id: membership.crew.id,
@@ -202,13 +219,14 @@ pub fn serve_control(
         slot.keep(tunnel);
     };
     let claimed = match wanted {
-        Wanted::Http(name) => relay.claim(name, control, token_id, on_claim),
-        Wanted::Tcp(port) => relay.tcp.claim(relay, port, control, token_id, on_claim),
+        Wanted::Http(name) => relay.claim(name, control, owner, on_claim),
+        Wanted::Tcp(port) => relay.tcp.claim(relay, port, control, owner, on_claim),
     };
     let tunnel = match claimed {
         Ok(tunnel) => tunnel,
         Err(ClaimError::Invalid(why)) => return refused(ApiError::BadRequest(why)),
         Err(ClaimError::Taken(why)) => return refused(ApiError::Conflict(why)),
+        Err(ClaimError::Unavailable) => return refused(ApiError::Busy),
         Err(ClaimError::Gone) => {
             if let Some(id) = opened {
                 // A TCP claim undoes itself in its ports only.
@@ -261,9 +279,10 @@ pub fn serve_control(
 }
 
 /// Why the name or port asked for is held by a live tunnel, if it is.
-fn held(relay: &Relay, wanted: Wanted) -> Option<String> {
+fn held(relay: &Relay, wanted: Wanted, crew_id: i64) -> Option<String> {
     match wanted {
-        Wanted::Http(Some(name)) if relay.find(name).is_some() => Some(format!(
+        // Another crew's live tunnel is refused by the claim, which says whose.
+        Wanted::Http(Some(name)) if relay.find(name).is_some_and(|t| t.crew_id == crew_id) => Some(format!(
             "The subdomain {name} is held by a live tunnel; choose another with --subdomain."
         )),
         Wanted::Tcp(Some(port)) if relay.tcp.holds(port) => Some(format!(
@@ -414,17 +433,35 @@ pub fn forward(
     client_ip: &str,
 ) -> io::Result<Forwarded> {
     let subdomain = relay.subdomain_of(host).unwrap_or_default();
-    let Some(tunnel) = relay.find(subdomain) else {
+    let found = relay.find(subdomain);
+    if let Some(bound) = leg.as_ref() {
+        let same = found
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(t, &bound.tunnel));
+        if !same || bound.tunnel.is_closed() {
+            // Its tunnel closed, or this is another's: not a byte goes on.
+            *leg = None;
+            return Ok(Forwarded::Close);
+        }
+    }
+    let Some(tunnel) = found else {
         out.write_all(&page(head, 404, &format!("No tunnel is open at {host}.")))?;
         return Ok(Forwarded::Refused);
     };
+    if leg.is_none() {
+        *leg = Some(Leg {
+            tunnel: tunnel.clone(),
+            public: None,
+            data: None,
+        });
+    }
     let mut seen = Observed::start(head, client_ip, scheme(client_stream));
     let refill = Refill {
         relay,
         tunnel: &tunnel,
-        due: std::cell::Cell::new(leg.as_ref().is_none_or(|l| l.subdomain != tunnel.subdomain)),
+        due: std::cell::Cell::new(leg.as_ref().is_none_or(|l| l.data.is_none())),
     };
-    let Some(data) = leg_to(relay, &tunnel, leg)? else {
+    let Some(data) = leg_to(relay, &tunnel, leg, client_stream)? else {
         let why = if tunnel.is_closed() {
             format!("The tunnel at {host} closed before it could take the request; try again once it is back.")
         } else {
@@ -446,14 +483,14 @@ pub fn forward(
         Ok(Answer::Done(forwarded)) => {
             // Bytes beyond the response (a body on a 204, 304 or HEAD answer)
             // would be read as the next request's response: not used again.
-            let spoiled = leg.as_ref().is_some_and(|l| l.reader.has_buffered());
+            let spoiled = data_of(leg).is_some_and(|d| d.reader.has_buffered());
             if forwarded != Forwarded::KeepAlive || spoiled {
-                *leg = None;
+                drop_data(leg);
             }
             Ok(forwarded)
         }
         Ok(Answer::Failed(failure)) => {
-            *leg = None;
+            drop_data(leg);
             let (status, why) = failure.explain(host, relay.response_timeout);
             // A request body not passed on whole is still (partly) unread:
             // linger, so closing does not reset the page away.
@@ -465,7 +502,7 @@ pub fn forward(
             seen.answer(out, &page(head, status, &why)).map(|()| then)
         }
         Err(err) => {
-            *leg = None;
+            drop_data(leg);
             Err(err)
         }
     };
@@ -541,34 +578,55 @@ impl Drop for Refill<'_> {
 }
 
 /// The data connection for this public connection's request: the one kept from
-/// its last request to the same tunnel, or a new one from the tunnel's client.
+/// its last request, or a new one from the tunnel's client; none if the
+/// connection is not bound (its tunnel closed) or no client answered.
 fn leg_to<'a>(
     relay: &Relay,
     tunnel: &Arc<Tunnel>,
     leg: &'a mut Option<Leg>,
-) -> io::Result<Option<&'a mut Leg>> {
-    if leg
-        .as_ref()
-        .is_some_and(|l| l.subdomain != tunnel.subdomain)
-    {
-        *leg = None;
-    }
-    if leg.is_none() {
+    client_stream: &Stream,
+) -> io::Result<Option<&'a mut Data>> {
+    let Some(leg) = leg.as_mut() else {
+        return Ok(None);
+    };
+    if leg.data.is_none() {
         let Some(data) = relay.open_data(tunnel) else {
             return Ok(None);
         };
+        // None if the tunnel closed meanwhile: the data connection goes.
+        let Some(carried) = tunnel.carry(data.tcp()) else {
+            return Ok(None);
+        };
+        if leg.public.is_none() {
+            let Some(public) = tunnel.carry(client_stream.tcp()) else {
+                return Ok(None);
+            };
+            leg.public = Some(public);
+        }
         let timeout = Some(relay.response_timeout);
         data.set_read_timeout(timeout)?;
         data.set_write_timeout(timeout)?;
-        *leg = Some(Leg {
-            subdomain: tunnel.subdomain.clone(),
+        leg.data = Some(Data {
+            _carried: carried,
             reader: Conn::new(data.try_clone()?),
             writer: data,
             timeout: proxy::ReadTimeout::already(timeout),
             response_timeout: relay.response_timeout,
         });
     }
-    Ok(leg.as_mut())
+    Ok(leg.data.as_mut())
+}
+
+/// The kept data connection, if any.
+fn data_of(leg: &Option<Leg>) -> Option<&Data> {
+    leg.as_ref().and_then(|l| l.data.as_ref())
+}
+
+/// Close the kept data connection; the public connection stays bound.
+fn drop_data(leg: &mut Option<Leg>) {
+    if let Some(leg) = leg.as_mut() {
+        leg.data = None;
+    }
 }
 
 /// What the relay saw of one exchange, for the inspector.
@@ -690,7 +748,7 @@ fn exchange(
     head: &RequestHead,
     client: &mut Conn<Stream>,
     out: &mut impl Write,
-    leg: &mut Leg,
+    leg: &mut Data,
     seen: &mut Observed,
     refill: &Refill,
 ) -> io::Result<Answer> {
@@ -785,7 +843,7 @@ fn send_request(
     head: &RequestHead,
     client: &mut Conn<Stream>,
     out: &mut impl Write,
-    leg: &mut Leg,
+    leg: &mut Data,
     seen: &mut Observed,
 ) -> io::Result<Sent> {
     let continues = head
@@ -835,7 +893,8 @@ fn splice(
     client_stream: &Stream,
     leg: &mut Option<Leg>,
 ) -> io::Result<Forwarded> {
-    let Some(mut leg) = leg.take() else {
+    // The binding lives while the pipe runs: closing the tunnel cuts both ends.
+    let Some((_bound, mut leg)) = leg.take().and_then(|l| Some((l.public, l.data?))) else {
         return Ok(Forwarded::Close);
     };
     let public = std::mem::replace(client, Conn::new(client_stream.try_clone()?));
@@ -918,7 +977,12 @@ mod tests {
         let (server, _) = listener.accept().unwrap();
         let server = Stream::Tcp(server);
         let tunnel = relay
-            .claim(Some("quiet"), server.try_clone().unwrap(), 1, |_| {})
+            .claim(
+                Some("quiet"),
+                server.try_clone().unwrap(),
+                Owner::token(1),
+                |_| {},
+            )
             .unwrap();
         (tunnel, server, client)
     }
@@ -952,6 +1016,43 @@ mod tests {
             assert!(page.contains(&format!("Content-Type: {kind}")), "{page}");
             assert!(page.starts_with("HTTP/1.1 502 "), "{page}");
         }
+    }
+
+    #[test]
+    fn a_public_connection_bound_to_a_closed_tunnel_is_closed_unanswered() {
+        let relay = Relay::new("localhost", "http://localhost:8080");
+        let (old, _old_server, _old_client) = control_pair(&relay);
+        let mut leg = Some(Leg {
+            tunnel: old.clone(),
+            public: None,
+            data: None,
+        });
+        relay.release(&old);
+        old.close();
+        // Another tunnel takes the name.
+        let (_new, _new_server, _new_client) = control_pair(&relay);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _visitor = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let served = Stream::Tcp(listener.accept().unwrap().0);
+        let mut client = Conn::new(served.try_clone().unwrap());
+        let head =
+            proxy::parse_request(b"GET /two HTTP/1.1\r\nHost: quiet.localhost\r\n\r\n").unwrap();
+        let mut out = Vec::new();
+        let host = "quiet.localhost";
+        let forwarded = forward(
+            &relay,
+            &head,
+            host,
+            &mut client,
+            &served,
+            &mut out,
+            &mut leg,
+            "127.0.0.1",
+        )
+        .unwrap();
+        assert_eq!(forwarded, Forwarded::Close);
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        assert!(leg.is_none());
     }
 
     #[test]

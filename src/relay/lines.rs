@@ -103,7 +103,7 @@ fn send_loop(lines: &Weak<Lines>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::Relay;
+    use crate::relay::{Owner, Relay};
     use crate::stream::Stream;
     use std::io::{BufRead, BufReader};
     use std::net::{TcpListener, TcpStream};
@@ -125,7 +125,9 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let server = Stream::Tcp(listener.accept().unwrap().0);
         let relay = Relay::new("localhost", "http://localhost:8080");
-        let tunnel = relay.claim(Some("lines"), server, 1, |_| {}).unwrap();
+        let tunnel = relay
+            .claim(Some("lines"), server, Owner::token(1), |_| {})
+            .unwrap();
         let lines = Arc::new(Lines::default());
         for i in 0..3 {
             lines.send(&tunnel, &request(&format!("/{i}")));

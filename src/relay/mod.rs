@@ -1,5 +1,6 @@
 //! The tunnel relay: the registry of live tunnels by subdomain, pending and
-//! parked data connections, and the subdomain rules (DESIGN §6).
+//! parked data connections, and the connections each tunnel carries (cut when
+//! it closes). Who may have which subdomain is `names`'s (DESIGN §6).
 //!
 //! Pre-opened data connections. A public connection that had to ask the client
 //! for a data connection would wait a round trip to the client, a TCP handshake
@@ -23,15 +24,17 @@
 mod copy;
 pub mod ingress;
 mod lines;
+pub mod names;
 pub mod protocol;
 pub mod quota;
 pub mod tcp;
 
 pub use copy::{pipe, splice};
+pub use names::check_subdomain;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -53,37 +56,8 @@ pub const PARKED_PER_TUNNEL: usize = 2;
 /// the client's 10-minute idle timeout, and short enough that a middlebox that
 /// silently forgets idle connections is unlikely to have forgotten it.
 pub const PARKED_MAX_AGE: Duration = Duration::from_secs(120);
-/// Longest subdomain label.
-pub const MAX_SUBDOMAIN: usize = 63;
 /// Bound on each write to a control connection.
 const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Names no tunnel may take.
-const RESERVED: [&str; 16] = [
-    "www",
-    "api",
-    "admin",
-    "app",
-    "dashboard",
-    "relay",
-    "berth",
-    "mail",
-    "smtp",
-    "ftp",
-    "ns",
-    "ns1",
-    "ns2",
-    "static",
-    "assets",
-    "status",
-];
-const ADJECTIVES: [&str; 16] = [
-    "amber", "brave", "calm", "dusty", "eager", "fuzzy", "gentle", "happy", "icy", "jolly", "keen",
-    "lucky", "mellow", "nimble", "quiet", "rapid",
-];
-const NOUNS: [&str; 16] = [
-    "otter", "heron", "maple", "harbor", "comet", "falcon", "willow", "pebble", "lynx", "cedar",
-    "badger", "meadow", "orca", "raven", "tide", "sparrow",
-];
 
 /// A live tunnel: its control connection, through which `connect` frames go.
 pub struct Tunnel {
@@ -91,6 +65,8 @@ pub struct Tunnel {
     pub subdomain: String,
     /// The token that opened it (`tokens revoke --disconnect` closes by token).
     pub token_id: i64,
+    /// The crew it belongs to, which holds its name after it closes.
+    pub crew_id: i64,
     control: Mutex<Stream>,
     /// Whether data connections are opened ahead of need: HTTP only. A TCP
     /// tunnel's client dials the local service when its data connection
@@ -99,6 +75,28 @@ pub struct Tunnel {
     ahead: bool,
     pool: Mutex<Pool>,
     closed: AtomicBool,
+    /// The connections it carries (public connections bound to it, their data
+    /// connections), cut when it closes; see [`Tunnel::carry`].
+    carried: Mutex<Carried>,
+}
+
+/// Sockets of the connections a tunnel carries, by a number of their own.
+#[derive(Default)]
+struct Carried {
+    next: u64,
+    sockets: HashMap<u64, TcpStream>,
+}
+
+/// A connection's place among those its tunnel carries, given up when dropped.
+pub struct Carrying {
+    tunnel: Arc<Tunnel>,
+    key: u64,
+}
+
+impl Drop for Carrying {
+    fn drop(&mut self) {
+        lock(&self.tunnel.carried).sockets.remove(&self.key);
+    }
 }
 
 /// A tunnel's data connections opened ahead of need.
@@ -128,15 +126,50 @@ enum Pending {
 impl Tunnel {
     /// A tunnel with a fresh id, under `subdomain` (a TCP tunnel's: its port);
     /// `ahead`: whether data connections are opened ahead of need.
-    fn new(subdomain: String, token_id: i64, control: Stream, ahead: bool) -> Tunnel {
+    fn new(subdomain: String, owner: Owner, control: Stream, ahead: bool) -> Tunnel {
         Tunnel {
             id: random_hex::<8>(),
             subdomain,
-            token_id,
+            token_id: owner.token_id,
+            crew_id: owner.crew_id,
             control: Mutex::new(control),
             ahead,
             pool: Mutex::new(Pool::default()),
             closed: AtomicBool::new(false),
+            carried: Mutex::new(Carried::default()),
+        }
+    }
+
+    /// Count a connection among those the tunnel carries, so closing the
+    /// tunnel cuts it; `None` if it already closed (the caller must not use
+    /// the connection for it).
+    pub fn carry(self: &Arc<Self>, socket: &TcpStream) -> Option<Carrying> {
+        let mut carried = lock(&self.carried);
+        // Checked under the lock `cut` takes after setting the flag: a
+        // connection is either cut there or refused here.
+        if self.is_closed() {
+            return None;
+        }
+        let clone = socket.try_clone().ok()?;
+        let key = carried.next;
+        carried.next += 1;
+        carried.sockets.insert(key, clone);
+        Some(Carrying {
+            tunnel: self.clone(),
+            key,
+        })
+    }
+
+    /// Cut every connection the tunnel carries (it closed: no byte more goes
+    /// through it, whoever asked).
+    fn cut(&self) {
+        let sockets: Vec<TcpStream> = lock(&self.carried)
+            .sockets
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for socket in sockets {
+            let _ = socket.shutdown(Shutdown::Both);
         }
     }
 
@@ -179,12 +212,33 @@ impl Tunnel {
 /// Why a subdomain cannot be had.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClaimError {
-    /// Not `[a-z0-9-]{1,63}` without a leading or trailing `-`, or reserved (400).
+    /// Not `[a-z0-9-]{1,63}` without a leading or trailing `-`, reserved, or
+    /// one of the server's own names (400).
     Invalid(String),
-    /// Held by a live tunnel (409).
+    /// Held by a live tunnel, or by another crew (409).
     Taken(String),
+    /// The store could not say who holds the name (503).
+    Unavailable,
     /// The client went away before it heard the answer.
     Gone,
+}
+
+/// Who opens a tunnel: the token, and its crew, which keeps the tunnel's name.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner {
+    pub token_id: i64,
+    pub crew_id: i64,
+}
+
+#[cfg(test)]
+impl Owner {
+    /// A token of crew 1, for unit tests.
+    pub fn token(token_id: i64) -> Owner {
+        Owner {
+            token_id,
+            crew_id: 1,
+        }
+    }
 }
 
 /// The answer that turns a relay request into relay bytes.
@@ -212,12 +266,29 @@ pub struct Relay {
     pub quotas: quota::Quotas,
     /// `request` frames gathered for each tunnel's client.
     lines: Arc<lines::Lines>,
+    /// Who may have which subdomain.
+    pub names: names::Names,
+    /// The public URL's host (lowercased, no port): always the API and the
+    /// dashboard, never a tunnel.
+    own_host: String,
+    /// Set when the server stops: closing tunnels then leaves the requests
+    /// in flight through them to finish within the drain.
+    stopping: AtomicBool,
 }
 
 impl Relay {
     pub fn new(domain: &str, public_url: &str) -> Relay {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let own_host = host_of(public_url);
+        let names = names::Names::new();
+        if let Some(label) = names::label_under(&own_host, &domain) {
+            names.keep_own(label);
+        }
         Relay {
-            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+            names,
+            own_host,
+            stopping: AtomicBool::new(false),
+            domain,
             public_url: public_url.to_string(),
             region: DEFAULT_REGION.to_string(),
             response_timeout: ingress::RESPONSE_TIMEOUT,
@@ -255,39 +326,41 @@ impl Relay {
 
     /// Claim a subdomain (or a random free one) for a control connection and
     /// greet the client (101, then `ready`); atomic: of two racing claims exactly one wins.
+    /// A name another crew holds or reserved is refused (`names`).
     /// `claimed` runs before the greeting (to record the tunnel before anyone can ask for it).
     pub fn claim(
         &self,
         wanted: Option<&str>,
         control: Stream,
-        token_id: i64,
+        owner: Owner,
         claimed: impl FnOnce(&Tunnel),
     ) -> Result<Arc<Tunnel>, ClaimError> {
         if let Some(name) = wanted {
-            check_subdomain(name)?;
+            self.names.check(name)?;
         }
         let _ = control.set_write_timeout(Some(CONTROL_WRITE_TIMEOUT));
-        let mut tunnels = lock(&self.tunnels);
+        let turn = self.names.turn();
+        let live = |name: &str| lock(&self.tunnels).contains_key(name);
         let subdomain = match wanted {
-            Some(name) if tunnels.contains_key(name) => {
+            Some(name) if live(name) => {
                 return Err(ClaimError::Taken(format!(
-                "The subdomain {name} is held by a live tunnel; choose another with --subdomain."
+                "The subdomain {name} is taken: a live tunnel is on it; choose another with --subdomain."
             )))
             }
-            Some(name) => name.to_string(),
-            None => loop {
-                let name = random_name();
-                if !tunnels.contains_key(&name) {
-                    break name;
-                }
-            },
+            Some(name) => {
+                self.names.take(name, owner.crew_id)?;
+                name.to_string()
+            }
+            None => self.names.take_random(owner.crew_id, live)?,
         };
-        let tunnel = Arc::new(Tunnel::new(subdomain.clone(), token_id, control, true));
+        let tunnel = Arc::new(Tunnel::new(subdomain.clone(), owner, control, true));
         // The 101 and `ready` go out before any `connect`: hold the control
         // connection's lock from before the tunnel is findable until they are sent.
+        let mut tunnels = lock(&self.tunnels);
         let control = lock(&tunnel.control);
         tunnels.insert(subdomain.clone(), tunnel.clone());
         drop(tunnels);
+        drop(turn);
         claimed(&tunnel);
         greet(&tunnel, control, self.url_of(&subdomain), || {
             self.release(&tunnel)
@@ -325,23 +398,31 @@ impl Relay {
         self.quotas.release(&tunnel.id);
         self.tcp.release(tunnel);
         {
+            let _turn = self.names.turn();
             let mut tunnels = lock(&self.tunnels);
-            if tunnels
+            let held = tunnels
                 .get(&tunnel.subdomain)
-                .is_some_and(|t| Arc::ptr_eq(t, tunnel))
-            {
+                .is_some_and(|t| Arc::ptr_eq(t, tunnel));
+            if held {
                 tunnels.remove(&tunnel.subdomain);
+                drop(tunnels);
+                // Its crew keeps the name for a while (a reconnect, a restart).
+                self.names.let_go(&tunnel.subdomain, tunnel.crew_id);
             }
         }
         lock(&self.pending).retain(|_, pending| match pending {
             Pending::Waiter { tunnel: of, .. } => !std::ptr::eq(of.as_ptr(), Arc::as_ptr(tunnel)),
             Pending::Ahead { .. } => true,
         });
+        if !self.stopping.load(Ordering::SeqCst) {
+            tunnel.cut();
+        }
     }
 
     /// Close every control connection (shutdown): the clients reconnect elsewhere
     /// or later, and the front door's drain need not wait for them.
     pub fn close_all(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         let tunnels: Vec<Arc<Tunnel>> = lock(&self.tunnels).drain().map(|(_, t)| t).collect();
         for tunnel in tunnels {
             tunnel.close();
@@ -384,6 +465,18 @@ impl Relay {
     /// The live tunnel at a subdomain.
     pub fn find(&self, subdomain: &str) -> Option<Arc<Tunnel>> {
         lock(&self.tunnels).get(subdomain).cloned()
+    }
+
+    /// Whether a Host (already lowercased, port stripped) is the public URL's:
+    /// the server's own, whatever tunnel the name would otherwise be.
+    pub fn is_own_host(&self, host: &str) -> bool {
+        host == self.own_host
+    }
+
+    /// The public URL's host, if it lies under the tunnel domain (a setup
+    /// the server warns about: tunnels then share a parent domain with it).
+    pub fn own_host_under_domain(&self) -> Option<&str> {
+        names::label_under(&self.own_host, &self.domain).map(|_| self.own_host.as_str())
     }
 
     /// The subdomain a Host (already lowercased, port stripped) names, if it is
@@ -553,33 +646,16 @@ pub fn silent_and_open(stream: &std::net::TcpStream) -> bool {
     stream.set_nonblocking(false).is_ok() && silent
 }
 
-/// Check a requested subdomain against DESIGN §6's rules.
-pub fn check_subdomain(name: &str) -> Result<(), ClaimError> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_SUBDOMAIN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if !valid {
-        return Err(ClaimError::Invalid(format!(
-            "The subdomain `{name}` is not valid: use 1 to 63 of a-z, 0-9 and -, not starting or ending with -."
-        )));
-    }
-    if RESERVED.contains(&name) {
-        return Err(ClaimError::Invalid(format!(
-            "The subdomain `{name}` is reserved; choose another."
-        )));
-    }
-    Ok(())
-}
-
-/// A random readable name such as `calm-otter-4821`.
-fn random_name() -> String {
-    let adjective = ADJECTIVES[rand::random_range(0..ADJECTIVES.len())];
-    let noun = NOUNS[rand::random_range(0..NOUNS.len())];
-    format!("{adjective}-{noun}-{}", rand::random_range(1000..10000))
+/// The host of a URL, lowercased, without its port (an IPv6 host keeps its brackets).
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => host,
+        _ => authority,
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// `N` random bytes as lowercase hex.
@@ -653,7 +729,9 @@ mod tests {
     fn a_tunnel_parks_data_connections_ahead_of_need() {
         let relay = Relay::new("localhost", "http://localhost:1");
         let (client, server) = pair();
-        let tunnel = relay.claim(Some("ahead"), server, 1, |_| {}).unwrap();
+        let tunnel = relay
+            .claim(Some("ahead"), server, Owner::token(1), |_| {})
+            .unwrap();
         let mut lines = std::io::BufReader::new(client);
         relay.refill(&tunnel);
         let ids = connect_ids(&mut lines, PARKED_PER_TUNNEL);
@@ -704,7 +782,9 @@ mod tests {
     fn tending_expires_unclaimed_ids_and_retires_old_connections() {
         let relay = Relay::new("localhost", "http://localhost:1");
         let (client, server) = pair();
-        let tunnel = relay.claim(Some("tend"), server, 1, |_| {}).unwrap();
+        let tunnel = relay
+            .claim(Some("tend"), server, Owner::token(1), |_| {})
+            .unwrap();
         let mut lines = std::io::BufReader::new(client);
         relay.refill(&tunnel);
         let first = connect_ids(&mut lines, PARKED_PER_TUNNEL);
@@ -760,23 +840,33 @@ mod tests {
     }
 
     #[test]
-    fn subdomain_rules() {
-        for good in ["a", "my-app", "x1", &"a".repeat(MAX_SUBDOMAIN)] {
-            assert_eq!(check_subdomain(good), Ok(()), "{good}");
-        }
-        let long = "a".repeat(MAX_SUBDOMAIN + 1);
-        for bad in [
-            "", "-a", "a-", "A", "a.b", "a_b", "www", "api", "admin", &long,
-        ] {
-            assert!(check_subdomain(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn random_names_are_valid() {
-        for _ in 0..100 {
-            assert_eq!(check_subdomain(&random_name()), Ok(()));
-        }
+    fn closing_a_tunnel_cuts_what_it_carries_but_not_while_the_server_drains() {
+        let relay = Relay::new("localhost", "http://localhost:1");
+        let tunnel = relay
+            .claim(Some("cut"), socket(), Owner::token(1), |_| {})
+            .unwrap();
+        let (mut visitor, served) = pair();
+        let carrying = tunnel.carry(served.tcp()).unwrap();
+        assert!(relay.close_by_id(&tunnel.id, "test"));
+        let mut byte = [0u8; 1];
+        assert_eq!(visitor.read(&mut byte).unwrap_or(0), 0, "cut");
+        drop(carrying);
+        // Closed: nothing more is carried.
+        let (_late, served_late) = pair();
+        assert!(tunnel.carry(served_late.tcp()).is_none());
+        // Stopping: requests in flight finish within the drain.
+        let draining = relay
+            .claim(Some("drain"), socket(), Owner::token(1), |_| {})
+            .unwrap();
+        let (mut visitor, served) = pair();
+        let _carrying = draining.carry(served.tcp()).unwrap();
+        relay.close_all();
+        relay.release(&draining);
+        visitor.write_all(b"x").unwrap();
+        visitor
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        assert!(visitor.read(&mut byte).is_err(), "still open: no EOF");
     }
 
     #[test]
@@ -786,7 +876,11 @@ mod tests {
             .map(|_| {
                 let relay = relay.clone();
                 let control = socket();
-                std::thread::spawn(move || relay.claim(Some("race"), control, 1, |_| {}).is_ok())
+                std::thread::spawn(move || {
+                    relay
+                        .claim(Some("race"), control, Owner::token(1), |_| {})
+                        .is_ok()
+                })
             })
             .collect();
         let wins = handles
@@ -798,7 +892,9 @@ mod tests {
         let tunnel = relay.find("race").unwrap();
         relay.release(&tunnel);
         assert!(relay.find("race").is_none());
-        assert!(relay.claim(Some("race"), socket(), 1, |_| {}).is_ok());
+        assert!(relay
+            .claim(Some("race"), socket(), Owner::token(1), |_| {})
+            .is_ok());
     }
 
     #[test]
@@ -815,7 +911,9 @@ mod tests {
     #[test]
     fn an_unclaimed_id_expires() {
         let relay = Relay::new("localhost", "http://localhost:1");
-        let tunnel = relay.claim(Some("slow"), socket(), 1, |_| {}).unwrap();
+        let tunnel = relay
+            .claim(Some("slow"), socket(), Owner::token(1), |_| {})
+            .unwrap();
         let started = std::time::Instant::now();
         assert!(relay.open_data(&tunnel).is_none());
         assert!(started.elapsed() >= PENDING_TIMEOUT);
@@ -825,7 +923,9 @@ mod tests {
     #[test]
     fn a_public_connection_waiting_on_a_closing_tunnel_stops_waiting() {
         let relay = Arc::new(Relay::new("localhost", "http://localhost:1"));
-        let tunnel = relay.claim(Some("going"), socket(), 1, |_| {}).unwrap();
+        let tunnel = relay
+            .claim(Some("going"), socket(), Owner::token(1), |_| {})
+            .unwrap();
         let waiting = {
             let (relay, tunnel) = (relay.clone(), tunnel.clone());
             std::thread::spawn(move || {
@@ -867,11 +967,11 @@ mod tests {
         // A claim that fails gives its slot back.
         let slot = take().unwrap();
         assert!(relay
-            .claim(Some("www"), socket(), 1, |t| slot.keep(t))
+            .claim(Some("www"), socket(), Owner::token(1), |t| slot.keep(t))
             .is_err());
         let slot = take().unwrap();
         let tunnel = relay
-            .claim(Some("q"), socket(), 1, |t| slot.keep(t))
+            .claim(Some("q"), socket(), Owner::token(1), |t| slot.keep(t))
             .unwrap();
         assert!(take().is_err());
         relay.release(&tunnel);
@@ -879,7 +979,7 @@ mod tests {
         // Closed before the slot knew its tunnel: given back all the same.
         let slot = take().unwrap();
         let tunnel = relay
-            .claim(Some("r"), socket(), 1, |t| {
+            .claim(Some("r"), socket(), Owner::token(1), |t| {
                 t.closed.store(true, Ordering::SeqCst);
                 relay.quotas.release(&t.id);
                 slot.keep(t)
@@ -892,9 +992,15 @@ mod tests {
     #[test]
     fn tunnels_close_by_id_and_by_token() {
         let relay = Relay::new("localhost", "http://localhost:1");
-        let a = relay.claim(Some("a"), socket(), 1, |_| {}).unwrap();
-        relay.claim(Some("b"), socket(), 2, |_| {}).unwrap();
-        relay.claim(Some("c"), socket(), 2, |_| {}).unwrap();
+        let a = relay
+            .claim(Some("a"), socket(), Owner::token(1), |_| {})
+            .unwrap();
+        relay
+            .claim(Some("b"), socket(), Owner::token(2), |_| {})
+            .unwrap();
+        relay
+            .claim(Some("c"), socket(), Owner::token(2), |_| {})
+            .unwrap();
         assert!(relay.close_by_id(&a.id, "test"));
         assert!(!relay.close_by_id(&a.id, "test"));
         assert!(relay.find("a").is_none());

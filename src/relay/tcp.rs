@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use super::splice;
-use super::{greet, ClaimError, Relay, Tunnel};
+use super::{greet, ClaimError, Owner, Relay, Tunnel};
 use crate::sync::lock;
 
 /// The ports `berth server` hands out when `--tcp-ports` is not given.
@@ -135,7 +135,7 @@ impl Ports {
         relay: &Arc<Relay>,
         wanted: Option<u16>,
         control: Stream,
-        token_id: i64,
+        owner: Owner,
         claimed: impl FnOnce(&Tunnel),
     ) -> Result<Arc<Tunnel>, ClaimError> {
         if let Some(port) = wanted.filter(|p| !self.range.contains(*p)) {
@@ -150,7 +150,7 @@ impl Ports {
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::new(self.ip, port));
         // No data connections ahead of need: see `Tunnel::ahead`.
-        let tunnel = Arc::new(Tunnel::new(port.to_string(), token_id, control, false));
+        let tunnel = Arc::new(Tunnel::new(port.to_string(), owner, control, false));
         let listening = Arc::new(Listening {
             tunnel: tunnel.clone(),
             addr,
@@ -326,7 +326,12 @@ fn accept_loop(relay: &Arc<Relay>, listening: &Arc<Listening>, listener: TcpList
 
 /// One public connection: ask the client for a data connection, then pipe raw bytes.
 fn serve_public(relay: &Relay, listening: &Listening, public: TcpStream) {
-    let Some(data) = relay.open_data(&listening.tunnel) else {
+    let data = relay.open_data(&listening.tunnel);
+    // Cut with the public connection when the tunnel closes.
+    let carried = data
+        .as_ref()
+        .and_then(|data| listening.tunnel.carry(data.tcp()));
+    let (Some(data), Some(_carried)) = (data, carried) else {
         // Raw TCP has no error page: the client sees the connection close.
         let _ = public.shutdown(Shutdown::Both);
         return;
@@ -412,7 +417,11 @@ mod tests {
                 let (server, client) = control();
                 clients.push(client);
                 let relay = relay.clone();
-                std::thread::spawn(move || relay.tcp.claim(&relay, Some(port), server, 1, |_| {}))
+                std::thread::spawn(move || {
+                    relay
+                        .tcp
+                        .claim(&relay, Some(port), server, Owner::token(1), |_| {})
+                })
             })
             .collect();
         let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
@@ -426,15 +435,24 @@ mod tests {
         let tunnel = wins[0].clone();
         relay.tcp.release(&tunnel);
         let (server, _client) = control();
-        let again = relay.tcp.claim(&relay, None, server, 1, |_| {}).unwrap();
+        let again = relay
+            .tcp
+            .claim(&relay, None, server, Owner::token(1), |_| {})
+            .unwrap();
         assert_eq!(again.subdomain, port.to_string());
         let (server, _client) = control();
-        let full = relay.tcp.claim(&relay, None, server, 1, |_| {});
+        let full = relay
+            .tcp
+            .claim(&relay, None, server, Owner::token(1), |_| {});
         assert!(matches!(full, Err(ClaimError::Taken(why)) if why.contains("in use")));
         let (server, _client) = control();
-        let outside = relay
-            .tcp
-            .claim(&relay, Some(port.wrapping_add(1)), server, 1, |_| {});
+        let outside = relay.tcp.claim(
+            &relay,
+            Some(port.wrapping_add(1)),
+            server,
+            Owner::token(1),
+            |_| {},
+        );
         assert!(matches!(outside, Err(ClaimError::Invalid(why)) if why.contains("outside")));
     }
 
@@ -442,7 +460,10 @@ mod tests {
     fn public_connections_beyond_the_limit_are_closed() {
         let (relay, port) = relay_with_one_port();
         let (server, _client) = control();
-        let tunnel = relay.tcp.claim(&relay, None, server, 1, |_| {}).unwrap();
+        let tunnel = relay
+            .tcp
+            .claim(&relay, None, server, Owner::token(1), |_| {})
+            .unwrap();
         let listening = lock(&relay.tcp.live).get(&port).unwrap().clone();
         let (_peer, public) = control();
         let held: Vec<u64> = (0..MAX_CONNECTIONS)

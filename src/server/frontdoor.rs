@@ -295,10 +295,11 @@ impl FrontDoor {
         Ok(Outcome::Close)
     }
 
-    /// Route by Host first (a tunnel's name wins over every path), then by path.
+    /// Route by Host first (a tunnel's name wins over every path, but the
+    /// public URL's host is always the server's own), then by path.
     fn route<'a>(&self, head: &'a RequestHead) -> Route<'a> {
         let host = head.host();
-        if self.relay.subdomain_of(host).is_some() {
+        if !self.relay.is_own_host(host) && self.relay.subdomain_of(host).is_some() {
             return Route::Tunnel(host);
         }
         let path = head.target.split('?').next().unwrap_or("");

@@ -112,6 +112,7 @@ pub fn run(args: ServerArgs) -> CliResult {
     let inspector = Inspector::start(store.clone(), args.inspect_retention)
         .map_err(|e| CliError::other(format!("could not start the traffic inspector: {e}")))?;
     let mut relay = Relay::new(&args.domain, &public_url).with_inspector(inspector.clone());
+    keep_names(&mut relay, &store, args.subdomain_hold, tls.as_ref())?;
     relay.region = args.region.clone();
     relay.response_timeout = Duration::from_secs(args.response_timeout);
     // TCP tunnels listen where the front door does (loopback stays loopback).
@@ -190,7 +191,7 @@ pub fn run(args: ServerArgs) -> CliResult {
         prune_history_hourly(store.clone(), args.history_days)?;
     }
 
-    wait_for_signal(tls.as_ref().map(|t| &*t.certs))?;
+    wait_for_signal(tls.as_ref().map(|t| &*t.certs), &door.relay)?;
     say(format_args!("berth shutting down"));
     door.stop();
     door.relay.close_all();
@@ -237,6 +238,36 @@ fn prune_history_hourly(store: Arc<Store>, days: u32) -> CliResult {
         })
         .map(drop)
         .map_err(|e| CliError::other(format!("could not start the history pruner: {e}")))
+}
+
+/// Holds and reservations of subdomains in the store, and the server's own
+/// names (its public URL's host, its certificate's names) kept from tunnels;
+/// warns when the public URL lies under the tunnel domain.
+fn keep_names(
+    relay: &mut Relay,
+    store: &Arc<Store>,
+    hold: Duration,
+    tls: Option<&TlsListener>,
+) -> CliResult {
+    relay.names.keep_in(store.clone(), hold);
+    // No tunnel is live after a restart: the names live ones had stay held.
+    let until = relay.names.hold_until();
+    store
+        .subdomains()
+        .hold_all_live(&until)
+        .map_err(|e| CliError::other(format!("could not update the database: {e}")))?;
+    if let Some(tls) = tls {
+        relay
+            .names
+            .keep_own_hosts(&tls.certs.dns_names(), &relay.domain);
+    }
+    if let Some(host) = relay.own_host_under_domain() {
+        eprintln!(
+            "berth: warning: the public URL's host {host} lies under the tunnel domain {}. berth keeps that name from tunnels, but pages served through tunnels share a parent domain with the dashboard; prefer a separate tunnel domain (e.g. --domain tunnels.example.com).",
+            relay.domain
+        );
+    }
+    Ok(())
 }
 
 /// A bound from an environment variable (`BERTH_MAX_CONNECTIONS`,
@@ -335,16 +366,19 @@ fn wake_addr(bound: SocketAddr) -> SocketAddr {
 }
 
 /// Wait for SIGTERM or SIGINT; on SIGHUP re-read the TLS certificate (connections
-/// already open keep the one they started with).
-fn wait_for_signal(certs: Option<&CertFiles>) -> CliResult {
+/// already open keep the one they started with) and keep its names from tunnels.
+fn wait_for_signal(certs: Option<&CertFiles>, relay: &Relay) -> CliResult {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| CliError::other(format!("could not install signal handlers: {e}")))?;
     for signal in signals.forever() {
         if signal != SIGHUP {
             break;
         }
-        match certs.map(CertFiles::reload) {
-            Some(Ok(())) => say(format_args!("berth reloaded the TLS certificate")),
+        match certs.map(|c| c.reload().map(|()| c.dns_names())) {
+            Some(Ok(names)) => {
+                relay.names.keep_own_hosts(&names, &relay.domain);
+                say(format_args!("berth reloaded the TLS certificate"))
+            }
             Some(Err(why)) => say(format_args!("berth kept the TLS certificate in use: {why}")),
             None => {}
         }

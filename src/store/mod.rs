@@ -7,6 +7,7 @@ mod crews;
 pub(crate) mod fixture;
 mod requests;
 mod sessions;
+mod subdomains;
 mod tokens;
 mod tunnels;
 mod users;
@@ -25,6 +26,7 @@ pub use audit::{Audit, NewAuditEvent};
 pub use crews::{Crew, CrewLimits, Crews, Limit, Member, Membership, Redaction, Role};
 pub use requests::{RequestRow, Requests};
 pub use sessions::{Session, Sessions};
+pub use subdomains::{SubdomainRow, Subdomains};
 pub use tokens::{NewToken, TokenRow, TokenUpdate, Tokens};
 pub use tunnels::{NewTunnel, TunnelRow, Tunnels};
 pub use users::{User, Users};
@@ -179,6 +181,10 @@ impl Store {
 
     pub fn tunnels(&self) -> Tunnels<'_> {
         Tunnels(self)
+    }
+
+    pub fn subdomains(&self) -> Subdomains<'_> {
+        Subdomains(self)
     }
 
     pub fn audit(&self) -> Audit<'_> {

@@ -426,7 +426,20 @@ async function crewFlow(page) {
   await page.selectOption("#crew-redaction", "strict");
   await page.click("#crew-settings button[type=submit]");
   await until(async () => (await page.textContent("#crew-settings [role=status]")).includes("strict"), "the saved tier");
+  step("crew: reserve a subdomain, refuse a reserved one, release it");
+  await page.fill("#subdomain-name", "www");
+  await page.click("#reserve-subdomain button[type=submit]");
+  await until(async () => (await page.isVisible("#subdomain-name-error"))
+    || (await page.isVisible("#reserve-subdomain > .error")), "the reserved-name error");
+  await page.fill("#subdomain-name", "shop");
+  await page.click("#reserve-subdomain button[type=submit]");
+  const shop = page.locator("#subdomains-table tr[data-subdomain=shop]");
+  await shop.waitFor();
+  check((await shop.textContent()).includes("reserved"), "shop is not shown as reserved");
   await checkPage(page, "crew");
+  await shop.locator("button", { hasText: "Release" }).click();
+  await confirm(page, "shop");
+  await until(async () => !(await page.isVisible("#subdomains-table tr[data-subdomain=shop]")), "shop released");
 }
 
 async function auditFlow(page) {
@@ -434,7 +447,7 @@ async function auditFlow(page) {
   await page.click("nav a[data-page=audit]");
   await page.locator("#audit-table").waitFor();
   const text = await page.textContent("#audit-table");
-  for (const action of ["setup", "session.create", "token.create", "token.revoke", "tunnel.open", "member.add", "crew.update"]) {
+  for (const action of ["setup", "session.create", "token.create", "token.revoke", "tunnel.open", "member.add", "crew.update", "subdomain.reserve", "subdomain.release"]) {
     check(text.includes(action), `the audit page lacks ${action}`);
   }
   await checkPage(page, "audit");
