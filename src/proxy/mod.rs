@@ -76,7 +76,7 @@ pub fn read_body_whole<S: Read>(
                     // Trailers are dropped: the API reads none.
                     loop {
                         let trailer = timed.read_line(MAX_HEAD_BYTES)?;
-                        if !trailer.ends_with(b"\r\n") {
+                        if check_trailer(&trailer).is_err() {
                             return Err(BodyError::Bad);
                         }
                         if trailer == b"\r\n" {
@@ -369,9 +369,7 @@ fn copy_chunked<S: Read>(from: &mut Conn<S>, to: &mut impl Write) -> io::Result<
             // Trailers, then the blank line.
             loop {
                 let trailer = from.read_line(MAX_HEAD_BYTES)?;
-                if !trailer.ends_with(b"\r\n") || trailer[..trailer.len() - 2].contains(&b'\r') {
-                    return Err(invalid("bad chunked trailer"));
-                }
+                check_trailer(&trailer)?;
                 to.write_all(&trailer)?;
                 if trailer == b"\r\n" {
                     return Ok(total);
@@ -392,11 +390,31 @@ fn copy_chunked<S: Read>(from: &mut Conn<S>, to: &mut impl Write) -> io::Result<
     }
 }
 
-/// The size in a `HEX[;ext]\r\n` line; anything looser is refused.
+/// Whether a byte may stand inside a chunk line or a trailer: no control
+/// character but tab. A bare CR in particular is refused: a parser further on
+/// that ends lines at CR would see a different message than this one.
+fn is_line_byte(b: u8) -> bool {
+    b == b'\t' || (b >= b' ' && b != 0x7f)
+}
+
+/// A trailer line (or the blank line ending them): CRLF-terminated, no
+/// control characters inside.
+fn check_trailer(line: &[u8]) -> io::Result<()> {
+    match line.strip_suffix(b"\r\n") {
+        Some(inner) if inner.iter().all(|&b| is_line_byte(b)) => Ok(()),
+        _ => Err(invalid("bad chunked trailer")),
+    }
+}
+
+/// The size in a `HEX[;ext]\r\n` line; anything looser (a bare CR or another
+/// control character in the extension, say) is refused.
 fn parse_chunk_line(line: &[u8]) -> io::Result<u64> {
     let line = line
         .strip_suffix(b"\r\n")
         .ok_or_else(|| invalid("chunk size line must end in CRLF"))?;
+    if !line.iter().all(|&b| is_line_byte(b)) {
+        return Err(invalid("control character in a chunk line"));
+    }
     let hex = match line.iter().position(|&b| b == b';') {
         Some(at) => &line[..at],
         None => line,
@@ -542,6 +560,9 @@ mod tests {
             &b"g\r\nx\r\n0\r\n\r\n"[..],
             b"4\r\nWikiXX0\r\n\r\n",
             b"4\nWiki\r\n",
+            b"4;a\rb\r\nWiki\r\n0\r\n\r\n",
+            b"4\r\nWiki\r\n0\r\nX-T: a\rb\r\n\r\n",
+            b"4\r\nWiki\r\n0\r\nX-T: a\x01\r\n\r\n",
         ] {
             assert_eq!(
                 whole(Body::Chunked, bad, 100),
@@ -567,6 +588,11 @@ mod tests {
             b"4\r\nWikiXX0\r\n\r\n",
             b"\r\n",
             b"10000000000000000\r\n",
+            b"4\r\r\nWiki\r\n0\r\n\r\n",
+            b"4;ext=a\rb\r\nWiki\r\n0\r\n\r\n",
+            b"4;\x00\r\nWiki\r\n0\r\n\r\n",
+            b"4\r\nWiki\r\n0\r\nX-T: a\rb\r\n\r\n",
+            b"4\r\nWiki\r\n0\r\n\r\r\n",
         ] {
             assert!(
                 copy_body(Body::Chunked, &mut conn(bad), &mut Vec::new()).is_err(),
