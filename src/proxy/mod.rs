@@ -12,8 +12,13 @@ pub use head::{parse_request, parse_response, HeadError, RequestHead};
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 /// A request head must arrive whole within this time of its first byte (slowloris).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a keep-alive connection may sit idle between requests.
+/// How long a read in the middle of a request may wait (a body streamed
+/// through, a response being sent).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a kept-alive connection may wait for its next request: short, so
+/// idle connections give their slots back (browsers and proxies open a new
+/// one without a fuss).
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(10);
 /// Most header lines accepted in one head.
 pub const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line accepted, extensions included.
@@ -234,6 +239,28 @@ impl<S: Read> Conn<S> {
         idle: Duration,
         set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
     ) -> Result<Vec<u8>, HeadError> {
+        self.read_head_capped(idle, None, set_timeout)
+    }
+
+    /// Read a head that must be whole by `deadline`, however its bytes
+    /// trickle in: a new connection's first head, which shares one deadline
+    /// with the TLS handshake before it.
+    pub fn read_head_by(
+        &mut self,
+        deadline: Instant,
+        set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
+    ) -> Result<Vec<u8>, HeadError> {
+        let idle = deadline.saturating_duration_since(Instant::now());
+        self.read_head_capped(idle, Some(deadline), set_timeout)
+    }
+
+    /// `read_head`, with every wait ending by `cap` when given.
+    fn read_head_capped(
+        &mut self,
+        idle: Duration,
+        cap: Option<Instant>,
+        set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
+    ) -> Result<Vec<u8>, HeadError> {
         let mut deadline: Option<Instant> = None;
         loop {
             if let Some(end) = find_head_end(self.buffered()) {
@@ -256,8 +283,16 @@ impl<S: Read> Conn<S> {
                 }
                 Some(end) => end.saturating_duration_since(Instant::now()),
             };
+            let wait = match cap {
+                Some(cap) => wait.min(cap.saturating_duration_since(Instant::now())),
+                None => wait,
+            };
             if wait.is_zero() {
-                return Err(HeadError::Timeout);
+                return Err(if self.buffered().is_empty() {
+                    HeadError::Idle
+                } else {
+                    HeadError::Timeout
+                });
             }
             set_timeout(Some(wait)).map_err(|_| HeadError::Io)?;
             match self.fill() {
@@ -272,12 +307,16 @@ impl<S: Read> Conn<S> {
                         deadline = Some(Instant::now() + HEAD_TIMEOUT);
                     }
                 }
+                // A TLS stream that timed out with part of a record in hand
+                // says `TimedOut` (a bare socket's timeout is `WouldBlock`):
+                // bytes came, too slowly, as for a head begun.
                 Err(e) if is_timeout(&e) => {
-                    return Err(if self.buffered().is_empty() {
+                    let begun = e.kind() == io::ErrorKind::TimedOut;
+                    return Err(if self.buffered().is_empty() && !begun {
                         HeadError::Idle
                     } else {
                         HeadError::Timeout
-                    })
+                    });
                 }
                 Err(_) => return Err(HeadError::Io),
             }

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::kept::KeptAlive;
 use crate::api::MAX_BODY_BYTES;
@@ -148,23 +148,26 @@ impl FrontDoor {
             return;
         }
         let _open = metrics::connection_opened();
+        // The handshake and the first head share one deadline.
+        let deadline = Instant::now() + proxy::HEAD_TIMEOUT;
         let stream = match tls {
             None => Some(Stream::Tcp(stream)),
             // A failed handshake (a plain-HTTP client, an untrusting
             // one, a timeout) has no channel to answer on: close.
-            Some(config) => TlsStream::accept(config.clone(), stream)
+            Some(config) => TlsStream::accept(config.clone(), stream, deadline)
                 .ok()
                 .map(Stream::Tls),
         };
         if let Some(stream) = stream {
-            self.handle(stream, peer, reserve);
+            self.handle(stream, peer, reserve, deadline);
         }
         self.open.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Serve one client connection: a loop of request heads, each routed.
-    /// `reserve`: admitted past the bound, so only relay paths are served.
-    fn handle(&self, stream: Stream, peer: SocketAddr, reserve: bool) {
+    /// `reserve`: admitted past the bound, so only relay paths are served;
+    /// `first_by`: when the first head must be whole.
+    fn handle(&self, stream: Stream, peer: SocketAddr, reserve: bool, first_by: Instant) {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let Ok(reader) = stream.try_clone() else {
@@ -180,17 +183,20 @@ impl FrontDoor {
         // client socket's read timeout, so an unchanged one costs no system call.
         let timeout = proxy::ReadTimeout::default();
         let set_timeout = |t: Option<Duration>| timeout.set(t, |t| stream.set_read_timeout(t));
-        // A new connection must start its first head as promptly as a head must
-        // finish; only between requests may a kept-alive connection idle longer.
-        let mut idle = proxy::HEAD_TIMEOUT;
+        // A new connection's first head must be whole by `first_by`; later
+        // ones may wait `KEEP_ALIVE_IDLE` for their first byte.
+        let mut first = true;
         let mut refused = false;
         // Written into every forwarded head: formatted once.
         let peer_ip = peer.ip().to_string();
         let mut in_reserve = reserve;
         while kept.wait_unless(&self.stopping) {
-            let head = client
-                .read_head(idle, &set_timeout)
-                .and_then(|raw| proxy::parse_request(&raw));
+            let raw = if std::mem::take(&mut first) {
+                client.read_head_by(first_by, &set_timeout)
+            } else {
+                client.read_head(proxy::KEEP_ALIVE_IDLE, &set_timeout)
+            };
+            let head = raw.and_then(|raw| proxy::parse_request(&raw));
             if !kept.take() {
                 // Closed while it waited, the server stopping: no answer.
                 break;
@@ -203,7 +209,6 @@ impl FrontDoor {
                     break;
                 }
             };
-            idle = proxy::IDLE_TIMEOUT;
             let _ = set_timeout(Some(proxy::IDLE_TIMEOUT));
             let route = self.route(&head);
             if std::mem::take(&mut in_reserve) && matches!(route, Route::Api | Route::Tunnel(_)) {
