@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod config;
 mod inspect;
+mod limits;
 mod metrics;
 mod proxy;
 mod relay;
@@ -271,6 +272,26 @@ pub struct ServerArgs {
         default_value = relay::tcp::DEFAULT_RANGE
     )]
     pub tcp_ports: relay::tcp::PortRange,
+    /// Connections one client address may hold at once [default: 64, or a
+    /// quarter of the connection bound if that is less]
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS_PER_IP", value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: Option<u32>,
+    /// How long an upgraded connection (a WebSocket) through a tunnel may move
+    /// no byte either way before it is closed: 30s, 10m, 24h
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT", value_name = "DURATION",
+        default_value = limits::IDLE_TIMEOUT, value_parser = limits::parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// A reverse proxy in front of berth (ADDRESS/BITS, repeatable): from it,
+    /// the client address is taken from X-Forwarded-For (HTTP) or a PROXY
+    /// protocol header (TCP tunnels), never from anyone else
+    #[arg(
+        long,
+        env = "BERTH_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxy: Vec<proxy::forwarded::Cidr>,
 }
 
 #[derive(Subcommand)]

@@ -551,7 +551,11 @@ fn client_forwarding_headers_are_replaced() {
 
 #[test]
 fn beyond_the_connection_bound_new_connections_get_503() {
-    let server = Server::start_with_env(&[("BERTH_MAX_CONNECTIONS", "2")]);
+    // The cap per client address lifted: every connection here is 127.0.0.1's.
+    let server = Server::start_with_env(&[
+        ("BERTH_MAX_CONNECTIONS", "2"),
+        ("BERTH_MAX_CONNECTIONS_PER_IP", "100"),
+    ]);
     // Two connections hold the slots, mid-way through a head.
     let mut held: Vec<Client> = (0..2)
         .map(|_| {

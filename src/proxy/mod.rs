@@ -1,6 +1,7 @@
 //! HTTP/1.1 forwarding: connections read through a buffer, heads read under their
 //! limits and deadlines, and bodies framed and streamed between two connections.
 
+pub mod forwarded;
 mod head;
 
 use std::io::{self, Read, Write};
