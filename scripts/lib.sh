@@ -118,6 +118,11 @@ await_line() {
 LISTENING='s/^berth listening on http:\/\/\([^ ]*\) .*/\1/p'
 # The line share prints once its HTTP tunnel is open, as a sed script printing the URL.
 FORWARDING='s/^Forwarding \([^ ]*\) .*/\1/p'
+# The benchmarks' load comes from one address (wrk -c64, parallel curls and TCP
+# connections, a thousand idle tunnels): flags that lift the server's cap per
+# client address, which would otherwise turn part of the load into 429s.
+LOAD_FLAGS=(--max-connections-per-ip 100000)
+
 # Seconds start_server waits for the server to listen.
 START_WAIT=${START_WAIT:-10}
 
@@ -162,10 +167,10 @@ mint_token() {
     printf '%s\n' "$secret"
 }
 
-# server_with_token NAME: a server on data dir $WORK/NAME with a user and a token;
-# sets ADDR, BASE, SERVER_PID and TOKEN.
+# server_with_token NAME [ARGS...]: a server (with ARGS) on data dir $WORK/NAME
+# with a user and a token; sets ADDR, BASE, SERVER_PID and TOKEN.
 server_with_token() {
-    start_server "$1" "$WORK/$1"
+    start_server "$1" "$WORK/$1" "${@:2}"
     create_user "$WORK/$1" bench
     TOKEN=$(mint_token "$BASE" bench "$PASSWORD" bench)
 }
