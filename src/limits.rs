@@ -100,24 +100,35 @@ pub struct Bounds {
 impl Bounds {
     /// Fit the asked bounds into `open_files` descriptors: `RESERVED_FILES`
     /// aside, half of the rest for front-door connections and their reserve,
-    /// a quarter for tunnels, a quarter for TCP tunnels' public connections.
+    /// a quarter for tunnels, a quarter for TCP tunnels' public connections;
+    /// what one of them needs less than its part goes to the others.
     pub fn fit(open_files: u64, asked: Asked) -> Bounds {
         let usable = open_files.saturating_sub(RESERVED_FILES);
+        let connection_files = |n: usize| (n + relay_reserve(n)) as u64 * FILES_PER_CONNECTION;
+        let needs = [
+            connection_files(asked.connections),
+            asked.tunnels as u64 * FILES_PER_TUNNEL,
+            MAX_TCP_CONNECTIONS as u64 * FILES_PER_TCP_CONNECTION,
+        ];
+        let parts = [usable / 2, usable / 4, usable / 4];
+        let mut files = [0u64; 3];
+        for i in 0..3 {
+            files[i] = needs[i].min(parts[i]);
+        }
+        let mut left = usable.saturating_sub(files.iter().sum());
+        for i in [1, 0, 2] {
+            let more = (needs[i] - files[i]).min(left);
+            files[i] += more;
+            left -= more;
+        }
         let within = |files: u64, each: u64| usize::try_from(files / each).unwrap_or(usize::MAX);
-        let mut connections = asked
-            .connections
-            .min(within(usable / 2, FILES_PER_CONNECTION))
-            .max(1);
-        let fit = within(usable / 2, FILES_PER_CONNECTION);
-        while connections > 1 && connections + relay_reserve(connections) > fit {
+        let mut connections = asked.connections.max(1);
+        while connections > 1 && connection_files(connections) > files[0] {
             connections -= 1;
         }
-        let tunnels = asked
-            .tunnels
-            .min(within(usable / 4, FILES_PER_TUNNEL))
-            .max(1);
+        let tunnels = asked.tunnels.min(within(files[1], FILES_PER_TUNNEL)).max(1);
         let tcp_connections = MAX_TCP_CONNECTIONS
-            .min(within(usable / 4, FILES_PER_TCP_CONNECTION))
+            .min(within(files[2], FILES_PER_TCP_CONNECTION))
             .max(1);
         // A quarter of the slots (one at least) is never tunnel traffic's.
         let kept = if connections > 1 {
@@ -284,6 +295,15 @@ mod tests {
         );
         assert_eq!(set.per_address, 500);
         assert!(small.to_string().contains("from 512 open files"));
+        // What connections need less than their half goes to tunnels first.
+        let some = Bounds::fit(20_000, asked(MAX_CONNECTIONS));
+        assert_eq!(some.connections, MAX_CONNECTIONS);
+        assert!(some.tunnels > 1000, "{some:?}");
+        let used = (some.connections + relay_reserve(some.connections)) as u64
+            * FILES_PER_CONNECTION
+            + some.tunnels as u64 * FILES_PER_TUNNEL
+            + some.tcp_connections as u64 * FILES_PER_TCP_CONNECTION;
+        assert!(used + RESERVED_FILES <= 20_000, "{some:?} uses {used}");
     }
 
     #[test]
