@@ -457,3 +457,27 @@ fn under_512_open_files_many_tunnels_leave_the_api_answering() {
     }
     drop(open);
 }
+
+#[test]
+fn behind_a_trusted_proxy_sign_in_failures_are_throttled_per_named_client() {
+    let (server, _token, _dir) = start(&["--trusted-proxy", "127.0.0.1/32"], &[]);
+    let sign_in = |client: &str| {
+        let body = r#"{"username": "alice", "password": "wrong password"}"#;
+        exchange(
+            &server,
+            &format!(
+                "POST /api/v1/session HTTP/1.1\r\nHost: {}\r\nX-Forwarded-For: {client}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                server.addr,
+                body.len()
+            ),
+        )
+        .0
+    };
+    // Five failures of one client and account; the sixth attempt is held.
+    let statuses: Vec<u16> = (0..6).map(|_| sign_in("203.0.113.1")).collect();
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+    // Another client behind the same proxy is not held to the first one's
+    // failures (without --trusted-proxy both would be the proxy's address).
+    assert_eq!(sign_in("203.0.113.2"), 401);
+    assert_eq!(sign_in("203.0.113.1"), 429);
+}

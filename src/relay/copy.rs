@@ -160,4 +160,45 @@ mod tests {
         assert_eq!(back, b"back");
         assert_eq!(piping.join().unwrap(), (big.len() as u64, 4));
     }
+
+    /// Two connected pairs, spliced in the middle with an idle limit.
+    fn idle_splice(idle: Duration) -> (TcpStream, TcpStream, std::thread::JoinHandle<(u64, u64)>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let left = TcpStream::connect(addr).unwrap();
+        let a = listener.accept().unwrap().0;
+        let right = TcpStream::connect(addr).unwrap();
+        let b = listener.accept().unwrap().0;
+        let piping = std::thread::spawn(move || {
+            let (ar, br) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+            splice_until_idle(ar, Stream::Tcp(a), br, Stream::Tcp(b), "test", Some(idle))
+        });
+        (left, right, piping)
+    }
+
+    #[test]
+    fn a_splice_quiet_both_ways_past_the_idle_limit_closes() {
+        let idle = Duration::from_millis(400);
+        let (mut left, mut right, piping) = idle_splice(idle);
+        // Bytes one way only keep both directions open.
+        let started = Instant::now();
+        while started.elapsed() < idle * 3 {
+            left.write_all(b"x").unwrap();
+            let mut byte = [0u8; 1];
+            right.read_exact(&mut byte).unwrap();
+            std::thread::sleep(idle / 4);
+        }
+        right.write_all(b"back").unwrap();
+        let mut back = [0u8; 4];
+        left.read_exact(&mut back).unwrap();
+        // Then silence: both sides close within the limit and a tick.
+        let quiet = Instant::now();
+        let mut rest = Vec::new();
+        left.read_to_end(&mut rest).unwrap();
+        right.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        let waited = quiet.elapsed();
+        assert!(waited >= idle && waited < idle * 3, "{waited:?}");
+        assert!(piping.join().unwrap().0 > 0);
+    }
 }
