@@ -401,17 +401,16 @@ fn from_an_untrusted_address_a_proxy_header_is_data() {
 
 #[test]
 fn under_512_open_files_many_tunnels_leave_the_api_answering() {
-    let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with_open_files(512);
-    let _ = dir;
     server.create_user("alice", "home", "owner");
     let token = server.token_for("alice", "home", "share");
-    let connect_tunnel = || {
+    // An upgrade on the relay's `path`: the status, and what followed a refusal.
+    let relay_upgrade = |path: &str, auth: &str| {
         let stream = connect(&server);
         (&stream)
             .write_all(
                 format!(
-                    "GET /api/v1/tunnels/connect?kind=http HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: berth-relay/1\r\n\r\n",
+                    "GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: Upgrade\r\nUpgrade: berth-relay/1\r\n\r\n",
                     server.addr
                 )
                 .as_bytes(),
@@ -430,16 +429,38 @@ fn under_512_open_files_many_tunnels_leave_the_api_answering() {
         if status != 101 {
             let _ = reader.read_to_string(&mut rest);
         }
-        (status, rest, stream)
+        (status, rest, reader)
     };
+    let auth = format!("Authorization: Bearer {token}\r\n");
     let mut open = Vec::new();
     let mut refused = Vec::new();
     for _ in 0..110 {
-        let (status, rest, stream) = connect_tunnel();
-        match status {
-            101 => open.push(stream),
-            _ => refused.push((status, rest)),
+        let (status, rest, mut control) = relay_upgrade("/api/v1/tunnels/connect?kind=http", &auth);
+        if status != 101 {
+            refused.push((status, rest));
+            continue;
         }
+        // As `share` does: dial the data connections the tunnel asks for
+        // ahead of need (each a descriptor on the server).
+        control
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut line = String::new();
+        while control.read_line(&mut line).is_ok_and(|n| n > 0) {
+            let frame: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_default();
+            if let Some(id) = frame["connect"]["id"].as_str() {
+                let path = format!("/api/v1/tunnels/accept/{id}");
+                // Out of descriptors, the server may drop it: the API must
+                // answer all the same.
+                let (status, _, data) = relay_upgrade(&path, "");
+                if status == 101 {
+                    open.push(data);
+                }
+            }
+            line.clear();
+        }
+        open.push(control);
     }
     // The API answers, at once and again.
     for _ in 0..5 {
