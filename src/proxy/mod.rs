@@ -499,9 +499,14 @@ pub fn reason(status: u16) -> &'static str {
 
 /// A complete JSON error response of DESIGN §4's shape, closing the connection.
 pub fn error_response(status: u16, code: &str, message: &str) -> Vec<u8> {
+    error_response_with(status, code, message, "")
+}
+
+/// [`error_response`] with `extra` header lines (each ending in CRLF).
+pub fn error_response_with(status: u16, code: &str, message: &str, extra: &str) -> Vec<u8> {
     let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
     format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
         reason(status),
         body.len()
     )

@@ -366,17 +366,18 @@ fn serve_public(relay: &Relay, listening: &Listening, public: TcpStream) {
         peer.ip()
     };
     // A trusted proxy's own connections count against the total only.
-    let address = if ports.trusted.trusts(client) {
+    let exempt = ports.trusted.trusts(client);
+    let address = if exempt {
         None
     } else {
         ports.per_address.enter(client)
     };
-    let over = address.is_none() && !ports.trusted.trusts(client);
-    let Some(_slot) = ports.connections.take().filter(|_| !over) else {
+    let total = ports.connections.take();
+    if total.is_none() || (address.is_none() && !exempt) {
         // Raw TCP has no error page: the client sees the connection close.
         let _ = public.shutdown(Shutdown::Both);
         return;
-    };
+    }
     let Some(data) = relay.open_data(&listening.tunnel) else {
         // Raw TCP has no error page: the client sees the connection close.
         let _ = public.shutdown(Shutdown::Both);

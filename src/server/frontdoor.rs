@@ -705,10 +705,7 @@ impl Acceptors {
 /// 429 for an address that holds all the connections it may.
 fn crowded_response() -> Vec<u8> {
     let why = "Too many connections from your address; close some and try again.";
-    let mut response = proxy::error_response(429, "rate_limited", why);
-    let at = response.windows(2).position(|w| w == b"\r\n").unwrap_or(0) + 2;
-    response.splice(at..at, b"Retry-After: 1\r\n".iter().copied());
-    response
+    proxy::error_response_with(429, "rate_limited", why, "Retry-After: 1\r\n")
 }
 
 /// Tell a connection from an address over its cap to come back later (in
