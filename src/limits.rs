@@ -207,6 +207,16 @@ pub struct PerAddress {
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
+/// The address a client is counted by: an IPv4 address (v4-mapped ones as
+/// such), or an IPv6 address's /64, which one host is commonly given whole,
+/// so that it cannot walk past the cap address by address.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !(u128::MAX >> 64)).into()),
+        v4 => v4,
+    }
+}
+
 /// One connection of an address, given back when dropped.
 pub struct AddressSlot<'a> {
     of: &'a PerAddress,
@@ -223,7 +233,7 @@ impl PerAddress {
 
     /// A slot for `ip`, unless it holds `cap` already.
     pub fn enter(&self, ip: IpAddr) -> Option<AddressSlot<'_>> {
-        let ip = ip.to_canonical();
+        let ip = client_key(ip);
         let mut open = lock(&self.open);
         let count = open.entry(ip).or_insert(0);
         if *count >= self.cap {
@@ -349,5 +359,11 @@ mod tests {
         assert!(per.enter(other).is_some());
         drop(first);
         assert!(per.enter(one).is_some());
+        // An IPv6 client is counted by its /64.
+        let v6 = |text: &str| text.parse::<IpAddr>().unwrap();
+        let _a = per.enter(v6("2001:db8:1:2::1")).unwrap();
+        let _b = per.enter(v6("2001:db8:1:2:ffff::9")).unwrap();
+        assert!(per.enter(v6("2001:db8:1:2::77")).is_none());
+        assert!(per.enter(v6("2001:db8:1:3::1")).is_some());
     }
 }
