@@ -35,7 +35,13 @@ pub enum Header {
 /// header off it if there is one. An error: a header that is broken, or not
 /// whole by `HEADER_WAIT` once begun; the connection is to be closed.
 pub fn take(stream: &TcpStream) -> io::Result<Header> {
-    let deadline = Instant::now() + HEADER_WAIT;
+    let taken = take_by(stream, Instant::now() + HEADER_WAIT);
+    // Whatever came of it, the connection's reads are its own again.
+    stream.set_read_timeout(None)?;
+    taken
+}
+
+fn take_by(stream: &TcpStream, deadline: Instant) -> io::Result<Header> {
     let mut start = [0u8; V2_FIXED];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -59,13 +65,11 @@ pub fn take(stream: &TcpStream) -> io::Result<Header> {
         // Part of a signature: wait for the rest.
         std::thread::sleep(Duration::from_millis(5));
     }
-    let result = if start.starts_with(b"PROXY ") {
+    if start.starts_with(b"PROXY ") {
         read_v1(stream, deadline)
     } else {
         read_v2(stream, deadline)
-    };
-    stream.set_read_timeout(None)?;
-    result
+    }
 }
 
 fn broken(why: &str) -> io::Error {
