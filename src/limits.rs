@@ -23,6 +23,8 @@ pub const MAX_TCP_CONNECTIONS: usize = 4096;
 /// Connections one client address may hold at once, unless the bound is so
 /// small that a quarter of it is less (`--max-connections-per-ip`).
 pub const MAX_PER_ADDRESS: usize = 64;
+/// The least cap per address a small bound brings (if half the bound allows).
+const MIN_PER_ADDRESS: usize = 8;
 /// The relay's reserve beyond the connection bound is at least this (see
 /// `FrontDoor::most_accepted`).
 pub const MIN_RELAY_RESERVE: usize = 8;
@@ -72,6 +74,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         Some(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
         _ => Err(bad()),
     }
+}
+
+/// The cap per client address for a bound of `connections`: 64, or for a
+/// small bound a quarter of it, yet at least 8 (a browser opens six to a
+/// host) and never more than half, so no one address holds every slot.
+fn default_per_address(connections: usize) -> usize {
+    MAX_PER_ADDRESS
+        .min((connections / 4).max(MIN_PER_ADDRESS))
+        .min((connections / 2).max(1))
 }
 
 /// What the operator asked for (or the defaults).
@@ -138,8 +149,7 @@ impl Bounds {
         };
         let per_address = asked
             .per_address
-            .unwrap_or_else(|| MAX_PER_ADDRESS.min((connections / 4).max(2)))
-            .max(1);
+            .unwrap_or_else(|| default_per_address(connections));
         Bounds {
             open_files,
             connections,

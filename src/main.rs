@@ -272,8 +272,8 @@ pub struct ServerArgs {
         default_value = relay::tcp::DEFAULT_RANGE
     )]
     pub tcp_ports: relay::tcp::PortRange,
-    /// Connections one client address may hold at once [default: 64, or a
-    /// quarter of the connection bound if that is less]
+    /// Connections one client address may hold at once [default: 64, or for
+    /// a small connection bound a quarter of it, at least 8, at most half]
     #[arg(long, env = "BERTH_MAX_CONNECTIONS_PER_IP", value_name = "N",
         value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_ip: Option<u32>,
