@@ -502,3 +502,29 @@ fn behind_a_trusted_proxy_sign_in_failures_are_throttled_per_named_client() {
     assert_eq!(sign_in("203.0.113.2"), 401);
     assert_eq!(sign_in("203.0.113.1"), 429);
 }
+
+#[test]
+fn the_server_says_at_start_what_its_bounds_came_out_as() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 512 && exec \"$@\"", "sh", common::BIN])
+        .args(["server", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .args(["--trusted-proxy", "10.0.0.0/8"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        first,
+        "berth limits: 19 connections (15 at most for tunnel traffic, 8 per client address, 8 more for the relay), 19 tunnels, 19 TCP tunnel connections, from 512 open files"
+    );
+    assert_eq!(
+        second,
+        "berth takes client addresses from the proxies at 10.0.0.0/8"
+    );
+}

@@ -248,6 +248,13 @@ mod tests {
         let (fixed, rest) = six.split_at(V2_FIXED);
         let header = parse_v2(fixed.try_into().unwrap(), rest).unwrap();
         assert_eq!(header, Header::Client("2001:db8::1".parse().unwrap()));
+        // TLVs after the addresses (haproxy's send-proxy-v2-ssl, say) are skipped.
+        let mut with_tlv = vec![198, 51, 100, 3, 10, 0, 0, 1, 0, 80, 1, 187];
+        with_tlv.extend_from_slice(&[0x01, 0x00, 0x02, b'h', b'2']);
+        let with_tlv = v2(1, 0x11, &with_tlv);
+        let (fixed, rest) = with_tlv.split_at(V2_FIXED);
+        let header = parse_v2(fixed.try_into().unwrap(), rest).unwrap();
+        assert_eq!(header, Header::Client("198.51.100.3".parse().unwrap()));
         let local = v2(0, 0x00, &[]);
         let (fixed, rest) = local.split_at(V2_FIXED);
         assert_eq!(
