@@ -240,6 +240,10 @@ impl Read for &TlsStream {
     }
 }
 
+/// How long a plaintext read may gather ciphertext pieces before the time
+/// they take counts against the socket's timeout.
+const REARM_AFTER: Duration = Duration::from_millis(50);
+
 /// The socket's read timeout as the bound on one whole plaintext read, not
 /// on each piece of ciphertext: a record sent a byte at a time must not
 /// stretch a head's deadline without end. Only a read that needs a second
@@ -263,8 +267,13 @@ impl<'a> ReadBudget<'a> {
     }
 
     /// Before another socket read within the same plaintext read: set what
-    /// is left of the timeout, or time out.
+    /// is left of the timeout, or time out. Pieces that follow each other
+    /// quickly (a bulk transfer) cost no system call: the bound is then the
+    /// timeout and at most `REARM_AFTER`.
     fn again(&mut self) -> io::Result<()> {
+        if self.started.elapsed() < REARM_AFTER {
+            return Ok(());
+        }
         let timeout = match self.timeout {
             Some(timeout) => timeout,
             None => *self.timeout.insert(self.tcp.read_timeout()?),
