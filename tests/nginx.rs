@@ -43,11 +43,53 @@ impl Drop for Nginx {
     }
 }
 
-/// The README's nginx server block, pointed at berth on `upstream`.
+/// The README's nginx configuration (its ```nginx block), made local: it
+/// listens on `port` without TLS, for `localhost` names, and proxies to
+/// berth on `upstream`; each line changed must be there, so the README and
+/// this test cannot drift apart.
+fn readme_server_block(port: u16, upstream: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("```nginx\n")
+        .expect("an nginx block in the README")
+        + 9;
+    let block = &readme[start..start + readme[start..].find("```").unwrap()];
+    let mut changed = 0;
+    let lines: Vec<String> = block
+        .lines()
+        .filter_map(|line| {
+            let trimmed = line.trim_start();
+            let local = if trimmed.starts_with("listen ") {
+                format!("    listen 127.0.0.1:{port};")
+            } else if trimmed.starts_with("server_name ") {
+                "    server_name localhost *.localhost;".to_string()
+            } else if trimmed.starts_with("proxy_pass ") {
+                format!("        proxy_pass http://{upstream};")
+            } else if trimmed.starts_with("ssl_certificate") {
+                changed += 1;
+                return None;
+            } else {
+                return Some(line.to_string());
+            };
+            changed += 1;
+            Some(local)
+        })
+        .collect();
+    assert_eq!(
+        changed, 5,
+        "the README's nginx block changed shape:\n{block}"
+    );
+    lines.join("\n")
+}
+
+/// A whole nginx configuration around the README's block: one process, the
+/// current user, its pid, logs and temp files in `dir`.
 fn config(dir: &Path, port: u16, upstream: &str) -> String {
     let d = dir.display();
+    let block = readme_server_block(port, upstream);
     format!(
-        r#"master_process off;
+        "master_process off;
 pid {d}/nginx.pid;
 error_log {d}/error.log;
 events {{ worker_connections 64; }}
@@ -58,30 +100,9 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-
-    map $http_upgrade $connection_upgrade {{
-        default upgrade;
-        ''      close;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        server_name localhost *.localhost;
-        client_max_body_size 0;
-        location / {{
-            proxy_pass http://{upstream};
-            proxy_http_version 1.1;
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_buffering off;
-            proxy_request_buffering off;
-            proxy_read_timeout 1h;
-        }}
-    }}
+{block}
 }}
-"#
+"
     )
 }
 
