@@ -64,7 +64,8 @@ pub enum Command {
     /// Run the appliance: API, dashboard and token store
     #[command(after_help = "Examples:
   berth server
-  berth server --listen 127.0.0.1:9000 --data /srv/berth")]
+  berth server --listen 127.0.0.1:9000 --data /srv/berth
+  berth server --listen 127.0.0.1:8080 --trusted-proxy 127.0.0.1/32   # behind nginx or Caddy")]
     Server(ServerArgs),
     /// Offline maintenance on the data directory (works while the server runs)
     #[command(after_help = "Examples:
