@@ -115,7 +115,7 @@ fn one_address_with_more_connections_than_the_bound_leaves_healthz_to_everyone_e
         let (status, body) = curl_from(source, &format!("{}/healthz", server.url), &[]);
         assert_eq!(status, "200", "{source}: {body}");
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(5),
             "{:?}",
             started.elapsed()
         );
@@ -174,7 +174,7 @@ fn tunnel_traffic_leaves_the_api_its_share_and_silent_upgrades_close() {
     let started = Instant::now();
     let (status, _) = exchange(&server, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status, 200);
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(5));
 
     // One upgrade keeps talking: it stays; the silent ones close after 2 s.
     let chatty = held.remove(0);

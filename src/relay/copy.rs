@@ -198,7 +198,7 @@ mod tests {
         right.read_to_end(&mut rest).unwrap();
         assert!(rest.is_empty());
         let waited = quiet.elapsed();
-        assert!(waited >= idle && waited < idle * 3, "{waited:?}");
+        assert!(waited >= idle && waited < idle * 5, "{waited:?}");
         assert!(piping.join().unwrap().0 > 0);
     }
 }
