@@ -44,7 +44,7 @@ fi
 workdir berth-bench
 DATA=$WORK/data
 say "starting berth server (data $DATA)"
-start_server server "$DATA"
+start_server server "$DATA" "${LOAD_FLAGS[@]}"
 say "server listening on $BASE"
 
 # --- 4. a user and a token -------------------------------------------------

@@ -61,7 +61,7 @@ SERVICE_PORT=$(await_line "$WORK/service.out" 1p "$!")
 # tunnel_run NAME RETENTION: a fresh server with that retention, a share, wrk through it.
 tunnel_run() {
     local name=$1 retention=$2 data=$WORK/data-$1
-    start_server "$name-server" "$data" --inspect-retention "$retention"
+    start_server "$name-server" "$data" --inspect-retention "$retention" "${LOAD_FLAGS[@]}"
     local server_pid=$SERVER_PID addr=$ADDR
     create_user "$data" bench
     local token

@@ -64,7 +64,7 @@ ORIGIN_PID=$!
 track "$ORIGIN_PID"
 ORIGIN_PORT=$(await_line "$WORK/origin.out" 1p "$ORIGIN_PID")
 [[ -n $ORIGIN_PORT ]] || die "the origin did not report its port."
-server_with_token relay
+server_with_token relay "${LOAD_FLAGS[@]}"
 RELAY_PID=$SERVER_PID
 
 start_share share "$BASE" "$TOKEN" "$ORIGIN_PORT" --host 127.0.0.1
@@ -147,7 +147,7 @@ quantile() { awk -v q="$2" '{a[NR] = $1} END {i = int(NR * q); if (i < 1) i = 1;
 PER_TUNNEL=
 if [[ $TUNNELS -gt 0 ]]; then
     # One user holds every idle tunnel: past the default per-user and per-crew limits.
-    server_with_token idle --max-tunnels-per-user "$TUNNELS" --max-tunnels-per-crew "$TUNNELS"
+    server_with_token idle "${LOAD_FLAGS[@]}" --max-tunnels-per-user "$TUNNELS" --max-tunnels-per-crew "$TUNNELS"
     IDLE_PID=$SERVER_PID
     curl -sS -o /dev/null -H "Authorization: Bearer $TOKEN" "http://$ADDR/api/v1/me"
     sleep 1

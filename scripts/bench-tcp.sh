@@ -35,7 +35,7 @@ berth_bin release
 workdir berth-bench-tcp
 DATA=$WORK/data
 say "starting berth server (data $DATA)"
-start_server server "$DATA" --tcp-ports "$TCP_PORTS"
+start_server server "$DATA" --tcp-ports "$TCP_PORTS" "${LOAD_FLAGS[@]}"
 say "server listening on $BASE"
 
 # --- 3. a user and a token -------------------------------------------------

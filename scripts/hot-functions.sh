@@ -74,7 +74,7 @@ EOF
     chmod +x "$dir/berth"
     BIN=$dir/berth
     say "$name: server and share under callgrind (slow)"
-    START_WAIT=60 server_with_token "$name-server"
+    START_WAIT=60 server_with_token "$name-server" "${LOAD_FLAGS[@]}"
     start_share "$name-share" "$BASE" "$TOKEN" "$ORIGIN_PORT" --host 127.0.0.1
     url=$(await_line "$WORK/$name-share.out" "$FORWARDING" "$SHARE_PID" 60)
     [[ -n $url ]] || die "share did not open a tunnel: $(cat "$WORK/$name-share.err")"

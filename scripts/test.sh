@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests drive when it is missing (Debian
-# packages as root: chromium, curl, git, openssl; python's websockets; the
-# dashboard test's npm packages), then runs cargo test.
+# packages as root: chromium, curl, git, nginx, openssl; python's websockets;
+# the dashboard test's npm packages), then runs cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,8 @@ for tool in curl git openssl chromium; do
   command -v "$tool" >/dev/null || apt_need+=("$tool")
 done
 command -v python3 >/dev/null || apt_need+=(python3 python3-pip)
+# nginx lives in /usr/sbin, not on every user's PATH (tests/nginx.rs looks there too).
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_need+=(nginx)
 if [ ${#apt_need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
     echo "The tests need: ${apt_need[*]}. Install them (apt-get install ${apt_need[*]}) and run again." >&2

@@ -32,6 +32,17 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Like [`parse`], refusing zero: for timeouts, which must end some time.
+pub fn parse_positive(text: &str) -> Result<Duration, String> {
+    match parse(text)? {
+        Duration::ZERO => Err(format!(
+            "`{}` is no time at all: give a positive duration, e.g. 30s, 10m or 24h",
+            text.trim()
+        )),
+        positive => Ok(positive),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +59,12 @@ mod tests {
         }
         assert!(parse("400d").unwrap_err().contains("longer than a year"));
         assert!(parse("99999999999999999999s").is_err());
+    }
+
+    #[test]
+    fn timeouts_are_positive() {
+        assert_eq!(parse_positive("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_positive("0s").unwrap_err().contains("positive"));
+        assert!(parse_positive("10").unwrap_err().contains("e.g. 30s"));
     }
 }

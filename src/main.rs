@@ -8,6 +8,7 @@ mod client;
 mod config;
 mod duration;
 mod inspect;
+mod limits;
 mod metrics;
 mod proxy;
 mod relay;
@@ -64,7 +65,8 @@ pub enum Command {
     /// Run the appliance: API, dashboard and token store
     #[command(after_help = "Examples:
   berth server
-  berth server --listen 127.0.0.1:9000 --data /srv/berth")]
+  berth server --listen 127.0.0.1:9000 --data /srv/berth
+  berth server --listen 127.0.0.1:8080 --trusted-proxy 127.0.0.1/32   # behind nginx or Caddy")]
     Server(ServerArgs),
     /// Offline maintenance on the data directory (works while the server runs)
     #[command(after_help = "Examples:
@@ -312,6 +314,26 @@ pub struct ServerArgs {
         value_parser = duration::parse
     )]
     pub subdomain_hold: std::time::Duration,
+    /// Connections one client address may hold at once [default: 64, or for
+    /// a small connection bound a quarter of it, at least 8, at most half]
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS_PER_IP", value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: Option<u32>,
+    /// How long an upgraded connection (a WebSocket) through a tunnel may move
+    /// no byte either way before it is closed: 30s, 10m, 24h
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT", value_name = "DURATION",
+        default_value = limits::IDLE_TIMEOUT, value_parser = duration::parse_positive)]
+    pub idle_timeout: std::time::Duration,
+    /// A reverse proxy in front of berth (ADDRESS/BITS, repeatable): from it,
+    /// the client address is taken from X-Forwarded-For (HTTP) or a PROXY
+    /// protocol header (TCP tunnels), never from anyone else
+    #[arg(
+        long,
+        env = "BERTH_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxy: Vec<proxy::forwarded::Cidr>,
 }
 
 #[derive(Subcommand)]

@@ -248,7 +248,8 @@ pub fn render(live_tunnels: usize) -> String {
     let help = "Connections the front door is serving now.";
     let mut f = Family::new(&mut out, "berth_frontdoor_open_connections", "gauge", help);
     f.sample("", "", m.open_connections.load(Ordering::Relaxed).max(0));
-    let help = "Connections refused with 503 at the front door's limit.";
+    let help =
+        "Connections refused at the front door's bounds (503) or its cap per client address (429).";
     let name = "berth_frontdoor_refused_connections_total";
     let mut f = Family::new(&mut out, name, "counter", help);
     f.sample("", "", load(&m.refused_connections));

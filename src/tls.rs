@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, TryLockError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -28,6 +28,47 @@ use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerCo
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ciphertext read from the socket in one go.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// A socket whose every read and write ends by one deadline: rustls's
+/// `complete_io` reads as often as it likes, and a per-read timeout would let
+/// a byte every few seconds hold the handshake open for ever.
+struct ByDeadline<'a> {
+    tcp: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl ByDeadline<'_> {
+    /// The time left, set as the socket's timeouts; an error once it is up.
+    fn arm(&self) -> io::Result<()> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the TLS handshake did not finish in time",
+            ));
+        }
+        self.tcp.set_read_timeout(Some(left))?;
+        self.tcp.set_write_timeout(Some(left))
+    }
+}
+
+impl Read for ByDeadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for ByDeadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
 
 /// The rustls state and the ciphertext read but not yet taken by rustls.
 struct State {
@@ -54,12 +95,17 @@ fn tls_error(e: rustls::Error) -> io::Error {
 }
 
 impl TlsStream {
-    /// Run the handshake to completion (bounded by `HANDSHAKE_TIMEOUT`) and wrap the socket.
-    fn establish(conn: impl Into<Connection>, tcp: TcpStream) -> io::Result<TlsStream> {
+    /// Run the handshake to completion by `deadline` and wrap the socket.
+    fn establish(
+        conn: impl Into<Connection>,
+        tcp: TcpStream,
+        deadline: Instant,
+    ) -> io::Result<TlsStream> {
         let mut conn = conn.into();
-        tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        tcp.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        let mut socket = &tcp;
+        let mut socket = ByDeadline {
+            tcp: &tcp,
+            deadline,
+        };
         while conn.is_handshaking() {
             conn.complete_io(&mut socket)?;
         }
@@ -77,10 +123,16 @@ impl TlsStream {
         Ok(TlsStream { tcp, shared })
     }
 
-    /// The server side of a freshly accepted connection.
-    pub fn accept(config: Arc<ServerConfig>, tcp: TcpStream) -> io::Result<TlsStream> {
+    /// The server side of a freshly accepted connection, its handshake done by
+    /// `deadline` (the front door's one deadline for the handshake and the
+    /// first request head, so a client trickling bytes cannot stretch it).
+    pub fn accept(
+        config: Arc<ServerConfig>,
+        tcp: TcpStream,
+        deadline: Instant,
+    ) -> io::Result<TlsStream> {
         let conn = ServerConnection::new(config).map_err(tls_error)?;
-        TlsStream::establish(conn, tcp)
+        TlsStream::establish(conn, tcp, deadline)
     }
 
     /// The client side: `host` is checked against the server's certificate.
@@ -88,7 +140,7 @@ impl TlsStream {
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let conn = ClientConnection::new(config, name).map_err(tls_error)?;
-        TlsStream::establish(conn, tcp)
+        TlsStream::establish(conn, tcp, Instant::now() + HANDSHAKE_TIMEOUT)
     }
 
     /// Another handle on the same session, for the other direction.
@@ -181,14 +233,93 @@ impl Read for &TlsStream {
         if buf.is_empty() {
             return Ok(0);
         }
+        let mut budget = ReadBudget::new(&self.tcp);
+        let read = self.read_within(buf, &mut budget);
+        budget.restore()?;
+        read
+    }
+}
+
+/// How long a plaintext read may gather ciphertext pieces before the time
+/// they take counts against the socket's timeout.
+const REARM_AFTER: Duration = Duration::from_millis(50);
+
+/// The socket's read timeout as the bound on one whole plaintext read, not
+/// on each piece of ciphertext: a record sent a byte at a time must not
+/// stretch a head's deadline without end. Only a read that needs a second
+/// piece pays for looking the timeout up and setting what is left of it.
+struct ReadBudget<'a> {
+    tcp: &'a TcpStream,
+    started: Instant,
+    /// The socket's own timeout, once looked up, and whether it was changed.
+    timeout: Option<Option<Duration>>,
+    changed: bool,
+}
+
+impl<'a> ReadBudget<'a> {
+    fn new(tcp: &'a TcpStream) -> ReadBudget<'a> {
+        ReadBudget {
+            tcp,
+            started: Instant::now(),
+            timeout: None,
+            changed: false,
+        }
+    }
+
+    /// Before another socket read within the same plaintext read: set what
+    /// is left of the timeout, or time out. Pieces that follow each other
+    /// quickly (a bulk transfer) cost no system call: the bound is then the
+    /// timeout and at most `REARM_AFTER`.
+    fn again(&mut self) -> io::Result<()> {
+        if self.started.elapsed() < REARM_AFTER {
+            return Ok(());
+        }
+        let timeout = match self.timeout {
+            Some(timeout) => timeout,
+            None => *self.timeout.insert(self.tcp.read_timeout()?),
+        };
+        let Some(timeout) = timeout else {
+            return Ok(());
+        };
+        let left = timeout.saturating_sub(self.started.elapsed());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.changed = true;
+        self.tcp.set_read_timeout(Some(left))
+    }
+
+    /// Put the socket's own timeout back, if it was changed.
+    fn restore(self) -> io::Result<()> {
+        match self.timeout {
+            Some(timeout) if self.changed => self.tcp.set_read_timeout(timeout),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl TlsStream {
+    fn read_within(&self, buf: &mut [u8], budget: &mut ReadBudget) -> io::Result<usize> {
+        let mut pieces = 0;
         loop {
             let got = self.try_read(buf)?;
             self.send(false)?;
             if let Some(n) = got {
                 return Ok(n);
             }
+            if pieces > 0 {
+                budget.again()?;
+            }
+            pieces += 1;
             let mut chunk = [0u8; READ_CHUNK];
-            let n = (&self.tcp).read(&mut chunk)?;
+            let n = match (&self.tcp).read(&mut chunk) {
+                // Part of a record came, the rest not in time: say so apart
+                // from a socket that stayed silent (`WouldBlock`).
+                Err(e) if pieces > 1 && crate::proxy::is_timeout_kind(e.kind()) => {
+                    return Err(io::ErrorKind::TimedOut.into())
+                }
+                other => other?,
+            };
             let mut state = lock(&self.shared.state);
             if n == 0 {
                 // Tell rustls the socket ended; its reader then says how.
@@ -424,7 +555,7 @@ openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cer
         let addr = listener.local_addr()?;
         let server = thread::spawn(move || {
             let (tcp, _) = listener.accept()?;
-            TlsStream::accept(config, tcp)
+            TlsStream::accept(config, tcp, Instant::now() + HANDSHAKE_TIMEOUT)
         });
         let client = client_config(trusted(Some(ca)).unwrap());
         let client = TlsStream::connect(client, "localhost", TcpStream::connect(addr)?);

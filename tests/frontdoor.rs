@@ -551,7 +551,11 @@ fn client_forwarding_headers_are_replaced() {
 
 #[test]
 fn beyond_the_connection_bound_new_connections_get_503() {
-    let server = Server::start_with_env(&[("BERTH_MAX_CONNECTIONS", "2")]);
+    // The cap per client address lifted: every connection here is 127.0.0.1's.
+    let server = Server::start_with_env(&[
+        ("BERTH_MAX_CONNECTIONS", "2"),
+        ("BERTH_MAX_CONNECTIONS_PER_IP", "100"),
+    ]);
     // Two connections hold the slots, mid-way through a head.
     let mut held: Vec<Client> = (0..2)
         .map(|_| {
@@ -581,8 +585,9 @@ fn beyond_the_connection_bound_new_connections_get_503() {
     answered_once_not_busy(&server, "/healthz", 200);
 }
 
-/// Send `path` on fresh connections while the front door answers 503 (for at
-/// most `PATIENCE`) until one gets `status`; any other answer fails the test.
+/// Send `path` on fresh connections while the front door answers 503, or 429
+/// while the test's address still holds its most connections (for at most
+/// `PATIENCE`), until one gets `status`; any other answer fails the test.
 fn answered_once_not_busy(server: &Server, path: &str, status: u16) {
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -590,7 +595,7 @@ fn answered_once_not_busy(server: &Server, path: &str, status: u16) {
         c.send(get(server, path).as_bytes());
         match c.response() {
             Some(r) if r.status == status => break,
-            Some(r) if r.status == 503 && Instant::now() < deadline => {
+            Some(r) if matches!(r.status, 429 | 503) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20))
             }
             other => panic!("{path} did not answer {status}: {other:?}"),
@@ -603,7 +608,7 @@ fn a_low_open_files_limit_bounds_connections_instead_of_breaking_the_api() {
     // 300 descriptors: without a bound that fits them, 250 connections ran the
     // server out and the API's accept thread died for good (every later API
     // request got 503).
-    let server = Server::start_with_open_files(300);
+    let server = Server::start_with_open_files(300, &[]);
     let held: Vec<Client> = (0..250)
         .map(|_| {
             let mut c = Client::connect(&server);
@@ -630,7 +635,8 @@ fn connection_threads(server: &Server) -> usize {
 
 #[test]
 fn after_a_burst_only_a_few_connection_threads_stay() {
-    let server = Server::start();
+    // The burst comes from one address: the cap per address is lifted.
+    let server = Server::start_with_env(&[("BERTH_MAX_CONNECTIONS_PER_IP", "1000")]);
     // Few enough to fit the connection bound under a low open-files limit.
     let mut burst: Vec<Client> = (0..60).map(|_| Client::connect(&server)).collect();
     for c in &mut burst {

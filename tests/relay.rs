@@ -420,6 +420,17 @@ fn smuggling_and_oversized_heads_never_reach_the_tunnel() {
     );
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("chunked"), "{text}");
+    // A bare CR inside a chunk line or a trailer is framing too: a parser
+    // further on that ends lines at CR would read another message.
+    for body in [
+        "4;ext=a\rX\r\nWiki\r\n0\r\n\r\n",
+        "4\r\nWiki\r\n0\r\nX-Trailer: a\rb\r\n\r\n",
+    ] {
+        let (status, _, text) = server.raw(&format!(
+            "POST /echo HTTP/1.1\r\nHost: guarded.localhost\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        ));
+        assert_eq!(status, 400, "{body:?}: {text}");
+    }
 }
 
 #[test]

@@ -5,11 +5,12 @@
 mod common;
 mod relay_support;
 
-use std::net::TcpListener;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{berth_with_token, Server, BIN, PASSWORD};
 use relay_support::Service;
@@ -432,4 +433,93 @@ fn share_never_follows_a_token_from_https_to_plain_http() {
         );
         assert!(trap.accept().is_err(), "share connected to {plain}");
     }
+}
+
+/// How long a trickling client is given before the test calls the server's
+/// deadline missing: the handshake and the first head share 10 s from accept.
+const TRICKLE_GIVE_UP: Duration = Duration::from_secs(16);
+/// One byte per this much: well within any per-read timeout of 10 s.
+const TRICKLE_EVERY: Duration = Duration::from_millis(1500);
+
+/// A rustls client for localhost trusting the test CA.
+fn tls_client(pki: &Pki) -> rustls::ClientConnection {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap())
+        .unwrap()
+}
+
+/// Send `bytes` one at a time, `TRICKLE_EVERY` apart, reading what comes back
+/// meanwhile, until the server closes or `TRICKLE_GIVE_UP` after `from`:
+/// the bytes received, and how long after `from` the connection closed.
+fn trickle(tcp: &mut TcpStream, bytes: &[u8], from: Instant) -> (Vec<u8>, Option<Duration>, usize) {
+    let mut got = Vec::new();
+    let mut sent = 0;
+    tcp.set_read_timeout(Some(TRICKLE_EVERY)).unwrap();
+    while from.elapsed() < TRICKLE_GIVE_UP {
+        if sent < bytes.len() && tcp.write_all(&bytes[sent..=sent]).is_ok() {
+            sent += 1;
+        }
+        let mut buf = [0u8; 4096];
+        match tcp.read(&mut buf) {
+            Ok(0) => return (got, Some(from.elapsed()), sent),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return (got, Some(from.elapsed()), sent),
+        }
+    }
+    (got, None, sent)
+}
+
+#[test]
+fn a_trickled_handshake_or_head_is_cut_at_one_deadline() {
+    let pki = Pki::new();
+    let (server, _dir, _public) = tls_server(&pki);
+    let addr = server.tls_addr.clone().unwrap();
+
+    // A ClientHello a byte at a time: closed at the deadline, unfinished.
+    let mut hello = Vec::new();
+    tls_client(&pki).write_tls(&mut hello).unwrap();
+    let started = Instant::now();
+    let mut tcp = TcpStream::connect(&addr).unwrap();
+    let (_, closed, sent) = trickle(&mut tcp, &hello, started);
+    let closed = closed.expect("a trickled ClientHello holds the connection past the deadline");
+    assert!(sent < hello.len(), "the hello finished: {sent} bytes");
+    assert!(closed < Duration::from_secs(13), "closed after {closed:?}");
+
+    // A quick handshake, then the head's one record a byte at a time: 408
+    // by the same deadline, as for plain HTTP.
+    let started = Instant::now();
+    let mut tcp = TcpStream::connect(&addr).unwrap();
+    let mut client = tls_client(&pki);
+    while client.is_handshaking() {
+        client.complete_io(&mut tcp).unwrap();
+    }
+    client
+        .writer()
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut record = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut record).unwrap();
+    }
+    let (got, closed, sent) = trickle(&mut tcp, &record, started);
+    let closed = closed.expect("a trickled head holds the connection past the deadline");
+    assert!(sent < record.len(), "the head finished: {sent} bytes");
+    assert!(closed < Duration::from_secs(13), "closed after {closed:?}");
+    client.read_tls(&mut &got[..]).unwrap();
+    client.process_new_packets().unwrap();
+    let mut answer = String::new();
+    let _ = client.reader().read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
 }

@@ -1,6 +1,7 @@
 //! HTTP/1.1 forwarding: connections read through a buffer, heads read under their
 //! limits and deadlines, and bodies framed and streamed between two connections.
 
+pub mod forwarded;
 mod head;
 
 use std::io::{self, Read, Write};
@@ -12,8 +13,13 @@ pub use head::{parse_request, parse_response, HeadError, RequestHead};
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 /// A request head must arrive whole within this time of its first byte (slowloris).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a keep-alive connection may sit idle between requests.
+/// How long a read in the middle of a request may wait (a body streamed
+/// through, a response being sent).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a kept-alive connection may wait for its next request: short, so
+/// idle connections give their slots back (browsers and proxies open a new
+/// one without a fuss).
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(10);
 /// Most header lines accepted in one head.
 pub const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line accepted, extensions included.
@@ -76,7 +82,7 @@ pub fn read_body_whole<S: Read>(
                     // Trailers are dropped: the API reads none.
                     loop {
                         let trailer = timed.read_line(MAX_HEAD_BYTES)?;
-                        if !trailer.ends_with(b"\r\n") {
+                        if check_trailer(&trailer).is_err() {
                             return Err(BodyError::Bad);
                         }
                         if trailer == b"\r\n" {
@@ -234,6 +240,28 @@ impl<S: Read> Conn<S> {
         idle: Duration,
         set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
     ) -> Result<Vec<u8>, HeadError> {
+        self.read_head_capped(idle, None, set_timeout)
+    }
+
+    /// Read a head that must be whole by `deadline`, however its bytes
+    /// trickle in: a new connection's first head, which shares one deadline
+    /// with the TLS handshake before it.
+    pub fn read_head_by(
+        &mut self,
+        deadline: Instant,
+        set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
+    ) -> Result<Vec<u8>, HeadError> {
+        let idle = deadline.saturating_duration_since(Instant::now());
+        self.read_head_capped(idle, Some(deadline), set_timeout)
+    }
+
+    /// `read_head`, with every wait ending by `cap` when given.
+    fn read_head_capped(
+        &mut self,
+        idle: Duration,
+        cap: Option<Instant>,
+        set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
+    ) -> Result<Vec<u8>, HeadError> {
         let mut deadline: Option<Instant> = None;
         loop {
             if let Some(end) = find_head_end(self.buffered()) {
@@ -256,8 +284,16 @@ impl<S: Read> Conn<S> {
                 }
                 Some(end) => end.saturating_duration_since(Instant::now()),
             };
+            let wait = match cap {
+                Some(cap) => wait.min(cap.saturating_duration_since(Instant::now())),
+                None => wait,
+            };
             if wait.is_zero() {
-                return Err(HeadError::Timeout);
+                return Err(if self.buffered().is_empty() {
+                    HeadError::Idle
+                } else {
+                    HeadError::Timeout
+                });
             }
             set_timeout(Some(wait)).map_err(|_| HeadError::Io)?;
             match self.fill() {
@@ -272,12 +308,16 @@ impl<S: Read> Conn<S> {
                         deadline = Some(Instant::now() + HEAD_TIMEOUT);
                     }
                 }
+                // A TLS stream that timed out with part of a record in hand
+                // says `TimedOut` (a bare socket's timeout is `WouldBlock`):
+                // bytes came, too slowly, as for a head begun.
                 Err(e) if is_timeout(&e) => {
-                    return Err(if self.buffered().is_empty() {
+                    let begun = e.kind() == io::ErrorKind::TimedOut;
+                    return Err(if self.buffered().is_empty() && !begun {
                         HeadError::Idle
                     } else {
                         HeadError::Timeout
-                    })
+                    });
                 }
                 Err(_) => return Err(HeadError::Io),
             }
@@ -369,9 +409,7 @@ fn copy_chunked<S: Read>(from: &mut Conn<S>, to: &mut impl Write) -> io::Result<
             // Trailers, then the blank line.
             loop {
                 let trailer = from.read_line(MAX_HEAD_BYTES)?;
-                if !trailer.ends_with(b"\r\n") || trailer[..trailer.len() - 2].contains(&b'\r') {
-                    return Err(invalid("bad chunked trailer"));
-                }
+                check_trailer(&trailer)?;
                 to.write_all(&trailer)?;
                 if trailer == b"\r\n" {
                     return Ok(total);
@@ -392,11 +430,31 @@ fn copy_chunked<S: Read>(from: &mut Conn<S>, to: &mut impl Write) -> io::Result<
     }
 }
 
-/// The size in a `HEX[;ext]\r\n` line; anything looser is refused.
+/// Whether a byte may stand inside a chunk line or a trailer: no control
+/// character but tab. A bare CR in particular is refused: a parser further on
+/// that ends lines at CR would see a different message than this one.
+fn is_line_byte(b: u8) -> bool {
+    b == b'\t' || (b >= b' ' && b != 0x7f)
+}
+
+/// A trailer line (or the blank line ending them): CRLF-terminated, no
+/// control characters inside.
+fn check_trailer(line: &[u8]) -> io::Result<()> {
+    match line.strip_suffix(b"\r\n") {
+        Some(inner) if inner.iter().all(|&b| is_line_byte(b)) => Ok(()),
+        _ => Err(invalid("bad chunked trailer")),
+    }
+}
+
+/// The size in a `HEX[;ext]\r\n` line; anything looser (a bare CR or another
+/// control character in the extension, say) is refused.
 fn parse_chunk_line(line: &[u8]) -> io::Result<u64> {
     let line = line
         .strip_suffix(b"\r\n")
         .ok_or_else(|| invalid("chunk size line must end in CRLF"))?;
+    if !line.iter().all(|&b| is_line_byte(b)) {
+        return Err(invalid("control character in a chunk line"));
+    }
     let hex = match line.iter().position(|&b| b == b';') {
         Some(at) => &line[..at],
         None => line,
@@ -441,9 +499,14 @@ pub fn reason(status: u16) -> &'static str {
 
 /// A complete JSON error response of DESIGN §4's shape, closing the connection.
 pub fn error_response(status: u16, code: &str, message: &str) -> Vec<u8> {
+    error_response_with(status, code, message, "")
+}
+
+/// [`error_response`] with `extra` header lines (each ending in CRLF).
+pub fn error_response_with(status: u16, code: &str, message: &str, extra: &str) -> Vec<u8> {
     let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
     format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
         reason(status),
         body.len()
     )
@@ -542,6 +605,9 @@ mod tests {
             &b"g\r\nx\r\n0\r\n\r\n"[..],
             b"4\r\nWikiXX0\r\n\r\n",
             b"4\nWiki\r\n",
+            b"4;a\rb\r\nWiki\r\n0\r\n\r\n",
+            b"4\r\nWiki\r\n0\r\nX-T: a\rb\r\n\r\n",
+            b"4\r\nWiki\r\n0\r\nX-T: a\x01\r\n\r\n",
         ] {
             assert_eq!(
                 whole(Body::Chunked, bad, 100),
@@ -567,6 +633,11 @@ mod tests {
             b"4\r\nWikiXX0\r\n\r\n",
             b"\r\n",
             b"10000000000000000\r\n",
+            b"4\r\r\nWiki\r\n0\r\n\r\n",
+            b"4;ext=a\rb\r\nWiki\r\n0\r\n\r\n",
+            b"4;\x00\r\nWiki\r\n0\r\n\r\n",
+            b"4\r\nWiki\r\n0\r\nX-T: a\rb\r\n\r\n",
+            b"4\r\nWiki\r\n0\r\n\r\r\n",
         ] {
             assert!(
                 copy_body(Body::Chunked, &mut conn(bad), &mut Vec::new()).is_err(),

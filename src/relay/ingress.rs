@@ -478,7 +478,7 @@ pub fn forward(
         Ok(Answer::Upgrade) => {
             // Recorded when the switch happens, not when the upgraded connection ends.
             note(relay, &tunnel, head, seen);
-            return splice(client, client_stream, leg);
+            return splice(client, client_stream, leg, relay.idle_timeout);
         }
         Ok(Answer::Done(forwarded)) => {
             // Bytes beyond the response (a body on a 204, 304 or HEAD answer)
@@ -887,11 +887,13 @@ fn send_request(
     }
 }
 
-/// After a 101: pipe the public connection and the leg both ways until either closes.
+/// After a 101: pipe the public connection and the leg both ways until either
+/// closes, or no byte moved either way for `idle`.
 fn splice(
     client: &mut Conn<Stream>,
     client_stream: &Stream,
     leg: &mut Option<Leg>,
+    idle: Option<Duration>,
 ) -> io::Result<Forwarded> {
     // The binding lives while the pipe runs: closing the tunnel cuts both ends.
     let Some((_bound, mut leg)) = leg.take().and_then(|l| Some((l.public, l.data?))) else {
@@ -903,12 +905,13 @@ fn splice(
     // bounded like the public side's, not by the response timeout.
     leg.writer
         .set_write_timeout(client_stream.tcp().write_timeout()?)?;
-    super::pipe(
+    super::splice_until_idle(
         public,
         client_stream.try_clone()?,
         back,
         leg.writer,
         "upgrade",
+        idle,
     );
     Ok(Forwarded::Close)
 }

@@ -26,10 +26,11 @@ pub mod ingress;
 mod lines;
 pub mod names;
 pub mod protocol;
+pub mod proxy_header;
 pub mod quota;
 pub mod tcp;
 
-pub use copy::{pipe, splice};
+pub use copy::{pipe, splice, splice_until_idle};
 pub use names::check_subdomain;
 
 use std::collections::{HashMap, VecDeque};
@@ -255,6 +256,9 @@ pub struct Relay {
     pub region: String,
     /// How long a local service may take to answer (`--response-timeout`).
     pub response_timeout: Duration,
+    /// How long an upgraded public connection may move no byte either way
+    /// (`--idle-timeout`); none: for as long as its peers like.
+    pub idle_timeout: Option<Duration>,
     tunnels: Mutex<HashMap<String, Arc<Tunnel>>>,
     pending: Mutex<HashMap<String, Pending>>,
     /// Records HTTP requests (none in unit tests that build a bare relay).
@@ -292,6 +296,7 @@ impl Relay {
             public_url: public_url.to_string(),
             region: DEFAULT_REGION.to_string(),
             response_timeout: ingress::RESPONSE_TIMEOUT,
+            idle_timeout: None,
             tunnels: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             inspector: None,

@@ -12,8 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::proxy_header::{self, Header};
 pub use super::splice;
 use super::{greet, ClaimError, Owner, Relay, Tunnel};
+use crate::limits::{self, PerAddress, Share};
+use crate::proxy::forwarded::TrustedProxies;
 use crate::sync::lock;
 
 /// The ports `berth server` hands out when `--tcp-ports` is not given.
@@ -115,6 +118,12 @@ pub struct Ports {
     /// exposes its tunnels on loopback only.
     ip: IpAddr,
     live: Mutex<HashMap<u16, Arc<Listening>>>,
+    /// Public connections of all TCP tunnels together.
+    connections: Share,
+    /// Public connections per client address, across TCP tunnels.
+    per_address: PerAddress,
+    /// Proxies whose PROXY protocol header names the client.
+    trusted: TrustedProxies,
 }
 
 impl Ports {
@@ -123,7 +132,24 @@ impl Ports {
             range,
             ip,
             live: Mutex::new(HashMap::new()),
+            connections: Share::new(limits::MAX_TCP_CONNECTIONS),
+            per_address: PerAddress::new(limits::MAX_PER_ADDRESS),
+            trusted: TrustedProxies::default(),
         }
+    }
+
+    /// Bound the public connections of all TCP tunnels, and those of one
+    /// client address.
+    pub fn with_bounds(mut self, connections: usize, per_address: usize) -> Ports {
+        self.connections = Share::new(connections);
+        self.per_address = PerAddress::new(per_address);
+        self
+    }
+
+    /// Take the client's address from the PROXY header of connections from these.
+    pub fn with_trusted(mut self, trusted: TrustedProxies) -> Ports {
+        self.trusted = trusted;
+        self
     }
 
     /// Claim `wanted` (or the first free port of the range) for a control
@@ -324,8 +350,39 @@ fn accept_loop(relay: &Arc<Relay>, listening: &Arc<Listening>, listener: TcpList
     }
 }
 
-/// One public connection: ask the client for a data connection, then pipe raw bytes.
+/// One public connection: its client address (from a trusted proxy's PROXY
+/// header, else its peer) within the bounds, then a data connection from the
+/// tunnel's client, then raw bytes both ways.
 fn serve_public(relay: &Relay, listening: &Listening, public: TcpStream) {
+    let Ok(peer) = public.peer_addr() else {
+        return;
+    };
+    let ports = &relay.tcp;
+    let client = if ports.trusted.trusts(peer.ip()) {
+        match proxy_header::take(&public) {
+            Ok(Header::Client(ip)) => ip,
+            Ok(Header::None | Header::Local) => peer.ip(),
+            Err(_) => {
+                let _ = public.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+    } else {
+        peer.ip()
+    };
+    // A trusted proxy's own connections count against the total only.
+    let exempt = ports.trusted.trusts(client);
+    let address = if exempt {
+        None
+    } else {
+        ports.per_address.enter(client)
+    };
+    let total = ports.connections.take();
+    if total.is_none() || (address.is_none() && !exempt) {
+        // Raw TCP has no error page: the client sees the connection close.
+        let _ = public.shutdown(Shutdown::Both);
+        return;
+    }
     let data = relay.open_data(&listening.tunnel);
     // Cut with the public connection when the tunnel closes.
     let carried = data

@@ -9,12 +9,14 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::kept::KeptAlive;
 use crate::api::MAX_BODY_BYTES;
 use crate::auth::Auth;
+use crate::limits::{self, AddressSlot, PerAddress, Share, ShareSlot};
 use crate::metrics;
+use crate::proxy::forwarded::TrustedProxies;
 use crate::proxy::{self, Body, BodyError, Conn, HeadError, RequestHead};
 use crate::relay::ingress::{self, Forwarded, Leg};
 use crate::relay::Relay;
@@ -27,23 +29,17 @@ use rustls::ServerConfig;
 const CONNECT_PATH: &str = "/api/v1/tunnels/connect";
 const ACCEPT_PREFIX: &str = "/api/v1/tunnels/accept/";
 
-/// Open connections the front door serves at once; beyond, 503 and close.
-/// What it counts: connections with a thread serving requests (API, public
-/// tunnel traffic, relay handshakes). Not control connections once they are
-/// past the head (they have their own bound, `MAX_TUNNELS`, so 1,000 idle
-/// tunnels cannot starve the API and public traffic), and not parked data
-/// connections (no thread holds them; each tunnel parks at most
-/// `relay::PARKED_PER_TUNNEL`).
-pub const MAX_CONNECTIONS: usize = 1024;
-/// Connections accepted beyond `max_connections`, so that the data
-/// connections a tunnel's client dials for waiting public connections are
-/// not refused when those fill the bound: past the bound, a connection is
-/// read up to its first head, and only the relay's own paths are served.
-/// At least `MIN_RELAY_RESERVE`, else a quarter of the bound.
-pub const MIN_RELAY_RESERVE: usize = 8;
-/// Control connections (live tunnels, each holding one thread) at once; beyond,
-/// 503 and close.
-pub const MAX_TUNNELS: usize = 4096;
+// Bounds (sized to the open-file limit at start): see `crate::limits`.
+// `max_connections` counts connections with a thread serving requests (API,
+// public tunnel traffic, relay handshakes); not control connections once
+// they are past the head (they have their own bound, `max_tunnels`, so 1,000
+// idle tunnels cannot starve the API and public traffic), and not parked data
+// connections (no thread holds them; each tunnel parks at most
+// `relay::PARKED_PER_TUNNEL`). Beyond it, `limits::relay_reserve` more are
+// accepted so that the data connections a tunnel's client dials for waiting
+// public connections are not refused when those fill the bound: past the
+// bound, a connection is read up to its first head, and only the relay's own
+// paths are served.
 /// How long a response from the API may take to start.
 const BACKEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on each write to a slow client.
@@ -71,6 +67,14 @@ pub struct FrontDoor {
     pub stopping: AtomicBool,
     pub max_connections: usize,
     pub max_tunnels: usize,
+    /// Connections public tunnel traffic holds; the rest of the bound is the
+    /// API's, the dashboard's and the relay's.
+    pub tunnel_traffic: Share,
+    /// Connections per client address (a trusted proxy's own are counted
+    /// per address it forwards for, once a head names it).
+    pub per_address: PerAddress,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted: TrustedProxies,
     pub relay: Arc<Relay>,
     pub auth: Arc<Auth>,
     /// Connections kept alive between requests, closed when the server stops.
@@ -97,8 +101,11 @@ impl FrontDoor {
             open: AtomicUsize::new(0),
             controls: Arc::new(AtomicUsize::new(0)),
             stopping: AtomicBool::new(false),
-            max_connections: MAX_CONNECTIONS,
-            max_tunnels: MAX_TUNNELS,
+            max_connections: limits::MAX_CONNECTIONS,
+            max_tunnels: limits::MAX_TUNNELS,
+            tunnel_traffic: Share::new(limits::MAX_CONNECTIONS),
+            per_address: PerAddress::new(limits::MAX_PER_ADDRESS),
+            trusted: TrustedProxies::default(),
             kept: KeptAlive::default(),
         }
     }
@@ -131,7 +138,7 @@ impl FrontDoor {
 
     /// Connections the front door accepts at most: the bound and the relay's reserve.
     pub fn most_accepted(max_connections: usize) -> usize {
-        max_connections + (max_connections / 4).max(MIN_RELAY_RESERVE)
+        max_connections + limits::relay_reserve(max_connections)
     }
 
     /// One accepted connection: counted against the bound and its reserve
@@ -147,24 +154,43 @@ impl FrontDoor {
             refuse_busy(stream, tls.is_some());
             return;
         }
+        // A trusted proxy speaks for many clients: each is counted once its
+        // head names it (see `handle`).
+        let address = if self.trusted.trusts(peer.ip()) {
+            None
+        } else {
+            match self.per_address.enter(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    self.open.fetch_sub(1, Ordering::SeqCst);
+                    metrics::connection_refused();
+                    refuse_crowded(stream, tls.is_some());
+                    return;
+                }
+            }
+        };
         let _open = metrics::connection_opened();
+        // The handshake and the first head share one deadline.
+        let deadline = Instant::now() + proxy::HEAD_TIMEOUT;
         let stream = match tls {
             None => Some(Stream::Tcp(stream)),
             // A failed handshake (a plain-HTTP client, an untrusting
             // one, a timeout) has no channel to answer on: close.
-            Some(config) => TlsStream::accept(config.clone(), stream)
+            Some(config) => TlsStream::accept(config.clone(), stream, deadline)
                 .ok()
                 .map(Stream::Tls),
         };
         if let Some(stream) = stream {
-            self.handle(stream, peer, reserve);
+            self.handle(stream, peer, reserve, deadline);
         }
+        drop(address);
         self.open.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Serve one client connection: a loop of request heads, each routed.
-    /// `reserve`: admitted past the bound, so only relay paths are served.
-    fn handle(&self, stream: Stream, peer: SocketAddr, reserve: bool) {
+    /// `reserve`: admitted past the bound, so only relay paths are served;
+    /// `first_by`: when the first head must be whole.
+    fn handle(&self, stream: Stream, peer: SocketAddr, reserve: bool, first_by: Instant) {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let Ok(reader) = stream.try_clone() else {
@@ -180,17 +206,24 @@ impl FrontDoor {
         // client socket's read timeout, so an unchanged one costs no system call.
         let timeout = proxy::ReadTimeout::default();
         let set_timeout = |t: Option<Duration>| timeout.set(t, |t| stream.set_read_timeout(t));
-        // A new connection must start its first head as promptly as a head must
-        // finish; only between requests may a kept-alive connection idle longer.
-        let mut idle = proxy::HEAD_TIMEOUT;
+        // A new connection's first head must be whole by `first_by`; later
+        // ones may wait `KEEP_ALIVE_IDLE` for their first byte.
+        let mut first = true;
         let mut refused = false;
-        // Written into every forwarded head: formatted once.
+        // Written into every forwarded head: formatted once, unless a
+        // trusted proxy names each request's client.
         let peer_ip = peer.ip().to_string();
+        let from_proxy = self.trusted.trusts(peer.ip());
         let mut in_reserve = reserve;
+        // Held from the first request to a tunnel to the connection's end.
+        let mut tunnel_slot: Option<ShareSlot> = None;
         while kept.wait_unless(&self.stopping) {
-            let head = client
-                .read_head(idle, &set_timeout)
-                .and_then(|raw| proxy::parse_request(&raw));
+            let raw = if std::mem::take(&mut first) {
+                client.read_head_by(first_by, &set_timeout)
+            } else {
+                client.read_head(proxy::KEEP_ALIVE_IDLE, &set_timeout)
+            };
+            let head = raw.and_then(|raw| proxy::parse_request(&raw));
             if !kept.take() {
                 // Closed while it waited, the server stopping: no answer.
                 break;
@@ -203,19 +236,29 @@ impl FrontDoor {
                     break;
                 }
             };
-            idle = proxy::IDLE_TIMEOUT;
             let _ = set_timeout(Some(proxy::IDLE_TIMEOUT));
             let route = self.route(&head);
-            if std::mem::take(&mut in_reserve) && matches!(route, Route::Api | Route::Tunnel(_)) {
-                // In the relay's reserve: only data and control connections.
+            if let Err(why) = self.admit(&route, std::mem::take(&mut in_reserve), &mut tunnel_slot)
+            {
                 metrics::connection_refused();
-                let why = "The server has too many open connections; try again shortly.";
                 let _ = out.write_all(&proxy::error_response(503, "unavailable", why));
                 refused = true;
                 break;
             }
+            // Behind a trusted proxy: the client it names, counted as such
+            // for as long as this request is served.
+            let (peer, forwarded_ip, _slot) = match self.forwarded_client(&head, peer, from_proxy) {
+                Some(named) => named,
+                None => {
+                    metrics::connection_refused();
+                    let _ = out.write_all(&crowded_response());
+                    refused = true;
+                    break;
+                }
+            };
+            let peer_ip = forwarded_ip.as_deref().unwrap_or(&peer_ip);
             let outcome = match route {
-                Route::Api => self.to_api(&head, &mut client, &mut out, &peer_ip, &set_timeout),
+                Route::Api => self.to_api(&head, &mut client, &mut out, peer_ip, &set_timeout),
                 Route::Tunnel(host) => ingress::forward(
                     &self.relay,
                     &head,
@@ -224,7 +267,7 @@ impl FrontDoor {
                     &stream,
                     &mut out,
                     &mut leg,
-                    &peer_ip,
+                    peer_ip,
                 )
                 .map(|forwarded| match forwarded {
                     Forwarded::KeepAlive => Outcome::KeepAlive,
@@ -263,6 +306,58 @@ impl FrontDoor {
         let _ = stream.shutdown(Shutdown::Both);
     }
 
+    /// Whether a request on `route` may be served on this connection: in the
+    /// relay's reserve, only the relay's paths; public tunnel traffic takes a
+    /// slot of its share, held in `tunnel_slot` to the connection's end, so
+    /// it never takes the slots kept for the API, dashboard and relay. The
+    /// 503's message if not.
+    fn admit<'a>(
+        &'a self,
+        route: &Route,
+        in_reserve: bool,
+        tunnel_slot: &mut Option<ShareSlot<'a>>,
+    ) -> Result<(), &'static str> {
+        if in_reserve && matches!(route, Route::Api | Route::Tunnel(_)) {
+            return Err("The server has too many open connections; try again shortly.");
+        }
+        if matches!(route, Route::Tunnel(_)) && tunnel_slot.is_none() {
+            *tunnel_slot = self.tunnel_traffic.take();
+            if tunnel_slot.is_none() {
+                return Err(
+                    "The server's tunnels have too many open connections; try again shortly.",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The client of a request from `peer`: itself, or when it is a trusted
+    /// proxy (`from_proxy`) the client its `X-Forwarded-For` names, with that
+    /// address formatted and its slot of the per-address cap held; None when
+    /// that address holds all it may.
+    fn forwarded_client(
+        &self,
+        head: &RequestHead,
+        peer: SocketAddr,
+        from_proxy: bool,
+    ) -> Option<(SocketAddr, Option<String>, Option<AddressSlot<'_>>)> {
+        if !from_proxy {
+            return Some((peer, None, None));
+        }
+        let forwarded = head
+            .headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("x-forwarded-for"))
+            .map(|(_, value)| value.as_slice());
+        let ip = self.trusted.client(peer.ip(), forwarded);
+        let slot = if self.trusted.trusts(ip) {
+            None
+        } else {
+            Some(self.per_address.enter(ip)?)
+        };
+        Some((SocketAddr::new(ip, peer.port()), Some(ip.to_string()), slot))
+    }
+
     /// Serve a control connection, counted against `max_tunnels` instead of
     /// `max_connections` for as long as it lasts.
     fn control(
@@ -274,8 +369,11 @@ impl FrontDoor {
     ) -> io::Result<Outcome> {
         if self.controls.fetch_add(1, Ordering::SeqCst) >= self.max_tunnels {
             self.controls.fetch_sub(1, Ordering::SeqCst);
-            let why = "The server has too many open tunnels; try again later.";
-            (&*stream).write_all(&proxy::error_response(503, "unavailable", why))?;
+            let why = format!(
+                "The server has too many open tunnels (its limit is {}); close one or try again later.",
+                self.max_tunnels
+            );
+            (&*stream).write_all(&proxy::error_response(503, "unavailable", &why))?;
             return Ok(Outcome::Refused);
         }
         // Still counted among the front door's open connections (the gauge)
@@ -603,6 +701,22 @@ impl Acceptors {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+}
+
+/// 429 for an address that holds all the connections it may.
+fn crowded_response() -> Vec<u8> {
+    let why = "Too many connections from your address; close some and try again.";
+    proxy::error_response_with(429, "rate_limited", why, "Retry-After: 1\r\n")
+}
+
+/// Tell a connection from an address over its cap to come back later (in
+/// plain HTTP; a TLS client just sees the connection close).
+fn refuse_crowded(stream: TcpStream, tls: bool) {
+    if !tls {
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = (&stream).write_all(&crowded_response());
+    }
+    let _ = stream.shutdown(Shutdown::Both);
 }
 
 /// Tell a connection beyond the bound to come back later (in plain HTTP; a TLS

@@ -19,6 +19,8 @@ use crate::api::{self, ApiState};
 use crate::auth::Auth;
 use crate::cli::{CliError, CliResult};
 use crate::inspect::Inspector;
+use crate::limits::{self, Bounds, PerAddress, Share};
+use crate::proxy::forwarded::TrustedProxies;
 use crate::relay::tcp::Ports;
 use crate::relay::Relay;
 use crate::store::Store;
@@ -72,8 +74,15 @@ pub fn open_store(dir: &Path) -> Result<Store, CliError> {
 
 pub fn run(args: ServerArgs) -> CliResult {
     crate::metrics::mark_start();
-    let connection_bound = env_bound("BERTH_MAX_CONNECTIONS", frontdoor::MAX_CONNECTIONS)?;
-    let tunnel_bound = env_bound("BERTH_MAX_TUNNELS", frontdoor::MAX_TUNNELS)?;
+    let asked = limits::Asked {
+        connections: env_bound("BERTH_MAX_CONNECTIONS", limits::MAX_CONNECTIONS)?
+            .unwrap_or(limits::MAX_CONNECTIONS),
+        tunnels: env_bound("BERTH_MAX_TUNNELS", limits::MAX_TUNNELS)?
+            .unwrap_or(limits::MAX_TUNNELS),
+        per_address: args.max_connections_per_ip.map(|n| n as usize),
+    };
+    let bounds = Bounds::fit(open_files_limit(), asked);
+    let trusted = TrustedProxies::new(args.trusted_proxy.clone());
     check_region(&args.region)?;
     let dir = data_dir(args.data.clone())?;
     let store = Arc::new(open_store(&dir)?);
@@ -115,8 +124,11 @@ pub fn run(args: ServerArgs) -> CliResult {
     keep_names(&mut relay, &store, args.subdomain_hold, tls.as_ref())?;
     relay.region = args.region.clone();
     relay.response_timeout = Duration::from_secs(args.response_timeout);
+    relay.idle_timeout = Some(args.idle_timeout);
     // TCP tunnels listen where the front door does (loopback stays loopback).
-    relay.tcp = Ports::new(args.tcp_ports, bound.ip());
+    relay.tcp = Ports::new(args.tcp_ports, bound.ip())
+        .with_bounds(bounds.tcp_connections, bounds.per_address)
+        .with_trusted(trusted.clone());
     relay.limits = args.limits;
     let relay = Arc::new(relay);
     let state = Arc::new(ApiState {
@@ -136,18 +148,19 @@ pub fn run(args: ServerArgs) -> CliResult {
     let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600));
 
     let mut door = FrontDoor::new(socket.clone(), relay, auth.clone());
-    door.max_connections = connection_bound
-        .unwrap_or(door.max_connections)
-        .min(connections_within(open_files_limit()));
-    // The relay's reserve beyond the bound must fit the descriptors too.
-    let fit = connections_within(open_files_limit());
-    while door.max_connections > 1 && FrontDoor::most_accepted(door.max_connections) > fit {
-        door.max_connections -= 1;
-    }
-    if let Some(bound) = tunnel_bound {
-        door.max_tunnels = bound;
-    }
+    door.max_connections = bounds.connections;
+    door.max_tunnels = bounds.tunnels;
+    door.tunnel_traffic = Share::new(bounds.tunnel_traffic);
+    door.per_address = PerAddress::new(bounds.per_address);
+    door.trusted = trusted;
     let door = Arc::new(door);
+    say(format_args!("berth limits: {bounds}"));
+    if !door.trusted.is_empty() {
+        say(format_args!(
+            "berth takes client addresses from the proxies at {}",
+            door.trusted
+        ));
+    }
     let serving = door
         .serve(listener, None)
         .map_err(|e| CliError::other(format!("could not start the listener: {e}")))?;
@@ -285,28 +298,13 @@ fn env_bound(name: &str, default: usize) -> Result<Option<usize>, CliError> {
     }
 }
 
-/// Descriptors kept aside from connections: the database, listeners, the
-/// control and parked data connections of tunnels, logs.
-const RESERVED_FILES: u64 = 128;
-/// Descriptors one front-door connection may hold at once: its socket and two
-/// clones (the reader's, and the one that closes it when the server stops),
-/// and for an API request the Unix socket to the API on both ends and the
-/// API's clone of it.
-const FILES_PER_CONNECTION: u64 = 7;
-
 /// Raise the soft limit on open files to the hard one, as servers do (1024, a
-/// common default, is below what `MAX_CONNECTIONS` needs); the limit now.
+/// common default, is below what `limits::MAX_CONNECTIONS` needs); the limit now.
 /// Running out of descriptors would make accepts fail, the API's among them.
 fn open_files_limit() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX)
         .or_else(|_| rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft))
         .unwrap_or(1024)
-}
-
-/// How many front-door connections fit in `limit` open files.
-fn connections_within(limit: u64) -> usize {
-    let fit = limit.saturating_sub(RESERVED_FILES) / FILES_PER_CONNECTION;
-    usize::try_from(fit).unwrap_or(usize::MAX).max(1)
 }
 
 /// A region name is what a token's region may be: 1 to 32 of a-z, 0-9 and -.

@@ -53,8 +53,9 @@ impl Server {
         server
     }
 
-    /// A fresh server allowed only `limit` open files (soft and hard limit).
-    pub fn start_with_open_files(limit: u32) -> Server {
+    /// A fresh server allowed only `limit` open files (soft and hard limit),
+    /// with extra flags.
+    pub fn start_with_open_files(limit: u32, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let mut command = Command::new("sh");
@@ -62,7 +63,7 @@ impl Server {
             .args(["-c", "ulimit -n \"$0\" && exec \"$@\""])
             .arg(limit.to_string())
             .arg(BIN);
-        let mut server = Server::launch(command, &data, &[], &[]);
+        let mut server = Server::launch(command, &data, extra, &[]);
         server._dir = Some(dir);
         server
     }
