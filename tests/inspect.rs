@@ -730,6 +730,54 @@ fn berth_traffic_prints_a_table_or_json() {
 }
 
 #[test]
+fn berth_traffic_escapes_control_characters_and_json_keeps_them() {
+    let (server, _dir) = setup(&[]);
+    let token = server.token_for("alice", "home", "esc");
+    let share = Share::start(&server, service(), &token, "esc");
+    // UTF-8 in the target passes HTTP's rules: U+009B is a one-character CSI
+    // (C1), U+202E reverses what follows; the User-Agent carries the same.
+    let path = "/x\u{9b}2J\u{202e}gpj.exe";
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ua\u{9b}31m\r\nConnection: close\r\n\r\n",
+        share.authority()
+    );
+    let (status, _, body) = common::raw_exchange(&server.addr, head.as_bytes());
+    assert_eq!(status, 200, "{body}");
+    let tunnel = tunnel_id(&server, &token, share.authority());
+    records(&server, &token, &tunnel, 1);
+
+    let out = berth(&server, &token, &["traffic", &tunnel]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        !out.stdout
+            .chars()
+            .any(|c| c.is_control() && c != '\n' || c == '\u{202e}'),
+        "{:?}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("/x\\u{9b}2J\\u{202e}gpj.exe"),
+        "{}",
+        out.stdout
+    );
+    // The share's live line is escaped alike.
+    let line = share.next_line();
+    assert!(
+        line.starts_with("GET /x\\u{9b}2J\\u{202e}gpj.exe 200 "),
+        "{line:?}"
+    );
+
+    let out = berth(&server, &token, &["traffic", &tunnel, "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let list: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(list[0]["path"], path);
+    assert_eq!(
+        header(&list[0]["request_headers"], "User-Agent"),
+        "ua\u{9b}31m"
+    );
+}
+
+#[test]
 fn a_service_that_is_down_is_recorded_as_the_502_sent() {
     let (server, _dir) = setup(&[]);
     let token = server.token_for("alice", "home", "down");

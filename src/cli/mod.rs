@@ -6,6 +6,7 @@ pub mod auth;
 pub mod completions;
 pub mod config;
 pub mod crews;
+pub mod safe;
 pub mod share;
 pub mod tokens;
 pub mod traffic;
