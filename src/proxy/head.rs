@@ -267,7 +267,12 @@ pub fn parse_request(raw: &[u8]) -> Result<RequestHead, HeadError> {
     } else {
         !connection.iter().any(|t| t == "close")
     };
-    let upgrade = connection.iter().any(|t| t == "upgrade") && !values("upgrade").is_empty();
+    // Only an Upgrade that can be forwarded (text) makes an upgrade: the
+    // service must see the same request the front door acts on.
+    let upgrade = connection.iter().any(|t| t == "upgrade")
+        && values("upgrade")
+            .first()
+            .is_some_and(|v| std::str::from_utf8(v).is_ok());
     Ok(RequestHead {
         method,
         target,

@@ -2,6 +2,8 @@
 //! limits and deadlines, and bodies framed and streamed between two connections.
 
 mod head;
+#[cfg(any(test, fuzzing))]
+pub mod props;
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
