@@ -177,6 +177,8 @@ mod tests {
                 "HTTP/1.0 204 No Content",
                 "HTTP/1.1 304 Not Modified",
                 "HTTP/1.1 502 Bad Gateway",
+                "HTTP/1.1 099 Low",
+                "HTTP/1.1 999 High",
             ])
         };
         let line = prop::sample::select(vec![
@@ -341,6 +343,12 @@ mod tests {
         let raw = b"GET / HTTP/1.1\r\nHost: a.localhost\r\nConnection: Upgrade\r\nUpgrade:\x80websocket\r\n\r\n";
         request_head(raw);
         assert!(!parse_request(raw).unwrap().upgrade);
+        // Found by the response_head fuzz target: a status below 100 was sent
+        // on as `HTTP/1.1 0 ...`, which no client parses.
+        for raw in [&b"HTTP/1.0 000 OD\r\n\r\n"[..], b"HTTP/1.1 099 X\r\n\r\n"] {
+            response_head(raw, false);
+            assert!(parse_response(raw, false).is_err());
+        }
         assert_eq!(
             read_whole(b"3\r\nabc\r\n0\r\n\r\n", 2),
             Err(BodyError::TooLarge)
