@@ -478,4 +478,85 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(redact_headers(STANDARD, seen.clone()), seen);
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Parameter names, sensitive or not, written in any case and with `_` or `-`.
+        fn param_name() -> impl Strategy<Value = (String, bool)> {
+            let names = prop::sample::select(vec![
+                ("access_token", true),
+                ("Api-Key", true),
+                ("X_Amz_Signature", true),
+                ("session", true),
+                ("code", true),
+                ("db-password", true),
+                ("page", false),
+                ("q", false),
+                ("state", false),
+                ("monkey", false),
+            ]);
+            (names, any::<bool>()).prop_map(|((name, secret), upper)| {
+                let name = if upper {
+                    name.to_ascii_uppercase()
+                } else {
+                    name.to_string()
+                };
+                (name, secret)
+            })
+        }
+
+        /// A URL with parameters after `?` (and `#`), split by `&` and `;`,
+        /// maybe a user:password; values are markers naming their position.
+        fn url() -> impl Strategy<Value = (String, Vec<(String, bool)>)> {
+            let param = (param_name(), prop::sample::select(vec!["&", ";"]));
+            (
+                any::<bool>(),
+                prop::collection::vec(param, 1..6),
+                any::<bool>(),
+            )
+                .prop_map(|(userinfo, params, fragment)| {
+                    let mut markers = Vec::new();
+                    let mut url = String::from("https://");
+                    if userinfo {
+                        url.push_str("bob:pwmarker@");
+                        markers.push(("pwmarker".to_string(), true));
+                    }
+                    url.push_str("h.example/p?");
+                    for (i, ((name, secret), separator)) in params.into_iter().enumerate() {
+                        if i > 0 {
+                            url.push_str(if fragment && i == 1 { "#" } else { separator });
+                        }
+                        let marker = format!("v{i}marker");
+                        url.push_str(&format!("{name}={marker}"));
+                        markers.push((marker, secret));
+                    }
+                    (url, markers)
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn strict_keeps_no_sensitive_value_and_every_other((url, markers) in url()) {
+                let path = format!("/go?next={url}");
+                for shown in [
+                    redact_path(STRICT, &path),
+                    redact_headers(STRICT, vec![("Location".into(), url.clone())]).remove(0).1,
+                ] {
+                    for (marker, secret) in &markers {
+                        prop_assert_eq!(shown.contains(marker.as_str()), !secret, "{} in {}", marker, shown);
+                    }
+                    prop_assert_eq!(redact_path(STRICT, &shown), shown.clone(), "redacting twice changes nothing");
+                }
+            }
+
+            #[test]
+            fn any_text_redacts_without_panic(text in any::<String>(), name in any::<String>()) {
+                let once = redact_path(STRICT, &text);
+                prop_assert_eq!(redact_path(STRICT, &once), once);
+                redact_headers(STRICT, vec![(name, text.clone()), ("Link".into(), text)]);
+            }
+        }
+    }
 }
