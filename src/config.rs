@@ -208,7 +208,10 @@ impl Config {
         }
     }
 
-    /// Write atomically (temp file in the same directory, then rename), mode 0600.
+    /// Write atomically, mode 0600: a new temp file in the same directory with a
+    /// random name, created exclusively and never through a symlink, then
+    /// renamed over `path`. A symlink at `path` is replaced by the file, never
+    /// written through.
     pub fn save(&self, path: &Path) -> Result<(), CliError> {
         let fail = |what: &str, err: std::io::Error| {
             CliError::other(format!("could not {what} {}: {err}", path.display()))
@@ -222,14 +225,16 @@ impl Config {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("config.json");
-        let temp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-        let written =
-            write_private(&temp, self.to_json().as_bytes()).and_then(|()| fs::rename(&temp, path));
-        if let Err(err) = written {
-            let _ = fs::remove_file(&temp);
-            return Err(fail("write config file", err));
-        }
-        Ok(())
+        let suffix: u64 = rand::random();
+        let temp = dir.join(format!(".{file_name}.{suffix:016x}.tmp"));
+        let written = match write_new_private(&temp, self.to_json().as_bytes()) {
+            // Not created: whatever is at that name is someone else's; leave it.
+            Err(err) => Err(err),
+            Ok(()) => fs::rename(&temp, path).inspect_err(|_| {
+                let _ = fs::remove_file(&temp);
+            }),
+        };
+        written.map_err(|err| fail("write config file", err))
     }
 }
 
@@ -250,26 +255,25 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     fs::create_dir_all(dir)
 }
 
-/// Create `path` readable by the owner only and flush it to disk.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Create `path`, which must not exist yet (not even as a symlink), readable
+/// by the owner only, write `bytes` and flush them to disk; a partly written
+/// file is removed.
+fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        options.mode(0o600);
-        let mut file = options.open(path)?;
-        // A stale temp file keeps its old mode; make sure of 0600.
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-        file.write_all(bytes)?;
-        file.sync_all()
+        use std::os::unix::fs::OpenOptionsExt;
+        // create_new already refuses an existing name, links included;
+        // O_NOFOLLOW says so to the kernel too.
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
     }
-    #[cfg(not(unix))]
-    {
-        let mut file = options.open(path)?;
-        file.write_all(bytes)?;
-        file.sync_all()
+    let mut file = options.open(path)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if written.is_err() {
+        let _ = fs::remove_file(path);
     }
+    written
 }
 
 /// Where the config file lives: `$BERTH_CONFIG`, else the platform's config directory.
@@ -618,6 +622,40 @@ mod tests {
         assert!(Config::from_json("[1]").is_err());
         assert!(Config::from_json(r#"{"server":3}"#).is_err());
         assert_eq!(Config::from_json("").unwrap(), Config::default());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn save_never_writes_through_a_planted_symlink() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "untouched").unwrap();
+        let path = dir.path().join("config.json");
+        // The name the temp file used to have, predictable from the pid.
+        let old_temp = dir
+            .path()
+            .join(format!(".config.json.{}.tmp", std::process::id()));
+        symlink(&victim, &old_temp).unwrap();
+        // And the config path itself a link to the victim.
+        symlink(&victim, &path).unwrap();
+        let config = Config {
+            server: Some("http://s".into()),
+            ..Config::default()
+        };
+        config.save(&path).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
+        let meta = fs::symlink_metadata(&path).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "the link is replaced by the file"
+        );
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(Config::load(&path).unwrap(), config);
+        // An existing name, link or not, is never opened for writing.
+        let err = write_new_private(&old_temp, b"x").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
     }
 
     #[test]

@@ -649,7 +649,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            cli::write_stderr(&format!("error: {}\n", err.message));
+            let message = cli::safe::shown_lines(&err.message);
+            cli::write_stderr(&format!("error: {message}\n"));
             ExitCode::from(err.code)
         }
     }

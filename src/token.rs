@@ -187,3 +187,66 @@ mod tests {
         assert!(!hashes_match(&hash("a"), &[0u8; 4]));
     }
 }
+
+/// Properties of the token parser on any text: by proptest here (CI,
+/// bounded) and by the cargo-fuzz target in `fuzz/`.
+#[cfg(any(test, fuzzing))]
+pub mod props {
+    use super::*;
+
+    /// Parsing never panics; a token that parses shows as text that parses
+    /// to the same token, with its secret as written.
+    pub fn token_text(text: &str) {
+        let Ok(token) = Token::parse(text) else {
+            return;
+        };
+        assert!(token.id >= 0);
+        assert!(text.contains(token.secret.expose()));
+        assert_eq!(Token::parse(&token.expose()), Ok(token.clone()));
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A valid token's text.
+        fn valid() -> impl Strategy<Value = String> {
+            (0i64..=999_999_999_999_999_999, any::<[u8; 34]>()).prop_map(|(id, bytes)| {
+                let random: String = bytes
+                    .iter()
+                    .map(|b| BASE62[usize::from(*b) % BASE62.len()] as char)
+                    .collect();
+                format!("{id}|{PREFIX}{random}{}", checksum(&random))
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn any_text(text in any::<String>()) {
+                token_text(&text);
+            }
+
+            #[test]
+            fn valid_tokens_parse_and_any_changed_character_fails(
+                text in valid(),
+                at in any::<prop::sample::Index>(),
+                to in any::<u8>(),
+            ) {
+                token_text(&text);
+                let token = Token::parse(&text).unwrap();
+                prop_assert_eq!(token.expose(), text.clone());
+                // One byte of the secret changed to another alphanumeric.
+                let secret_at = text.find(PREFIX).unwrap() + PREFIX.len();
+                let at = secret_at + at.index(SECRET_LEN);
+                let was = BASE62.iter().position(|&b| b == text.as_bytes()[at]).unwrap();
+                let to = BASE62[(was + 1 + usize::from(to) % (BASE62.len() - 1)) % BASE62.len()];
+                let mut changed = text.into_bytes();
+                changed[at] = to;
+                let changed = String::from_utf8(changed).unwrap();
+                token_text(&changed);
+                prop_assert!(Token::parse(&changed).is_err(), "{}", changed);
+            }
+        }
+    }
+}

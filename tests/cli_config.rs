@@ -342,3 +342,35 @@ fn server_that_is_not_a_url_is_a_usage_error() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("is not a URL"), "{run:?}");
 }
+
+/// An attacker who can write to the config directory plants links to a file
+/// of the user's at the config path and at every temp name the CLI could use
+/// next (the old ones were `.config.json.PID.tmp`): the file is never written.
+#[cfg(target_os = "linux")]
+#[test]
+fn config_writes_never_follow_planted_symlinks() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let sb = Sandbox::new();
+    let dir = sb.config_path().parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = sb.dir.path().join("victim");
+    // JSON, so reading the config through the link works.
+    let untouched = "{\"username\": \"untouched\"}";
+    std::fs::write(&victim, untouched).unwrap();
+    symlink(&victim, sb.config_path()).unwrap();
+    let last_pid: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for pid in last_pid + 1..last_pid + 2000 {
+        symlink(&victim, dir.join(format!(".config.json.{pid}.tmp"))).unwrap();
+    }
+    let run = sb.run(&["config", "set", "server", "http://berth.lan"], &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), untouched);
+    let meta = std::fs::symlink_metadata(sb.config_path()).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(sb.config_text().contains("http://berth.lan"));
+}

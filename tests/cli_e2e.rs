@@ -457,6 +457,52 @@ fn tokens_list_all_is_for_admins() {
     fails(&refused, 4, "admin or owner");
 }
 
+/// Whether text holds a character a terminal acts on or hides: controls,
+/// bidi overrides, zero-width characters.
+fn holds_raw_controls(text: &str) -> bool {
+    text.chars().any(|c| {
+        c.is_control() && c != '\n'
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}')
+    })
+}
+
+#[test]
+fn tables_escape_controls_and_bidi_characters_in_names() {
+    let server = Server::start();
+    server.create_user("alice", "home", "owner");
+    server.create_user("bob", "home", "member");
+    let alice = Machine::new(&server);
+    alice.login("alice", &[]);
+    let bob = Machine::new(&server);
+    bob.login("bob", &[]);
+    bob.create_token("placeholder");
+    // A name as an older server stored it: U+202E shows "admin\u{202e}IC-" as
+    // "admin-CI"; ESC starts a terminal escape sequence.
+    let planted = "admin\u{202e}IC-\u{1b}[31m\u{9b}2J\u{200b}";
+    let changed = server
+        .db()
+        .execute(
+            "UPDATE tokens SET name = ?1 WHERE name = 'placeholder'",
+            [planted],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+
+    let table = ok(alice.run(&["tokens", "list", "--all"]));
+    assert!(!holds_raw_controls(&table.stdout), "{:?}", table.stdout);
+    assert!(
+        table
+            .stdout
+            .contains("admin\\u{202e}IC-\\x1b[31m\\u{9b}2J\\u{200b}"),
+        "{}",
+        table.stdout
+    );
+    let all = alice.tokens_json(&["--all"]);
+    assert!(all.iter().any(|t| t["name"] == planted), "{all:?}");
+    let whoami = ok(bob.run(&["whoami"]));
+    assert!(!holds_raw_controls(&whoami.stdout), "{:?}", whoami.stdout);
+}
+
 #[test]
 fn revoke_destroy_and_set_redaction_by_name_and_id() {
     let server = Server::start();

@@ -127,7 +127,7 @@ fn headers(list: &Value, name: &str) -> Vec<String> {
 
 /// Standard's header names, in mixed case, each with a value naming it (strict's
 /// names that end in `-Token` are standard's already).
-const STANDARD_HEADERS: [(&str, &str); 13] = [
+const STANDARD_HEADERS: [(&str, &str); 15] = [
     ("aUTHORIZATION", "Bearer std-authorization"),
     ("Proxy-Authorization", "Basic std-proxy-auth"),
     ("COOKIE", "sid=std-cookie"),
@@ -141,14 +141,14 @@ const STANDARD_HEADERS: [(&str, &str); 13] = [
     ("X-CSRF-Token", "std-csrf-suffix"),
     ("x-xsrf-token", "std-xsrf-suffix"),
     ("X-Amz-Security-Token", "std-amz-security"),
+    ("X-CSRFToken", "std-contains-token"),
+    ("X-Amz-Credential", "std-contains-credential"),
 ];
 
 /// Names only strict redacts, with values naming them.
-const STRICT_HEADERS: [(&str, &str); 6] = [
-    ("X-CSRFToken", "strict-csrftoken"),
+const STRICT_HEADERS: [(&str, &str); 4] = [
     ("Session-ID", "strict-session-id"),
     ("X-Session-ID", "strict-x-session-id"),
-    ("X-Amz-Credential", "strict-amz-credential"),
     ("My-Session-Thing", "strict-contains-session"),
     ("X-Request-Signature", "strict-contains-signature"),
 ];
@@ -224,6 +224,89 @@ fn strict_redacts_more_headers_both_ways_and_sensitive_query_values() {
         line.starts_with(&format!("GET {redacted_path} 200 ")) && line.ends_with("ms"),
         "{line}"
     );
+}
+
+/// Header names that differ from standard's by `_` for `-` or a prefix, each
+/// with a value naming it: every tier redacts them.
+const DISGUISED_HEADERS: [(&str, &str); 4] = [
+    ("X_Api_Key", "disguised-underscore-key"),
+    ("X-Authorization", "disguised-x-authorization"),
+    ("X-Password", "disguised-x-password"),
+    ("Db_Passwd", "disguised-passwd"),
+];
+
+/// Send the disguised names, a URL-bearing `Referer` and a path with `;`
+/// parameters and a user:password; the service answers with URL headers.
+fn send_urls(server: &Server, host: &str) -> String {
+    let mut lines: Vec<String> = DISGUISED_HEADERS
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}"))
+        .collect();
+    lines.extend([
+        "Referer: https://ref.example/from?api_key=url-referer-key&q=kept-ref".to_string(),
+        "X-Reply-With: Location: https://user:url-location-password@b.example/cb?code=url-location-code;state=kept-state#access_token=url-fragment-token".to_string(),
+        "X-Reply-With: Content-Location: /doc?sig=url-content-sig".to_string(),
+        "X-Reply-With: Refresh: 0; url=/next?session=url-refresh-session".to_string(),
+        "X-Reply-With: Link: <https://l.example/?page=2&token=url-link-token>; rel=\"next\"".to_string(),
+    ]);
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let path = "/cb;jsessionid=url-path-session?x=1;token=url-semicolon-token&go=http://u:url-path-password@h.example/";
+    let body = curl(server, host, path, &refs);
+    assert_eq!(body, format!("served {path}"));
+    path.to_string()
+}
+
+#[test]
+fn disguised_names_are_redacted_by_every_tier() {
+    let (server, _dir) = setup(&[]);
+    let token = token_with_tier(&server, "std", "standard");
+    let share = Share::start(&server, service(), &token, "disguise");
+    let path = send_urls(&server, share.authority());
+    let tunnel = tunnel_id(&server, &token, share.authority());
+    let record = records(&server, &token, &tunnel, 1).remove(0);
+    for (name, _) in DISGUISED_HEADERS {
+        assert_eq!(
+            header(&record["request_headers"], name),
+            "[REDACTED]",
+            "{name}"
+        );
+    }
+    // Standard keeps the path and the URLs in headers whole.
+    assert_eq!(record["path"], path.as_str());
+    let got = &record["response_headers"];
+    assert!(header(got, "Location").contains("url-location-code"));
+}
+
+#[test]
+fn strict_redacts_urls_in_the_path_and_in_url_headers() {
+    let (server, _dir) = setup(&[]);
+    let token = token_with_tier(&server, "strict", "strict");
+    let share = Share::start(&server, service(), &token, "urls");
+    send_urls(&server, share.authority());
+    let tunnel = tunnel_id(&server, &token, share.authority());
+    let record = records(&server, &token, &tunnel, 1).remove(0);
+    assert_eq!(
+        record["path"],
+        "/cb;jsessionid=[REDACTED]?x=1;token=[REDACTED]&go=http://[REDACTED]@h.example/"
+    );
+    let sent = &record["request_headers"];
+    assert_eq!(
+        header(sent, "Referer"),
+        "https://ref.example/from?api_key=[REDACTED]&q=kept-ref"
+    );
+    let got = &record["response_headers"];
+    assert_eq!(
+        header(got, "Location"),
+        "https://[REDACTED]@b.example/cb?code=[REDACTED];state=kept-state#access_token=[REDACTED]"
+    );
+    assert_eq!(header(got, "Content-Location"), "/doc?sig=[REDACTED]");
+    assert_eq!(header(got, "Refresh"), "0; url=/next?session=[REDACTED]");
+    assert_eq!(
+        header(got, "Link"),
+        "<https://l.example/?page=2&token=[REDACTED]>; rel=\"next\""
+    );
+    let line = share.next_line();
+    assert!(line.starts_with("GET /cb;jsessionid=[REDACTED]?"), "{line}");
 }
 
 /// `berth ARGS` with a token against the server; no config file.
@@ -645,6 +728,54 @@ fn berth_traffic_prints_a_table_or_json() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     let out = berth(&server, &token, &["traffic", &tunnel, "--limit", "0"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
+}
+
+#[test]
+fn berth_traffic_escapes_control_characters_and_json_keeps_them() {
+    let (server, _dir) = setup(&[]);
+    let token = server.token_for("alice", "home", "esc");
+    let share = Share::start(&server, service(), &token, "esc");
+    // UTF-8 in the target passes HTTP's rules: U+009B is a one-character CSI
+    // (C1), U+202E reverses what follows; the User-Agent carries the same.
+    let path = "/x\u{9b}2J\u{202e}gpj.exe";
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ua\u{9b}31m\r\nConnection: close\r\n\r\n",
+        share.authority()
+    );
+    let (status, _, body) = common::raw_exchange(&server.addr, head.as_bytes());
+    assert_eq!(status, 200, "{body}");
+    let tunnel = tunnel_id(&server, &token, share.authority());
+    records(&server, &token, &tunnel, 1);
+
+    let out = berth(&server, &token, &["traffic", &tunnel]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        !out.stdout
+            .chars()
+            .any(|c| c.is_control() && c != '\n' || c == '\u{202e}'),
+        "{:?}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("/x\\u{9b}2J\\u{202e}gpj.exe"),
+        "{}",
+        out.stdout
+    );
+    // The share's live line is escaped alike.
+    let line = share.next_line();
+    assert!(
+        line.starts_with("GET /x\\u{9b}2J\\u{202e}gpj.exe 200 "),
+        "{line:?}"
+    );
+
+    let out = berth(&server, &token, &["traffic", &tunnel, "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let list: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(list[0]["path"], path);
+    assert_eq!(
+        header(&list[0]["request_headers"], "User-Agent"),
+        "ua\u{9b}31m"
+    );
 }
 
 #[test]

@@ -200,3 +200,18 @@ fn a_body_on_a_204_does_not_become_the_next_answer() {
         .expect("curl runs");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "good");
 }
+
+#[test]
+fn a_status_below_100_is_a_broken_answer() {
+    // Found by the response_head fuzz target: `000` parsed, and the front
+    // door took it for an interim (1xx) answer and passed on whatever head
+    // followed instead of saying the service's answer was broken.
+    let port = service(|mut stream| {
+        let _ = stream
+            .write_all(b"HTTP/1.1 000 Zero\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    });
+    let (server, share) = tunnel("10", port, "zero");
+    let text = curl(&server, "zero", &[]);
+    assert!(text.starts_with("HTTP/1.1 502 "), "{text}");
+    assert!(share.next_line().starts_with("GET /x 502 "));
+}

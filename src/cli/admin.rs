@@ -178,12 +178,12 @@ pub fn run(cmd: AdminCommand) -> CliResult {
             for (user, crews) in users {
                 let crews: Vec<String> = crews
                     .iter()
-                    .map(|(c, r)| format!("{c} ({})", r.as_str()))
+                    .map(|(c, r)| format!("{} ({})", crate::cli::safe::shown(c), r.as_str()))
                     .collect();
                 outln!(
                     "{:<6} {:<24} {:<22} {}",
                     user.id,
-                    user.username,
+                    crate::cli::safe::shown(&user.username),
                     user.created_at,
                     if crews.is_empty() {
                         "-".to_string()

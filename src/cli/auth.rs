@@ -4,6 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use serde_json::{json, Value};
 
+use crate::cli::safe::shown;
 use crate::cli::{out, outln, CliResult};
 use crate::client::{exit, Auth, CliError, Client};
 use crate::config::{Masked, Session};
@@ -56,7 +57,10 @@ pub fn login(global: &GlobalArgs, args: LoginArgs) -> CliResult {
         ))
     })?;
     outln!(
-        "Logged in as {username} (crew {crew}). Token {id} \"{name}\" saved to {}",
+        "Logged in as {} (crew {}). Token {id} \"{}\" saved to {}",
+        shown(&username),
+        shown(&crew),
+        shown(&name),
         session.path.display()
     );
     Ok(())
@@ -173,13 +177,13 @@ pub fn whoami(global: &GlobalArgs) -> CliResult {
 fn whoami_text(me: &Value, server: &str) -> String {
     let token = match &me["token"] {
         Value::Null => "-".to_string(),
-        token => format!("{} \"{}\"", token["id"], text(&token["name"])),
+        token => format!("{} \"{}\"", token["id"], shown(&text(&token["name"]))),
     };
     format!(
         "User:    {}\nCrew:    {}\nRole:    {}\nToken:   {token}\nServer:  {server}\n",
-        text(&me["user"]["username"]),
-        text(&me["crew"]["name"]),
-        text(&me["role"]),
+        shown(&text(&me["user"]["username"])),
+        shown(&text(&me["crew"]["name"])),
+        shown(&text(&me["role"])),
     )
 }
 

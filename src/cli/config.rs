@@ -95,11 +95,12 @@ fn checked_value(key: Key, value: String) -> Result<String, CliError> {
     }
 }
 
-/// `key = value` lines, the token masked.
+/// `key = value` lines, the token masked; values escaped for the terminal
+/// (the token's name came from the server).
 fn list_text(file: &Config) -> String {
     let mut out = String::new();
     for (key, value) in shown_entries(file) {
-        out.push_str(&format!("{key} = {value}\n"));
+        out.push_str(&format!("{key} = {}\n", crate::cli::safe::shown(&value)));
     }
     out
 }
@@ -148,6 +149,15 @@ mod tests {
             "server = http://s\ntoken = 7|berth_abcd...\napiTokenName = host - CLI\n"
         );
         assert!(!list_json(&file).contains("efgh"));
+        let named = Config {
+            api_token_name: Some("evil\u{1b}]0;x\u{7}\u{202e}".into()),
+            ..Config::default()
+        };
+        assert_eq!(
+            list_text(&named),
+            "apiTokenName = evil\\x1b]0;x\\x07\\u{202e}\n"
+        );
+        assert!(list_json(&named).contains("\\u001b]0;x\\u0007\u{202e}"));
     }
 
     #[test]

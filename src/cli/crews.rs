@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::cli::auth::{pretty, text};
+use crate::cli::safe::shown;
 use crate::cli::tokens::{table, when};
 use crate::cli::{out, outln, CliResult};
 use crate::client::{CliError, Client};
@@ -62,7 +63,7 @@ pub fn run(global: &GlobalArgs, command: CrewsCommand) -> CliResult {
             let crew = find_crew(&client, &crew)?;
             let user_id = find_member(&client, &crew, &user)?;
             client.delete(&format!("/api/v1/crews/{}/members/{user_id}", crew.id))?;
-            outln!("Removed {user} from crew {}", crew.name);
+            outln!("Removed {} from crew {}", shown(&user), shown(&crew.name));
         }
         CrewsCommand::SetRedaction { crew, tier } => {
             let tier = checked_tier(&tier)?;
@@ -105,7 +106,7 @@ fn print_member(global: &GlobalArgs, member: &Value, done: &str) {
     if global.json {
         outln!("{}", pretty(member));
     } else {
-        outln!("{done}");
+        outln!("{}", shown(done));
     }
 }
 

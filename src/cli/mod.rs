@@ -7,6 +7,7 @@ pub mod completions;
 pub mod config;
 pub mod crews;
 pub mod passwd;
+pub mod safe;
 pub mod share;
 pub mod subdomains;
 pub mod tokens;

@@ -530,12 +530,9 @@ fn write_stdout_lines(lines: &str) {
     }
 }
 
-/// Text from the wire as a terminal may show it: control characters (escape
-/// sequences) become `?`.
+/// Text from the wire as a terminal may show it (see `safe::shown`).
 fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    super::safe::shown(text).into_owned()
 }
 
 fn describe(e: &io::Error) -> String {
@@ -805,7 +802,8 @@ mod tests {
 
     #[test]
     fn request_lines_never_carry_control_characters() {
-        assert_eq!(printable("/a\u{1b}[2Jb\n"), "/a?[2Jb?");
+        assert_eq!(printable("/a\u{1b}[2Jb\n"), "/a\\x1b[2Jb\\x0a");
+        assert_eq!(printable("/\u{9b}\u{202e}"), "/\\u{9b}\\u{202e}");
         assert_eq!(printable("/ünï?x=1"), "/ünï?x=1");
     }
 

@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::cli::auth::{id_or_name, pretty, read_password, text};
+use crate::cli::safe::{shown, shown_lines};
 use crate::cli::{out, outln, write_stderr, CliResult};
 use crate::client::{exit, Auth, CliError, Client};
 use crate::config::Session;
@@ -136,8 +137,13 @@ pub(crate) fn when(value: &Value, missing: &str) -> String {
     }
 }
 
-/// Columns padded to their widest cell, two spaces apart.
+/// Columns padded to their widest cell, two spaces apart; cells are shown
+/// with control and format characters escaped (they hold what others chose).
 pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|row| row.iter().map(|cell| shown(cell).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -191,8 +197,8 @@ fn create(global: &GlobalArgs, client: &Client, args: CreateTokenArgs) -> CliRes
     write_stderr(&format!(
         "Token {} \"{}\" created in crew {}. Copy it now: it will not be shown again.\n",
         text(&token["id"]),
-        text(&token["name"]),
-        text(&token["crew"]["name"]),
+        shown(&text(&token["name"])),
+        shown(&text(&token["crew"]["name"])),
     ));
     // E.g. the expiry limited to the creating token's.
     for note in created["notes"].as_array().into_iter().flatten() {
@@ -275,7 +281,7 @@ fn report_failures(mut failures: Vec<CliError>, asked: usize) -> CliResult {
     }
     let code = failures[0].code;
     for failure in &failures {
-        write_stderr(&format!("error: {}\n", failure.message));
+        write_stderr(&format!("error: {}\n", shown_lines(&failure.message)));
     }
     Err(CliError::new(
         code,
@@ -286,7 +292,7 @@ fn report_failures(mut failures: Vec<CliError>, asked: usize) -> CliResult {
 /// `token 17 "laptop - CLI"`, or `token 17` when the name is unknown.
 fn token_label(id: i64, name: Option<&str>) -> String {
     match name {
-        Some(name) => format!("token {id} \"{name}\""),
+        Some(name) => format!("token {id} \"{}\"", shown(name)),
         None => format!("token {id}"),
     }
 }

@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use crate::cli::auth::{pretty, text};
+use crate::cli::safe::shown;
 use crate::cli::tokens::{table, when};
 use crate::cli::{out, outln, CliResult};
 use crate::client::{CliError, Client};
@@ -60,7 +61,7 @@ fn close(client: &Client, id: &str) -> CliResult {
         )));
     }
     let row = client.delete(&format!("/api/v1/tunnels/{id}"))?;
-    outln!("Closed tunnel {id} ({})", text(&row["url"]));
+    outln!("Closed tunnel {id} ({})", shown(&text(&row["url"])));
     Ok(())
 }
 

@@ -267,7 +267,12 @@ pub fn parse_request(raw: &[u8]) -> Result<RequestHead, HeadError> {
     } else {
         !connection.iter().any(|t| t == "close")
     };
-    let upgrade = connection.iter().any(|t| t == "upgrade") && !values("upgrade").is_empty();
+    // Only an Upgrade that can be forwarded (text) makes an upgrade: the
+    // service must see the same request the front door acts on.
+    let upgrade = connection.iter().any(|t| t == "upgrade")
+        && values("upgrade")
+            .first()
+            .is_some_and(|v| std::str::from_utf8(v).is_ok());
     Ok(RequestHead {
         method,
         target,
@@ -386,6 +391,11 @@ pub fn parse_response(raw: &[u8], head_request: bool) -> io::Result<ResponseHead
         _ => return Err(invalid("malformed response head from the backend")),
     }
     let status = res.code.unwrap_or(502);
+    // httparse takes any three digits; below 100 is no status, and it would
+    // be sent on as a malformed status line.
+    if status < 100 {
+        return Err(invalid("status code below 100 from the backend"));
+    }
     let version = res.version.unwrap_or(1);
     // What framing and reuse need, read in place: every response passes here.
     let (mut coded, mut chunked, mut length) = (false, false, None);

@@ -3,6 +3,8 @@
 
 pub mod forwarded;
 mod head;
+#[cfg(any(test, fuzzing))]
+pub mod props;
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};

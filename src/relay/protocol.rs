@@ -182,3 +182,92 @@ mod tests {
         assert!(reader.read().is_err());
     }
 }
+
+/// Properties of the frame reader on any input: by proptest here (CI,
+/// bounded) and by the cargo-fuzz target in `fuzz/`.
+#[cfg(any(test, fuzzing))]
+pub mod props {
+    use super::*;
+
+    /// Read frames from `raw` until an error: never a panic or a hang, a
+    /// frame only from a line within the limit, and every frame read writes
+    /// back as one line within the limit that reads to the same frame.
+    pub fn control_frames(raw: &[u8]) {
+        let mut reader = FrameReader::new(raw);
+        let mut consumed = 0;
+        // Each frame takes at least its newline: no more frames than lines.
+        for _ in 0..=raw.iter().filter(|&&b| b == b'\n').count() {
+            let Ok(frame) = reader.read() else { return };
+            let line_end = consumed
+                + raw[consumed..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .expect("a frame ends at a newline");
+            assert!(line_end - consumed < MAX_FRAME_BYTES);
+            consumed = line_end + 1;
+            let mut wire = Vec::new();
+            write_frame(&mut wire, &frame).unwrap();
+            assert!(wire.len() <= MAX_FRAME_BYTES, "{}", wire.len());
+            assert_eq!(FrameReader::new(&wire[..]).read().unwrap(), frame);
+        }
+        panic!("more frames than lines");
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Lines of frame-like JSON, some mangled.
+        fn lines() -> impl Strategy<Value = Vec<u8>> {
+            let line = prop::sample::select(vec![
+                r#"{"ping":{}}"#,
+                r#"{"pong":{}}"#,
+                r#"{"connect":{"id":"a\u0000b\"c"}}"#,
+                r#"{"ready":{"tunnel_id":"t","url":"http://x"}}"#,
+                r#"{"request":{"method":"GET","path":"/\u009b\u202e","status":200,"duration_ms":1,"bytes_in":18446744073709551615,"bytes_out":0}}"#,
+                r#"{"request":{"method":"GET","path":"/","status":70000,"duration_ms":1,"bytes_in":0,"bytes_out":0}}"#,
+                r#"{"closed":{"reason":"x","extra":1}}"#,
+                r#"{"ping":{},"pong":{}}"#,
+                r#"{"ping":null}"#,
+                r#"[1,2]"#,
+                "",
+            ]);
+            let mangle = (any::<prop::sample::Index>(), any::<u8>());
+            (
+                prop::collection::vec(line, 0..6),
+                prop::collection::vec(mangle, 0..3),
+            )
+                .prop_map(|(lines, mangles)| {
+                    let mut raw = lines.join("\n").into_bytes();
+                    for (at, byte) in mangles {
+                        if !raw.is_empty() {
+                            let at = at.index(raw.len());
+                            raw[at] = byte;
+                        }
+                    }
+                    raw
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn frames_of_plausible_lines(raw in lines()) {
+                control_frames(&raw);
+            }
+
+            #[test]
+            fn frames_of_any_bytes(raw in prop::collection::vec(any::<u8>(), 0..200)) {
+                control_frames(&raw);
+            }
+        }
+
+        #[test]
+        fn a_long_line_is_refused_however_it_arrives() {
+            let mut raw = vec![b' '; MAX_FRAME_BYTES];
+            raw.extend_from_slice(b"{\"ping\":{}}\n");
+            control_frames(&raw);
+            assert!(FrameReader::new(&raw[..]).read().is_err());
+        }
+    }
+}

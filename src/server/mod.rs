@@ -1,6 +1,7 @@
 //! `berth server`: open the store, start the API behind the front door, and shut
 //! down cleanly on SIGTERM or SIGINT.
 
+mod datadir;
 mod frontdoor;
 mod kept;
 
@@ -54,22 +55,19 @@ pub fn data_dir(flag: Option<PathBuf>) -> Result<PathBuf, CliError> {
     }
 }
 
-/// Open the store in the data directory, creating both (0700) when new.
+/// Open the store in the data directory, creating both (0700, 0600) when new;
+/// a directory or database someone else owns or can write is refused.
 pub fn open_store(dir: &Path) -> Result<Store, CliError> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        CliError::other(format!(
-            "could not create the data directory {}: {e}",
-            dir.display()
-        ))
-    })?;
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    let path = dir.join("berth.db");
-    Store::open(&path).map_err(|e| {
+    datadir::check(dir)?;
+    let path = dir.join(datadir::DATABASE_FILES[0]);
+    let store = Store::open(&path).map_err(|e| {
         CliError::other(format!(
             "could not open the database {}: {e}",
             path.display()
         ))
-    })
+    })?;
+    datadir::make_private(dir);
+    Ok(store)
 }
 
 pub fn run(args: ServerArgs) -> CliResult {

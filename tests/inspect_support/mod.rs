@@ -1,5 +1,6 @@
 //! The inspector tests' local service: keep-alive HTTP/1.1 that sets cookies
-//! and other sensitive response headers beside a plain marker.
+//! and other sensitive response headers beside a plain marker, plus any
+//! header a request asks for with `X-Reply-With: Name: value`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -23,6 +24,7 @@ fn serve(stream: TcpStream) {
     loop {
         let mut path = String::new();
         let mut length = 0usize;
+        let mut extra = String::new();
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -38,6 +40,10 @@ fn serve(stream: TcpStream) {
                 if name.eq_ignore_ascii_case("content-length") {
                     length = value.trim().parse().unwrap_or(0);
                 }
+                if name.eq_ignore_ascii_case("x-reply-with") {
+                    extra.push_str(value.trim());
+                    extra.push_str("\r\n");
+                }
             }
         }
         let mut body = vec![0; length];
@@ -46,7 +52,7 @@ fn serve(stream: TcpStream) {
         }
         let reply = format!("served {path}");
         let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: sid=resp-cookie-secret; HttpOnly\r\nSET-COOKIE: second=resp-cookie-two\r\nX-Session-Id: resp-session-strict\r\nX-Reply-Marker: resp-visible-marker\r\nContent-Length: {}\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: sid=resp-cookie-secret; HttpOnly\r\nSET-COOKIE: second=resp-cookie-two\r\nX-Session-Id: resp-session-strict\r\nX-Reply-Marker: resp-visible-marker\r\n{extra}Content-Length: {}\r\n\r\n",
             reply.len()
         );
         if out.write_all(head.as_bytes()).is_err() || out.write_all(reply.as_bytes()).is_err() {
