@@ -25,7 +25,7 @@ pub const MAX_PER_ADDRESS: usize = 64;
 /// The least cap per address a small bound brings (if half the bound allows).
 const MIN_PER_ADDRESS: usize = 8;
 /// The relay's reserve beyond the connection bound is at least this (see
-/// `FrontDoor::most_accepted`).
+/// the front door's `Admission`).
 pub const MIN_RELAY_RESERVE: usize = 8;
 
 /// Descriptors kept aside from every bound: the database and its journal,

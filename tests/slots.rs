@@ -172,8 +172,8 @@ fn tunnel_traffic_leaves_the_api_its_share_and_silent_upgrades_close() {
     );
     // The API's share is untouched.
     let started = Instant::now();
-    let (status, _) = exchange(&server, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(status, 200);
+    let (status, body) = exchange(&server, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, 200, "{body}");
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // One upgrade keeps talking: it stays; the silent ones close after 2 s.

@@ -61,7 +61,10 @@ const LINGER_BYTES: u64 = 1024 * 1024;
 /// What the front door needs to route.
 pub struct FrontDoor {
     pub api_socket: PathBuf,
+    /// Connections within the bound (see `Admission`).
     pub open: AtomicUsize,
+    /// Connections in the relay's reserve past the bound.
+    pub in_reserve: AtomicUsize,
     /// Control connections being served (their tunnels' threads hold a handle).
     pub controls: Arc<AtomicUsize>,
     pub stopping: AtomicBool,
@@ -79,6 +82,77 @@ pub struct FrontDoor {
     pub auth: Arc<Auth>,
     /// Connections kept alive between requests, closed when the server stops.
     kept: KeptAlive,
+}
+
+/// Where an accepted connection is counted: within the bound, or past it in
+/// the relay's reserve. A connection is placed when accepted, before its
+/// first head says what it is for, then moved once it does: a relay
+/// handshake to the reserve (where there is room), any other request into
+/// the bound (or refused). So the data connections `share` dials in a burst
+/// never leave an API request arriving meanwhile with no slot, and a flood of
+/// public requests never takes the reserve the relay needs.
+struct Admission<'a> {
+    door: &'a FrontDoor,
+    reserve: bool,
+}
+
+impl<'a> Admission<'a> {
+    /// Counted within the bound if there is room, else in the reserve if
+    /// there is room there; None beyond both.
+    fn enter(door: &'a FrontDoor) -> Option<Admission<'a>> {
+        if take_below(&door.open, door.max_connections) {
+            return Some(Admission {
+                door,
+                reserve: false,
+            });
+        }
+        let reserve = limits::relay_reserve(door.max_connections);
+        take_below(&door.in_reserve, reserve).then_some(Admission {
+            door,
+            reserve: true,
+        })
+    }
+
+    /// Into the reserve, when there is room (else it stays in the bound).
+    fn move_to_reserve(&mut self) {
+        let room = limits::relay_reserve(self.door.max_connections);
+        if !self.reserve && take_below(&self.door.in_reserve, room) {
+            self.door.open.fetch_sub(1, Ordering::SeqCst);
+            self.reserve = true;
+        }
+    }
+
+    /// Into the bound; false when it is full.
+    fn move_to_bound(&mut self) -> bool {
+        if self.reserve {
+            if !take_below(&self.door.open, self.door.max_connections) {
+                return false;
+            }
+            self.door.in_reserve.fetch_sub(1, Ordering::SeqCst);
+            self.reserve = false;
+        }
+        true
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        let count = if self.reserve {
+            &self.door.in_reserve
+        } else {
+            &self.door.open
+        };
+        count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Add one to `count` if it is below `most`.
+fn take_below(count: &AtomicUsize, most: usize) -> bool {
+    count
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < most).then_some(n + 1)
+        })
+        .is_ok()
 }
 
 /// Where one request goes.
@@ -99,6 +173,7 @@ impl FrontDoor {
             auth,
             api_socket,
             open: AtomicUsize::new(0),
+            in_reserve: AtomicUsize::new(0),
             controls: Arc::new(AtomicUsize::new(0)),
             stopping: AtomicBool::new(false),
             max_connections: limits::MAX_CONNECTIONS,
@@ -136,24 +211,14 @@ impl FrontDoor {
         Ok(acceptors)
     }
 
-    /// Connections the front door accepts at most: the bound and the relay's reserve.
-    pub fn most_accepted(max_connections: usize) -> usize {
-        max_connections + limits::relay_reserve(max_connections)
-    }
-
     /// One accepted connection: counted against the bound and its reserve
     /// (503 beyond), its TLS handshake if any, then its requests.
     fn serve_accepted(&self, stream: TcpStream, peer: SocketAddr, tls: Option<&Arc<ServerConfig>>) {
-        let most = FrontDoor::most_accepted(self.max_connections);
-        let before = self.open.fetch_add(1, Ordering::SeqCst);
-        // Past the bound: in the relay's reserve, for relay paths only.
-        let reserve = before >= self.max_connections;
-        if before >= most {
-            self.open.fetch_sub(1, Ordering::SeqCst);
+        let Some(mut admission) = Admission::enter(self) else {
             metrics::connection_refused();
             refuse_busy(stream, tls.is_some());
             return;
-        }
+        };
         // A trusted proxy speaks for many clients: each is counted once its
         // head names it (see `handle`).
         let address = if self.trusted.trusts(peer.ip()) {
@@ -162,7 +227,6 @@ impl FrontDoor {
             match self.per_address.enter(peer.ip()) {
                 Some(slot) => Some(slot),
                 None => {
-                    self.open.fetch_sub(1, Ordering::SeqCst);
                     metrics::connection_refused();
                     refuse_crowded(stream, tls.is_some());
                     return;
@@ -181,16 +245,21 @@ impl FrontDoor {
                 .map(Stream::Tls),
         };
         if let Some(stream) = stream {
-            self.handle(stream, peer, reserve, deadline);
+            self.handle(stream, peer, &mut admission, deadline);
         }
         drop(address);
-        self.open.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Serve one client connection: a loop of request heads, each routed.
-    /// `reserve`: admitted past the bound, so only relay paths are served;
+    /// `admission`: where it is counted, the bound or the relay's reserve;
     /// `first_by`: when the first head must be whole.
-    fn handle(&self, stream: Stream, peer: SocketAddr, reserve: bool, first_by: Instant) {
+    fn handle(
+        &self,
+        stream: Stream,
+        peer: SocketAddr,
+        admission: &mut Admission,
+        first_by: Instant,
+    ) {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let Ok(reader) = stream.try_clone() else {
@@ -214,7 +283,6 @@ impl FrontDoor {
         // trusted proxy names each request's client.
         let peer_ip = peer.ip().to_string();
         let from_proxy = self.trusted.trusts(peer.ip());
-        let mut in_reserve = reserve;
         // Held from the first request to a tunnel to the connection's end.
         let mut tunnel_slot: Option<ShareSlot> = None;
         while kept.wait_unless(&self.stopping) {
@@ -238,8 +306,7 @@ impl FrontDoor {
             };
             let _ = set_timeout(Some(proxy::IDLE_TIMEOUT));
             let route = self.route(&head);
-            if let Err(why) = self.admit(&route, std::mem::take(&mut in_reserve), &mut tunnel_slot)
-            {
+            if let Err(why) = self.admit(&route, admission, &mut tunnel_slot) {
                 metrics::connection_refused();
                 let _ = out.write_all(&proxy::error_response(503, "unavailable", why));
                 refused = true;
@@ -306,19 +373,26 @@ impl FrontDoor {
         let _ = stream.shutdown(Shutdown::Both);
     }
 
-    /// Whether a request on `route` may be served on this connection: in the
-    /// relay's reserve, only the relay's paths; public tunnel traffic takes a
-    /// slot of its share, held in `tunnel_slot` to the connection's end, so
-    /// it never takes the slots kept for the API, dashboard and relay. The
-    /// 503's message if not.
+    /// Whether a request on `route` may be served on this connection: the
+    /// relay's paths move to its reserve where there is room, so their
+    /// handshakes never hold the slots the API needs; any other request needs
+    /// a slot within the bound. Public tunnel traffic also takes a slot of
+    /// its share, held in `tunnel_slot` to the connection's end, so it never
+    /// takes the slots kept for the API, dashboard and relay. The 503's
+    /// message if not.
     fn admit<'a>(
         &'a self,
         route: &Route,
-        in_reserve: bool,
+        admission: &mut Admission,
         tunnel_slot: &mut Option<ShareSlot<'a>>,
     ) -> Result<(), &'static str> {
-        if in_reserve && matches!(route, Route::Api | Route::Tunnel(_)) {
-            return Err("The server has too many open connections; try again shortly.");
+        match route {
+            Route::Control | Route::Accept(_) => admission.move_to_reserve(),
+            Route::Api | Route::Tunnel(_) => {
+                if !admission.move_to_bound() {
+                    return Err("The server has too many open connections; try again shortly.");
+                }
+            }
         }
         if matches!(route, Route::Tunnel(_)) && tunnel_slot.is_none() {
             *tunnel_slot = self.tunnel_traffic.take();

@@ -212,7 +212,9 @@ pub fn run(args: ServerArgs) -> CliResult {
         acceptors.stop(wake_addr(bound));
     }
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while door.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+    while door.open.load(Ordering::SeqCst) + door.in_reserve.load(Ordering::SeqCst) > 0
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     api.stop();
