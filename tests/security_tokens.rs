@@ -149,6 +149,84 @@ fn a_token_cannot_change_or_revoke_a_token_with_scopes_it_lacks() {
     assert_eq!(status, 200);
 }
 
+#[test]
+fn an_expiring_token_cannot_change_or_revoke_a_token_that_outlives_it() {
+    let server = crew();
+    let scopes = json!(["tokens:write", "tunnels:share"]);
+    let (forever_id, forever) = token_with(
+        &server,
+        "alice",
+        json!({"name": "ci forever", "scopes": scopes}),
+    );
+    let (month_id, _) = token_with(
+        &server,
+        "alice",
+        json!({"name": "a month", "scopes": scopes, "expires_in_days": 30}),
+    );
+    let (_, day) = token_with(
+        &server,
+        "alice",
+        json!({"name": "stolen, one day", "scopes": scopes, "expires_in_days": 1}),
+    );
+    for id in [forever_id, month_id] {
+        let path = format!("/api/v1/tokens/{id}");
+        for (method, body) in [
+            (
+                "PATCH",
+                Some(json!({"server": "https://collector.example"})),
+            ),
+            ("PATCH", Some(json!({"region": "eu"}))),
+            ("PATCH", Some(json!({"name": "renamed"}))),
+            ("DELETE", None),
+        ] {
+            let (status, reply) = server.call(method, &path, Some(&day), body.as_ref());
+            assert_eq!(
+                (status, reply["error"]["code"].as_str()),
+                (403, Some("forbidden")),
+                "{method} {id} {body:?}: {reply}"
+            );
+            assert!(
+                reply["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("expires later"),
+                "{reply}"
+            );
+        }
+    }
+    let body = json!({"action": "revoke", "ids": [forever_id, month_id]});
+    let (status, reply) = server.call("POST", "/api/v1/tokens/bulk", Some(&day), Some(&body));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["updated"], json!([]), "{reply}");
+    let (_, me) = server.call("GET", "/api/v1/me", Some(&forever), None);
+    assert!(me["token"]["server"].is_null(), "{me}");
+    assert_eq!(me["token"]["status"], "active");
+    // What the day token created lives as long as it does: that it may change.
+    let (status, child) = server.call(
+        "POST",
+        "/api/v1/tokens",
+        Some(&day),
+        Some(&json!({"name": "child", "scopes": ["tunnels:share"]})),
+    );
+    assert_eq!(status, 201, "{child}");
+    let path = format!("/api/v1/tokens/{}", child["token"]["id"]);
+    let (status, reply) = server.call(
+        "PATCH",
+        &path,
+        Some(&day),
+        Some(&json!({"server": "https://eu.example"})),
+    );
+    assert_eq!(status, 200, "{reply}");
+    // The never-expiring token may change the month one.
+    let (status, _) = server.call(
+        "PATCH",
+        &format!("/api/v1/tokens/{month_id}"),
+        Some(&forever),
+        Some(&json!({"redaction": "strict"})),
+    );
+    assert_eq!(status, 200);
+}
+
 /// A listener that records whether anything connected and what it sent first.
 struct Trap {
     url: String,

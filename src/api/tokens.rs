@@ -425,20 +425,44 @@ fn accessible(
     }
 }
 
-/// A token never changes or revokes a token that holds scopes it does not
-/// (`berth:*` holds them all); a password or session holds every scope.
+/// A token never changes or revokes a stronger token: one that holds scopes
+/// it does not (`berth:*` holds them all), or that lives longer (an expiring
+/// token pointing a never-expiring one at its own server would collect a
+/// secret that outlives it). A password or session holds everything.
 fn check_not_stronger(who: &Principal, row: &TokenRow, access: Access) -> Result<(), ApiError> {
     let Some(token) = who.token() else {
         return Ok(());
     };
-    if access == Access::Read || scopes_cover(&token.scopes, &row.scopes) {
+    if access == Access::Read {
         return Ok(());
     }
-    Err(ApiError::Forbidden(format!(
-        "Token {} has scopes this token lacks ({}); change it with a token that has them, or from the dashboard.",
-        row.id,
-        row.scopes.join(", ")
-    )))
+    if !scopes_cover(&token.scopes, &row.scopes) {
+        return Err(ApiError::Forbidden(format!(
+            "Token {} has scopes this token lacks ({}); change it with a token that has them, or from the dashboard.",
+            row.id,
+            row.scopes.join(", ")
+        )));
+    }
+    if outlives(row.expires_at.as_deref(), token.expires_at.as_deref()) {
+        return Err(ApiError::Forbidden(format!(
+            "Token {} expires later than this token ({}); change it with a token that lives as long, or from the dashboard.",
+            row.id,
+            row.expires_at.as_deref().unwrap_or("never")
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a token expiring at `theirs` outlives one expiring at `mine` (None:
+/// never). An expiry that does not parse counts as the longer one.
+fn outlives(theirs: Option<&str>, mine: Option<&str>) -> bool {
+    match (theirs, mine) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(theirs), Some(mine)) => time_fmt::parse(theirs)
+            .zip(time_fmt::parse(mine))
+            .is_none_or(|(theirs, mine)| theirs > mine),
+    }
 }
 
 fn parse_tier(text: &str) -> Result<Redaction, ApiError> {
@@ -529,6 +553,19 @@ fn valid_server(server: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_that_lives_longer_is_stronger() {
+        let day = Some("2030-01-02T00:00:00Z");
+        let later = Some("2030-01-03T00:00:00Z");
+        assert!(!outlives(None, None));
+        assert!(!outlives(later, None));
+        assert!(outlives(None, day));
+        assert!(outlives(later, day));
+        assert!(!outlives(day, day));
+        assert!(!outlives(day, later));
+        assert!(outlives(Some("garbage"), day));
+    }
 
     #[test]
     fn names_refuse_bidi_zero_width_and_control_characters() {
