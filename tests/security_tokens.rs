@@ -236,7 +236,12 @@ struct Trap {
 impl Trap {
     /// On 127.0.0.2: another host than the server's 127.0.0.1.
     fn start() -> Trap {
-        let listener = TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+        Trap::on("127.0.0.2")
+    }
+
+    /// On `ip`, port 0.
+    fn on(ip: &str) -> Trap {
+        let listener = TcpListener::bind((ip, 0)).expect("bind the trap");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let heads = Arc::new(Mutex::new(Vec::new()));
         let seen = heads.clone();
@@ -289,6 +294,68 @@ fn share_follows_a_plain_http_server_on_another_host_only_when_told() {
     let heads = trap.heads();
     assert_eq!(heads.len(), 1, "{heads:?}");
     assert!(heads[0].contains("Authorization: Bearer"), "{heads:?}");
+}
+
+#[test]
+fn share_follows_plain_http_only_to_the_same_host_and_port() {
+    let server = crew();
+    // Same host as the server, another port: maybe another user's process.
+    let trap = Trap::on("127.0.0.1");
+    let (_, token) = token_with(
+        &server,
+        "bob",
+        json!({"name": "bob ci", "server": trap.url}),
+    );
+    let refused = run_with_token(&server.url, &token, &["share", "9"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&trap.url) && refused.stderr.contains("--follow-server"),
+        "{}",
+        refused.stderr
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(trap.heads().is_empty(), "share connected to {}", trap.url);
+}
+
+#[test]
+fn a_server_preference_that_could_read_as_another_host_is_refused() {
+    let server = crew();
+    let bob = server.token_for("bob", "home", "bob laptop");
+    let (_, me) = server.call("GET", "/api/v1/me", Some(&bob), None);
+    let path = format!("/api/v1/tokens/{}", me["token"]["id"]);
+    let good = server.url.clone();
+    for bad in [
+        format!("{good}@evil.example"),
+        "http://127.0.0.1@evil.example/".to_string(),
+        "https://good.example:443@evil.example".to_string(),
+        "http://good.example\\@evil.example".to_string(),
+        "http://evil.example?@good.example".to_string(),
+        "http://evil.example:0".to_string(),
+    ] {
+        let (status, reply) =
+            server.call("PATCH", &path, Some(&bob), Some(&json!({"server": bad})));
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{bad}: {reply}"
+        );
+        let (status, _) = server.call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&bob),
+            Some(&json!({"name": "ci", "server": bad})),
+        );
+        assert_eq!(status, 400, "{bad}");
+    }
+    for fine in [
+        "http://[::1]:8080",
+        "https://Berth.Example.COM/",
+        "http://10.0.0.2:8080",
+    ] {
+        let (status, reply) =
+            server.call("PATCH", &path, Some(&bob), Some(&json!({"server": fine})));
+        assert_eq!(status, 200, "{fine}: {reply}");
+    }
 }
 
 #[test]

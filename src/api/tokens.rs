@@ -535,16 +535,12 @@ fn valid_region(region: &str) -> Result<String, ApiError> {
     Ok(region.to_string())
 }
 
+/// A preferred server: `berth share` sends the bearer there, so nothing that
+/// could read as another host (user info, backslashes) is taken.
 fn valid_server(server: &str) -> Result<String, ApiError> {
-    let ok = (server.starts_with("http://") || server.starts_with("https://"))
-        && server.len() <= 200
-        && server
-            .split_once("://")
-            .is_some_and(|(_, rest)| !rest.is_empty())
-        && !server.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !ok {
+    if server.len() > 200 || crate::client::server_origin(server).is_none() {
         return Err(ApiError::BadRequest(
-            "Field `server` must be an http:// or https:// URL.".into(),
+            "Field `server` must be an http:// or https:// URL of a host and optional port, without user@ or ?query, e.g. https://berth.example.com.".into(),
         ));
     }
     Ok(server.trim_end_matches('/').to_string())
