@@ -281,6 +281,56 @@ fn sessions_end_after_an_idle_hour_and_twelve_hours_at_most() {
 }
 
 #[test]
+fn pages_on_other_origins_can_neither_use_nor_keep_alive_a_session() {
+    let server = alice_on(Server::start());
+    let (cookie, _) = sign_in(&server);
+    server
+        .db()
+        .execute(
+            "UPDATE sessions SET expires_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+10 minutes')",
+            [],
+        )
+        .unwrap();
+    let tunnel_page = "http://evil.localhost:8080";
+    for headers in [
+        vec![("Sec-Fetch-Site", "same-site")],
+        vec![("Sec-Fetch-Site", "cross-site")],
+        vec![("Origin", tunnel_page)],
+        vec![("Origin", "null")],
+        vec![("Sec-Fetch-Site", "same-site"), ("Origin", tunnel_page)],
+    ] {
+        let mut all = vec![("Cookie", cookie.as_str())];
+        all.extend(headers.iter().copied());
+        for path in ["/api/v1/me", "/api/v1/tokens", "/api/v1/crews"] {
+            let reply = server.send("GET", path, &all, "");
+            assert_eq!(
+                (reply.status, reply.code().as_str()),
+                (403, "forbidden"),
+                "{path} {headers:?}: {}",
+                reply.text
+            );
+            assert!(!reply.text.contains("csrf_token"), "{}", reply.text);
+        }
+    }
+    let end = stored_end_in(&server);
+    assert!(
+        (500..=600).contains(&end),
+        "requests from other sites kept the session alive: it ends in {end} s"
+    );
+    // The dashboard itself, and a URL typed into the address bar, still read.
+    for site in ["same-origin", "none"] {
+        let reply = server.send(
+            "GET",
+            "/api/v1/me",
+            &[("Cookie", &cookie), ("Sec-Fetch-Site", site)],
+            "",
+        );
+        assert_eq!(reply.status, 200, "{site}: {}", reply.text);
+    }
+    assert!(stored_end_in(&server) > 3000);
+}
+
+#[test]
 fn sign_out_everywhere_ends_every_session_of_the_user() {
     let server = alice_on(Server::start());
     server.create_user("bob", "home", "member");

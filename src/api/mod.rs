@@ -411,6 +411,8 @@ impl Call {
             ));
         }
         if let Some(session_id) = self.cookie(state)? {
+            // Before the session is looked at (and its idle end moved).
+            session::check_cookie_site(state, self)?;
             let principal = state
                 .auth
                 .verify_session(&session_id)
