@@ -475,6 +475,44 @@ fn names_refuse_bidi_and_zero_width_characters() {
 }
 
 #[test]
+fn names_refuse_fillers_and_stray_variation_selectors_on_rename_too() {
+    let server = crew();
+    let alice = server.token_for("alice", "home", "ci");
+    let (_, me) = server.call("GET", "/api/v1/me", Some(&alice), None);
+    let path = format!("/api/v1/tokens/{}", me["token"]["id"]);
+    // Each displays as "ci", or "ci" and a blank, beside the real one.
+    for name in [
+        "ci\u{3164}",
+        "\u{115F}ci",
+        "c\u{34F}i",
+        "ci\u{FE0F}",
+        "ci\u{E0100}",
+    ] {
+        let (status, reply) =
+            server.call("PATCH", &path, Some(&alice), Some(&json!({"name": name})));
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{name:?}: {reply}"
+        );
+        let (status, _) = server.call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&alice),
+            Some(&json!({"name": name})),
+        );
+        assert_eq!(status, 400, "{name:?}");
+    }
+    let (status, reply) = server.call(
+        "PATCH",
+        &path,
+        Some(&alice),
+        Some(&json!({"name": "ci \u{2764}\u{FE0F}"})),
+    );
+    assert_eq!(status, 200, "an emoji keeps its selector: {reply}");
+}
+
+#[test]
 fn reset_password_can_revoke_every_token_of_the_user() {
     let server = crew();
     let first = server.token_for("alice", "home", "laptop");

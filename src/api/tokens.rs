@@ -481,13 +481,43 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
             "Field `name` must be 1 to {MAX_NAME} printable characters, e.g. \"MacBook Pro - Development\"."
         )));
     }
-    if let Some(c) = name.chars().find(|c| is_invisible_format(*c)) {
+    if let Some(c) = invisible_in(name) {
         return Err(ApiError::BadRequest(format!(
             "Field `name` contains U+{:04X}, an invisible formatting character (bidi control or zero-width); remove it.",
             c as u32
         )));
     }
     Ok(name.to_string())
+}
+
+/// The first character of `name` that displays as nothing: a format character
+/// (`is_invisible_format`), another default-ignorable one (fillers, the
+/// combining grapheme joiner, Mongolian selectors, tags and plane 14), or a
+/// variation selector that does not follow a non-ASCII character (emoji need
+/// U+FE0F; after `a` it only makes "ci" and "ci\u{FE0F}" two names that look
+/// alike).
+fn invisible_in(name: &str) -> Option<char> {
+    let mut previous: Option<char> = None;
+    for c in name.chars() {
+        let ignorable = matches!(
+            c as u32,
+            0x034F
+                | 0x115F..=0x1160
+                | 0x17B4..=0x17B5
+                | 0x180B..=0x180F
+                | 0x3164
+                | 0xFFA0
+                | 0xFFF0..=0xFFF8
+                | 0xE0000..=0xE0FFF
+        );
+        let stray_selector =
+            (0xFE00..=0xFE0F).contains(&(c as u32)) && previous.is_none_or(|p| p.is_ascii());
+        if is_invisible_format(c) || ignorable || stray_selector {
+            return Some(c);
+        }
+        previous = Some(c);
+    }
+    None
 }
 
 /// Unicode format characters (general category Cf: bidi controls, zero-width
@@ -576,6 +606,13 @@ mod tests {
             "soft\u{AD}hyphen",
             "bell\u{7}",
             "c1\u{85}x",
+            "ci\u{3164}",
+            "\u{115F}admin",
+            "a\u{34F}b",
+            "ci\u{FE0F}",
+            "\u{FE0E}x",
+            "x\u{E0100}",
+            "x\u{180B}",
         ] {
             let err = valid_name(bad).unwrap_err();
             assert!(err.parts().2.contains("`name`"), "{bad:?}");
@@ -585,6 +622,8 @@ mod tests {
             "Büro – CI",
             "日本語 laptop",
             "emoji 🚀",
+            "love \u{2764}\u{FE0F}",
+            "한국어 CI",
         ] {
             assert_eq!(valid_name(good).unwrap(), good);
         }
