@@ -331,6 +331,37 @@ fn pages_on_other_origins_can_neither_use_nor_keep_alive_a_session() {
 }
 
 #[test]
+fn the_dashboard_s_own_polling_does_not_keep_a_session_alive() {
+    let server = alice_on(Server::start());
+    let (cookie, _) = sign_in(&server);
+    server
+        .db()
+        .execute(
+            "UPDATE sessions SET expires_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+10 minutes')",
+            [],
+        )
+        .unwrap();
+    let polling = [
+        ("Cookie", cookie.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("X-Berth-Background", "1"),
+    ];
+    for path in ["/api/v1/tunnels?active=1", "/api/v1/me"] {
+        let reply = server.send("GET", path, &polling, "");
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+    }
+    let end = stored_end_in(&server);
+    assert!(
+        (500..=600).contains(&end),
+        "a background refresh kept the session alive: it ends in {end} s"
+    );
+    // A person's request does.
+    let reply = server.send("GET", "/api/v1/me", &polling[..2], "");
+    assert_eq!(reply.status, 200);
+    assert!(stored_end_in(&server) > 3000);
+}
+
+#[test]
 fn sign_out_everywhere_ends_every_session_of_the_user() {
     let server = alice_on(Server::start());
     server.create_user("bob", "home", "member");
