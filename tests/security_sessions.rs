@@ -40,6 +40,9 @@ fn sign_in_and_session_changes_take_json_only() {
         vec![],
         vec![("Content-Type", "text/plain")],
         vec![("Content-Type", "application/x-www-form-urlencoded")],
+        vec![("Content-Type", "application/jsonx")],
+        vec![("Content-Type", "text/plain; application/json")],
+        vec![("Content-Type", "application/json, text/plain")],
     ] {
         let reply = server.send("POST", "/api/v1/session", &headers, &body);
         assert_eq!(
@@ -51,6 +54,14 @@ fn sign_in_and_session_changes_take_json_only() {
         assert!(reply.text.contains("Content-Type"), "{}", reply.text);
         assert!(reply.header("Set-Cookie").is_none());
     }
+    // Media types compare without regard to case (RFC 9110).
+    let upper = server.send(
+        "POST",
+        "/api/v1/session",
+        &[("Content-Type", "APPLICATION/JSON;Charset=UTF-8")],
+        &body,
+    );
+    assert_eq!(upper.status, 200, "{}", upper.text);
     let (cookie, csrf) = sign_in(&server);
     let token = json!({"name": "from a form"}).to_string();
     let plain = server.send(
