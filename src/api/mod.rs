@@ -418,14 +418,11 @@ impl Call {
             session::check_cookie_site(state, self)?;
             // The dashboard's own polling is no sign of a person at the screen.
             let extend = self.header(BACKGROUND_HEADER).is_none();
-            let principal =
-                state
-                    .auth
-                    .verify_session(&session_id, extend)
-                    .map_err(|err| match err {
-                        AuthError::InvalidToken => ApiError::NoToken,
-                        other => other.into(),
-                    })?;
+            let verified = state.auth.verify_session(&session_id, extend);
+            let principal = verified.map_err(|err| match err {
+                AuthError::InvalidToken => ApiError::NoToken,
+                other => other.into(),
+            })?;
             if self.mutation {
                 session::check_csrf(self, &principal)?;
                 session::require_json(self)?;

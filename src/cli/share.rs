@@ -394,11 +394,11 @@ fn follow_preference(
         ));
     };
     let from = server_origin(pointed);
-    let from_tls = from
-        .as_ref()
-        .map_or(pointed.to_ascii_lowercase().starts_with("https://"), |f| {
-            f.tls
-        });
+    // A pointed URL that does not parse still never downgrades from https.
+    let from_tls = match &from {
+        Some(origin) => origin.tls,
+        None => pointed.to_ascii_lowercase().starts_with("https://"),
+    };
     if from_tls && !to.tls {
         return Err(format!(
             "The token prefers the server {url}, plain http, but berth share never moves from https ({pointed}) to http, even with --follow-server; pass --server {url} yourself if you trust it."
