@@ -143,18 +143,10 @@ pub fn server_origin(url: &str) -> Option<ServerOrigin> {
         return None;
     }
     let port = match port {
-        None => {
-            if tls {
-                443
-            } else {
-                80
-            }
-        }
-        Some(digits)
-            if !digits.is_empty()
-                && digits.len() <= 5
-                && digits.bytes().all(|b| b.is_ascii_digit()) =>
-        {
+        None if tls => 443,
+        None => 80,
+        // All digits: `parse` alone would take `+80`.
+        Some(digits) if digits.bytes().all(|b| b.is_ascii_digit()) => {
             digits.parse::<u16>().ok().filter(|p| *p > 0)?
         }
         Some(_) => return None,
@@ -430,6 +422,7 @@ mod tests {
             ("http://host:0", None),
             ("http://host:65536", None),
             ("http://host:80:80", None),
+            ("http://host:+80", None),
             ("http://[::1", None),
             ("http://[::1]x", None),
             ("http://[evil.host]", None),
