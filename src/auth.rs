@@ -382,9 +382,10 @@ impl Auth {
         }
     }
 
-    /// The user of a session cookie, if the session is live; a use moves its
-    /// idle end forward (never past its lifetime).
-    pub fn verify_session(&self, session_id: &str) -> Result<Principal, AuthError> {
+    /// The user of a session cookie, if the session is live; a use by the
+    /// person (`extend`, not the dashboard's background polling) moves its idle
+    /// end forward, never past its lifetime.
+    pub fn verify_session(&self, session_id: &str, extend: bool) -> Result<Principal, AuthError> {
         let mut session = self
             .store
             .sessions()
@@ -395,7 +396,10 @@ impl Auth {
             .users()
             .find_by_id(session.user_id)?
             .ok_or(AuthError::InvalidToken)?;
-        if let Some(until) = idle_end(&session, time::OffsetDateTime::now_utc()) {
+        let until = extend
+            .then(|| idle_end(&session, time::OffsetDateTime::now_utc()))
+            .flatten();
+        if let Some(until) = until {
             // A busy database costs the session some idle time, not this request.
             if self
                 .store

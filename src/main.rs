@@ -16,6 +16,7 @@ mod server;
 mod store;
 mod stream;
 mod sync;
+mod text;
 mod time_fmt;
 mod tls;
 mod token;
@@ -188,7 +189,7 @@ pub struct ShareArgs {
     )]
     pub remote_port: Option<u16>,
     /// Follow the token's preferred server (`tokens create --cli-server`) even
-    /// when it is plain http on another host (never from https to http)
+    /// when it is plain http on another host or port (never from https to http)
     #[arg(long)]
     pub follow_server: bool,
 }
@@ -513,7 +514,7 @@ pub struct CreateTokenArgs {
     #[arg(long, value_name = "R")]
     pub region: Option<String>,
     /// Preferred server URL for the CLI (`share` follows it on its own only to
-    /// https or the same host; see `share --follow-server`)
+    /// https or the same host and port; see `share --follow-server`)
     #[arg(long, value_name = "URL")]
     pub cli_server: Option<String>,
     /// Expire after this many days

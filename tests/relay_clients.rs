@@ -468,9 +468,10 @@ fn share_switches_to_the_tokens_preferred_server() {
     let (server, _) = setup();
     let service = Service::start();
     let token = token_with(&server, serde_json::json!({"server": server.url}));
-    // Pointed at a forwarder; the token prefers the server itself.
+    // Pointed at a forwarder; the token prefers the server itself, plain http
+    // on another port, which share follows only when told.
     let cutter = Cutter::start(&server.addr);
-    let mut child = share_command(&cutter.url, &token, service.port, &[])
+    let mut child = share_command(&cutter.url, &token, service.port, &["--follow-server"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -40,6 +40,9 @@ fn sign_in_and_session_changes_take_json_only() {
         vec![],
         vec![("Content-Type", "text/plain")],
         vec![("Content-Type", "application/x-www-form-urlencoded")],
+        vec![("Content-Type", "application/jsonx")],
+        vec![("Content-Type", "text/plain; application/json")],
+        vec![("Content-Type", "application/json, text/plain")],
     ] {
         let reply = server.send("POST", "/api/v1/session", &headers, &body);
         assert_eq!(
@@ -51,6 +54,14 @@ fn sign_in_and_session_changes_take_json_only() {
         assert!(reply.text.contains("Content-Type"), "{}", reply.text);
         assert!(reply.header("Set-Cookie").is_none());
     }
+    // Media types compare without regard to case (RFC 9110).
+    let upper = server.send(
+        "POST",
+        "/api/v1/session",
+        &[("Content-Type", "APPLICATION/JSON;Charset=UTF-8")],
+        &body,
+    );
+    assert_eq!(upper.status, 200, "{}", upper.text);
     let (cookie, csrf) = sign_in(&server);
     let token = json!({"name": "from a form"}).to_string();
     let plain = server.send(
@@ -278,6 +289,87 @@ fn sessions_end_after_an_idle_hour_and_twelve_hours_at_most() {
         (1700..=1800).contains(&end),
         "capped at 12 h from sign-in, not {end} s"
     );
+}
+
+#[test]
+fn pages_on_other_origins_can_neither_use_nor_keep_alive_a_session() {
+    let server = alice_on(Server::start());
+    let (cookie, _) = sign_in(&server);
+    server
+        .db()
+        .execute(
+            "UPDATE sessions SET expires_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+10 minutes')",
+            [],
+        )
+        .unwrap();
+    let tunnel_page = "http://evil.localhost:8080";
+    for headers in [
+        vec![("Sec-Fetch-Site", "same-site")],
+        vec![("Sec-Fetch-Site", "cross-site")],
+        vec![("Origin", tunnel_page)],
+        vec![("Origin", "null")],
+        vec![("Sec-Fetch-Site", "same-site"), ("Origin", tunnel_page)],
+    ] {
+        let mut all = vec![("Cookie", cookie.as_str())];
+        all.extend(headers.iter().copied());
+        for path in ["/api/v1/me", "/api/v1/tokens", "/api/v1/crews"] {
+            let reply = server.send("GET", path, &all, "");
+            assert_eq!(
+                (reply.status, reply.code().as_str()),
+                (403, "forbidden"),
+                "{path} {headers:?}: {}",
+                reply.text
+            );
+            assert!(!reply.text.contains("csrf_token"), "{}", reply.text);
+        }
+    }
+    let end = stored_end_in(&server);
+    assert!(
+        (500..=600).contains(&end),
+        "requests from other sites kept the session alive: it ends in {end} s"
+    );
+    // The dashboard itself, and a URL typed into the address bar, still read.
+    for site in ["same-origin", "none"] {
+        let reply = server.send(
+            "GET",
+            "/api/v1/me",
+            &[("Cookie", &cookie), ("Sec-Fetch-Site", site)],
+            "",
+        );
+        assert_eq!(reply.status, 200, "{site}: {}", reply.text);
+    }
+    assert!(stored_end_in(&server) > 3000);
+}
+
+#[test]
+fn the_dashboard_s_own_polling_does_not_keep_a_session_alive() {
+    let server = alice_on(Server::start());
+    let (cookie, _) = sign_in(&server);
+    server
+        .db()
+        .execute(
+            "UPDATE sessions SET expires_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+10 minutes')",
+            [],
+        )
+        .unwrap();
+    let polling = [
+        ("Cookie", cookie.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("X-Berth-Background", "1"),
+    ];
+    for path in ["/api/v1/tunnels?active=1", "/api/v1/me"] {
+        let reply = server.send("GET", path, &polling, "");
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+    }
+    let end = stored_end_in(&server);
+    assert!(
+        (500..=600).contains(&end),
+        "a background refresh kept the session alive: it ends in {end} s"
+    );
+    // A person's request does.
+    let reply = server.send("GET", "/api/v1/me", &polling[..2], "");
+    assert_eq!(reply.status, 200);
+    assert!(stored_end_in(&server) > 3000);
 }
 
 #[test]

@@ -149,6 +149,84 @@ fn a_token_cannot_change_or_revoke_a_token_with_scopes_it_lacks() {
     assert_eq!(status, 200);
 }
 
+#[test]
+fn an_expiring_token_cannot_change_or_revoke_a_token_that_outlives_it() {
+    let server = crew();
+    let scopes = json!(["tokens:write", "tunnels:share"]);
+    let (forever_id, forever) = token_with(
+        &server,
+        "alice",
+        json!({"name": "ci forever", "scopes": scopes}),
+    );
+    let (month_id, _) = token_with(
+        &server,
+        "alice",
+        json!({"name": "a month", "scopes": scopes, "expires_in_days": 30}),
+    );
+    let (_, day) = token_with(
+        &server,
+        "alice",
+        json!({"name": "stolen, one day", "scopes": scopes, "expires_in_days": 1}),
+    );
+    for id in [forever_id, month_id] {
+        let path = format!("/api/v1/tokens/{id}");
+        for (method, body) in [
+            (
+                "PATCH",
+                Some(json!({"server": "https://collector.example"})),
+            ),
+            ("PATCH", Some(json!({"region": "eu"}))),
+            ("PATCH", Some(json!({"name": "renamed"}))),
+            ("DELETE", None),
+        ] {
+            let (status, reply) = server.call(method, &path, Some(&day), body.as_ref());
+            assert_eq!(
+                (status, reply["error"]["code"].as_str()),
+                (403, Some("forbidden")),
+                "{method} {id} {body:?}: {reply}"
+            );
+            assert!(
+                reply["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("expires later"),
+                "{reply}"
+            );
+        }
+    }
+    let body = json!({"action": "revoke", "ids": [forever_id, month_id]});
+    let (status, reply) = server.call("POST", "/api/v1/tokens/bulk", Some(&day), Some(&body));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["updated"], json!([]), "{reply}");
+    let (_, me) = server.call("GET", "/api/v1/me", Some(&forever), None);
+    assert!(me["token"]["server"].is_null(), "{me}");
+    assert_eq!(me["token"]["status"], "active");
+    // What the day token created lives as long as it does: that it may change.
+    let (status, child) = server.call(
+        "POST",
+        "/api/v1/tokens",
+        Some(&day),
+        Some(&json!({"name": "child", "scopes": ["tunnels:share"]})),
+    );
+    assert_eq!(status, 201, "{child}");
+    let path = format!("/api/v1/tokens/{}", child["token"]["id"]);
+    let (status, reply) = server.call(
+        "PATCH",
+        &path,
+        Some(&day),
+        Some(&json!({"server": "https://eu.example"})),
+    );
+    assert_eq!(status, 200, "{reply}");
+    // The never-expiring token may change the month one.
+    let (status, _) = server.call(
+        "PATCH",
+        &format!("/api/v1/tokens/{month_id}"),
+        Some(&forever),
+        Some(&json!({"redaction": "strict"})),
+    );
+    assert_eq!(status, 200);
+}
+
 /// A listener that records whether anything connected and what it sent first.
 struct Trap {
     url: String,
@@ -158,7 +236,12 @@ struct Trap {
 impl Trap {
     /// On 127.0.0.2: another host than the server's 127.0.0.1.
     fn start() -> Trap {
-        let listener = TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+        Trap::on("127.0.0.2")
+    }
+
+    /// On `ip`, port 0.
+    fn on(ip: &str) -> Trap {
+        let listener = TcpListener::bind((ip, 0)).expect("bind the trap");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let heads = Arc::new(Mutex::new(Vec::new()));
         let seen = heads.clone();
@@ -211,6 +294,68 @@ fn share_follows_a_plain_http_server_on_another_host_only_when_told() {
     let heads = trap.heads();
     assert_eq!(heads.len(), 1, "{heads:?}");
     assert!(heads[0].contains("Authorization: Bearer"), "{heads:?}");
+}
+
+#[test]
+fn share_follows_plain_http_only_to_the_same_host_and_port() {
+    let server = crew();
+    // Same host as the server, another port: maybe another user's process.
+    let trap = Trap::on("127.0.0.1");
+    let (_, token) = token_with(
+        &server,
+        "bob",
+        json!({"name": "bob ci", "server": trap.url}),
+    );
+    let refused = run_with_token(&server.url, &token, &["share", "9"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&trap.url) && refused.stderr.contains("--follow-server"),
+        "{}",
+        refused.stderr
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(trap.heads().is_empty(), "share connected to {}", trap.url);
+}
+
+#[test]
+fn a_server_preference_that_could_read_as_another_host_is_refused() {
+    let server = crew();
+    let bob = server.token_for("bob", "home", "bob laptop");
+    let (_, me) = server.call("GET", "/api/v1/me", Some(&bob), None);
+    let path = format!("/api/v1/tokens/{}", me["token"]["id"]);
+    let good = server.url.clone();
+    for bad in [
+        format!("{good}@evil.example"),
+        "http://127.0.0.1@evil.example/".to_string(),
+        "https://good.example:443@evil.example".to_string(),
+        "http://good.example\\@evil.example".to_string(),
+        "http://evil.example?@good.example".to_string(),
+        "http://evil.example:0".to_string(),
+    ] {
+        let (status, reply) =
+            server.call("PATCH", &path, Some(&bob), Some(&json!({"server": bad})));
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{bad}: {reply}"
+        );
+        let (status, _) = server.call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&bob),
+            Some(&json!({"name": "ci", "server": bad})),
+        );
+        assert_eq!(status, 400, "{bad}");
+    }
+    for fine in [
+        "http://[::1]:8080",
+        "https://Berth.Example.COM/",
+        "http://10.0.0.2:8080",
+    ] {
+        let (status, reply) =
+            server.call("PATCH", &path, Some(&bob), Some(&json!({"server": fine})));
+        assert_eq!(status, 200, "{fine}: {reply}");
+    }
 }
 
 #[test]
@@ -327,6 +472,44 @@ fn names_refuse_bidi_and_zero_width_characters() {
         .as_str()
         .unwrap()
         .contains("`crew`"));
+}
+
+#[test]
+fn names_refuse_fillers_and_stray_variation_selectors_on_rename_too() {
+    let server = crew();
+    let alice = server.token_for("alice", "home", "ci");
+    let (_, me) = server.call("GET", "/api/v1/me", Some(&alice), None);
+    let path = format!("/api/v1/tokens/{}", me["token"]["id"]);
+    // Each displays as "ci", or "ci" and a blank, beside the real one.
+    for name in [
+        "ci\u{3164}",
+        "\u{115F}ci",
+        "c\u{34F}i",
+        "ci\u{FE0F}",
+        "ci\u{E0100}",
+    ] {
+        let (status, reply) =
+            server.call("PATCH", &path, Some(&alice), Some(&json!({"name": name})));
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{name:?}: {reply}"
+        );
+        let (status, _) = server.call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&alice),
+            Some(&json!({"name": name})),
+        );
+        assert_eq!(status, 400, "{name:?}");
+    }
+    let (status, reply) = server.call(
+        "PATCH",
+        &path,
+        Some(&alice),
+        Some(&json!({"name": "ci \u{2764}\u{FE0F}"})),
+    );
+    assert_eq!(status, 200, "an emoji keeps its selector: {reply}");
 }
 
 #[test]

@@ -41,9 +41,13 @@ export function whenSignedOut(callback) {
   onSignedOut = callback;
 }
 
-/** Call the JSON API with the session cookie; throws ApiFailure on an error reply. */
-export async function api(method, path, body) {
+/**
+ * Call the JSON API with the session cookie; throws ApiFailure on an error reply.
+ * `background`: an automatic refresh, which does not keep the session from its idle end.
+ */
+export async function api(method, path, body, { background = false } = {}) {
   const headers = {};
+  if (background) headers["X-Berth-Background"] = "1";
   // The server takes sign-in and every change only as JSON (a cross-site form cannot send it).
   if (method !== "GET") {
     headers["Content-Type"] = "application/json";

@@ -9,15 +9,18 @@ const TRAFFIC_POLL_MS = 2000;
 /** Requests the Traffic page lists. */
 const TRAFFIC_LIMIT = 100;
 
-/** Poll `tick` until the returned stop function runs; one call at a time. */
+/**
+ * Poll `tick` until the returned stop function runs; one call at a time. `tick`
+ * gets the api options: the first call is the person's, the rest background.
+ */
 function poll(tick, every) {
   let stopped = false;
   let timer = null;
-  const loop = async () => {
-    await tick();
-    if (!stopped) timer = setTimeout(loop, every);
+  const loop = async (options) => {
+    await tick(options);
+    if (!stopped) timer = setTimeout(() => loop({ background: true }), every);
   };
-  loop();
+  loop({ background: false });
   return () => {
     stopped = true;
     clearTimeout(timer);
@@ -32,9 +35,9 @@ export function tunnelsPage(main, session) {
     h("p", { class: "muted" }, `Live tunnels of crew ${session.crew.name}, refreshed every few seconds.`),
     status, body);
   let last = "";
-  return poll(async () => {
+  return poll(async (options) => {
     try {
-      const { tunnels } = await api("GET", `/tunnels?active=1&crew=${session.crew.id}`);
+      const { tunnels } = await api("GET", `/tunnels?active=1&crew=${session.crew.id}`, undefined, options);
       status.hidden = true;
       // Redraw only on a change, so a pending error or a hover is not wiped every poll.
       const now = JSON.stringify(tunnels);
@@ -105,9 +108,10 @@ export function trafficPage(main, session, tunnelId) {
     const tunnel = tunnels.find((t) => t.id === tunnelId);
     if (tunnel) which.textContent = `${tunnel.url}${tunnel.active ? "" : " (closed)"}`;
   }, () => {});
-  return poll(async () => {
+  return poll(async (options) => {
     try {
-      const { requests } = await api("GET", `/tunnels/${encodeURIComponent(tunnelId)}/requests?limit=${TRAFFIC_LIMIT}`);
+      const { requests } = await api("GET", `/tunnels/${encodeURIComponent(tunnelId)}/requests?limit=${TRAFFIC_LIMIT}`,
+        undefined, options);
       status.hidden = true;
       state.requests = requests;
       renderRequests(listEl, detail, state);

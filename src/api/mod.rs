@@ -28,6 +28,9 @@ use crate::store::{Membership, NewAuditEvent, Store};
 
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: u64 = 64 * 1024;
+/// Sent by the dashboard on its automatic refreshes: they do not keep a
+/// session from its idle end, so a tab left open still signs out.
+pub const BACKGROUND_HEADER: &str = "x-berth-background";
 /// Threads answering API requests.
 const WORKERS: usize = 8;
 /// The dashboard's session cookie (prefixed `__Host-` under TLS).
@@ -417,13 +420,15 @@ impl Call {
             ));
         }
         if let Some(session_id) = self.cookie(state)? {
-            let principal = state
-                .auth
-                .verify_session(&session_id)
-                .map_err(|err| match err {
-                    AuthError::InvalidToken => ApiError::NoToken,
-                    other => other.into(),
-                })?;
+            // Before the session is looked at (and its idle end moved).
+            session::check_cookie_site(state, self)?;
+            // The dashboard's own polling is no sign of a person at the screen.
+            let extend = self.header(BACKGROUND_HEADER).is_none();
+            let verified = state.auth.verify_session(&session_id, extend);
+            let principal = verified.map_err(|err| match err {
+                AuthError::InvalidToken => ApiError::NoToken,
+                other => other.into(),
+            })?;
             if self.mutation {
                 session::check_csrf(self, &principal)?;
                 session::require_json(self)?;

@@ -72,6 +72,12 @@ pub fn check_origin(state: &ApiState, call: &Call) -> Result<(), ApiError> {
             )));
         }
     }
+    check_origin_header(state, call)
+}
+
+/// An `Origin` header, when sent, must be the public URL's origin (or, without
+/// `--public-url`, the origin of the Host the request was addressed to).
+fn check_origin_header(state: &ApiState, call: &Call) -> Result<(), ApiError> {
     let Some(origin) = call.header("origin") else {
         return Ok(());
     };
@@ -92,6 +98,27 @@ pub fn check_origin(state: &ApiState, call: &Call) -> Result<(), ApiError> {
         "Requests from origin {origin} are refused; use the dashboard at {}.",
         state.public_url
     )))
+}
+
+/// A session cookie counts only on requests from the dashboard's own origin,
+/// reads included: pages served through tunnels are same-site, so browsers
+/// attach the cookie to their requests too, and such a request must neither
+/// keep an idle session alive nor tell the page whether someone is signed in.
+/// A read typed into the address bar (`Sec-Fetch-Site: none`) is fine.
+pub fn check_cookie_site(state: &ApiState, call: &Call) -> Result<(), ApiError> {
+    if call.mutation {
+        return check_origin(state, call);
+    }
+    if let Some(site) = call.header("sec-fetch-site") {
+        let site = site.trim();
+        if !site.eq_ignore_ascii_case("same-origin") && !site.eq_ignore_ascii_case("none") {
+            return Err(ApiError::Forbidden(format!(
+                "The session cookie is not taken from other sites (Sec-Fetch-Site: {site}); use the dashboard at {}.",
+                state.public_url
+            )));
+        }
+    }
+    check_origin_header(state, call)
 }
 
 /// Sign-in and mutations by session take JSON only: a cross-site HTML form

@@ -425,20 +425,44 @@ fn accessible(
     }
 }
 
-/// A token never changes or revokes a token that holds scopes it does not
-/// (`berth:*` holds them all); a password or session holds every scope.
+/// A token never changes or revokes a stronger token: one that holds scopes
+/// it does not (`berth:*` holds them all), or that lives longer (an expiring
+/// token pointing a never-expiring one at its own server would collect a
+/// secret that outlives it). A password or session holds everything.
 fn check_not_stronger(who: &Principal, row: &TokenRow, access: Access) -> Result<(), ApiError> {
     let Some(token) = who.token() else {
         return Ok(());
     };
-    if access == Access::Read || scopes_cover(&token.scopes, &row.scopes) {
+    if access == Access::Read {
         return Ok(());
     }
-    Err(ApiError::Forbidden(format!(
-        "Token {} has scopes this token lacks ({}); change it with a token that has them, or from the dashboard.",
-        row.id,
-        row.scopes.join(", ")
-    )))
+    if !scopes_cover(&token.scopes, &row.scopes) {
+        return Err(ApiError::Forbidden(format!(
+            "Token {} has scopes this token lacks ({}); change it with a token that has them, or from the dashboard.",
+            row.id,
+            row.scopes.join(", ")
+        )));
+    }
+    if outlives(row.expires_at.as_deref(), token.expires_at.as_deref()) {
+        return Err(ApiError::Forbidden(format!(
+            "Token {} expires later than this token ({}); change it with a token that lives as long, or from the dashboard.",
+            row.id,
+            row.expires_at.as_deref().unwrap_or("never")
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a token expiring at `theirs` outlives one expiring at `mine` (None:
+/// never). An expiry that does not parse counts as the longer one.
+fn outlives(theirs: Option<&str>, mine: Option<&str>) -> bool {
+    match (theirs, mine) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(theirs), Some(mine)) => time_fmt::parse(theirs)
+            .zip(time_fmt::parse(mine))
+            .is_none_or(|(theirs, mine)| theirs > mine),
+    }
 }
 
 fn parse_tier(text: &str) -> Result<Redaction, ApiError> {
@@ -457,44 +481,13 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
             "Field `name` must be 1 to {MAX_NAME} printable characters, e.g. \"MacBook Pro - Development\"."
         )));
     }
-    if let Some(c) = name.chars().find(|c| is_invisible_format(*c)) {
+    if let Some(c) = crate::text::invisible_in(name) {
         return Err(ApiError::BadRequest(format!(
             "Field `name` contains U+{:04X}, an invisible formatting character (bidi control or zero-width); remove it.",
             c as u32
         )));
     }
     Ok(name.to_string())
-}
-
-/// Unicode format characters (general category Cf: bidi controls, zero-width
-/// characters, invisible operators, tags) and the line and paragraph
-/// separators: they make a name display as something else ("admin-CI"
-/// reversed by U+202E).
-fn is_invisible_format(c: char) -> bool {
-    matches!(
-        c as u32,
-        0x00AD
-            | 0x0600..=0x0605
-            | 0x061C
-            | 0x06DD
-            | 0x070F
-            | 0x0890..=0x0891
-            | 0x08E2
-            | 0x180E
-            | 0x200B..=0x200F
-            | 0x2028..=0x202E
-            | 0x2060..=0x2064
-            | 0x2066..=0x206F
-            | 0xFEFF
-            | 0xFFF9..=0xFFFB
-            | 0x110BD
-            | 0x110CD
-            | 0x13430..=0x1343F
-            | 0x1BCA0..=0x1BCA3
-            | 0x1D173..=0x1D17A
-            | 0xE0001
-            | 0xE0020..=0xE007F
-    )
 }
 
 fn valid_region(region: &str) -> Result<String, ApiError> {
@@ -511,16 +504,12 @@ fn valid_region(region: &str) -> Result<String, ApiError> {
     Ok(region.to_string())
 }
 
+/// A preferred server: `berth share` sends the bearer there, so nothing that
+/// could read as another host (user info, backslashes) is taken.
 fn valid_server(server: &str) -> Result<String, ApiError> {
-    let ok = (server.starts_with("http://") || server.starts_with("https://"))
-        && server.len() <= 200
-        && server
-            .split_once("://")
-            .is_some_and(|(_, rest)| !rest.is_empty())
-        && !server.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !ok {
+    if server.len() > 200 || crate::client::server_origin(server).is_none() {
         return Err(ApiError::BadRequest(
-            "Field `server` must be an http:// or https:// URL.".into(),
+            "Field `server` must be an http:// or https:// URL of a host and optional port, without user@ or ?query, e.g. https://berth.example.com.".into(),
         ));
     }
     Ok(server.trim_end_matches('/').to_string())
@@ -529,6 +518,19 @@ fn valid_server(server: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_that_lives_longer_is_stronger() {
+        let day = Some("2030-01-02T00:00:00Z");
+        let later = Some("2030-01-03T00:00:00Z");
+        assert!(!outlives(None, None));
+        assert!(!outlives(later, None));
+        assert!(outlives(None, day));
+        assert!(outlives(later, day));
+        assert!(!outlives(day, day));
+        assert!(!outlives(day, later));
+        assert!(outlives(Some("garbage"), day));
+    }
 
     #[test]
     fn names_refuse_bidi_zero_width_and_control_characters() {
@@ -543,6 +545,13 @@ mod tests {
             "soft\u{AD}hyphen",
             "bell\u{7}",
             "c1\u{85}x",
+            "ci\u{3164}",
+            "\u{115F}admin",
+            "a\u{34F}b",
+            "ci\u{FE0F}",
+            "\u{FE0E}x",
+            "x\u{E0100}",
+            "x\u{180B}",
         ] {
             let err = valid_name(bad).unwrap_err();
             assert!(err.parts().2.contains("`name`"), "{bad:?}");
@@ -552,6 +561,8 @@ mod tests {
             "Büro – CI",
             "日本語 laptop",
             "emoji 🚀",
+            "love \u{2764}\u{FE0F}",
+            "한국어 CI",
         ] {
             assert_eq!(valid_name(good).unwrap(), good);
         }

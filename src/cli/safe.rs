@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
+use crate::text;
+
 /// `text` as a terminal may show it: C0 and C1 control characters, DEL and
 /// Unicode format characters (bidi controls, zero-width characters) written
 /// as escapes (`\x1b`, `\u{202e}`), so no escape sequence reaches the
@@ -32,37 +34,7 @@ pub fn shown_lines(text: &str) -> String {
 
 /// Whether a character must not reach a terminal as it is.
 fn needs_escape(c: char) -> bool {
-    c.is_control() || is_format(c)
-}
-
-/// Unicode's format characters (general category Cf) and the line and
-/// paragraph separators: invisible, yet they reorder (U+202E) or hide
-/// (U+200B) the text around them.
-fn is_format(c: char) -> bool {
-    matches!(
-        u32::from(c),
-        0x00AD
-            | 0x0600..=0x0605
-            | 0x061C
-            | 0x06DD
-            | 0x070F
-            | 0x0890..=0x0891
-            | 0x08E2
-            | 0x180E
-            | 0x200B..=0x200F
-            | 0x2028..=0x202E
-            | 0x2060..=0x2064
-            | 0x2066..=0x206F
-            | 0xFEFF
-            | 0xFFF9..=0xFFFB
-            | 0x110BD
-            | 0x110CD
-            | 0x13430..=0x1343F
-            | 0x1BCA0..=0x1BCA3
-            | 0x1D173..=0x1D17A
-            | 0xE0001
-            | 0xE0020..=0xE007F
-    )
+    c.is_control() || text::is_format(c) || text::is_ignorable(c)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{outln, write_stderr, CliError, CliResult};
-use crate::client::{error_from_response, exit, Auth, Client};
+use crate::client::{error_from_response, exit, server_origin, Auth, Client};
 use crate::config::{Masked, Session, Settings};
 use crate::proxy::{self, Body, Conn};
 use crate::relay::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
@@ -376,8 +376,10 @@ fn preferred_server(settings: &Settings, bearer: &str, follow: bool) -> Result<S
 /// Whether to move from the server the CLI was pointed at to the token's
 /// preferred one (`Some(url)`), stay (`None`), or stop (the sentence saying
 /// why). The bearer goes wherever `share` connects, so it moves on its own only
-/// to https or within the host it was pointed at, and never from https to
-/// plain http, even with `--follow-server`.
+/// to https, or over plain http only to the very scheme, host and port it was
+/// pointed at (another port on the same host may be another user's process);
+/// never from https to plain http, even with `--follow-server`; and never to a
+/// URL that could read as another host (`http://good.host@evil.host`).
 fn follow_preference(
     pointed: &str,
     preferred: Option<&str>,
@@ -386,44 +388,28 @@ fn follow_preference(
     let Some(url) = preferred.filter(|url| !url.eq_ignore_ascii_case(pointed)) else {
         return Ok(None);
     };
-    let (Some((from_tls, from_host)), Some((to_tls, to_host))) =
-        (scheme_and_host(pointed), scheme_and_host(url))
-    else {
+    let Some(to) = server_origin(url) else {
         return Err(format!(
-            "The token prefers the server `{url}`, which is not an http:// or https:// URL; berth share did not follow it. Clear the token's server, or pass --server URL."
+            "The token prefers the server `{url}`, which is not a plain http:// or https:// URL of a host; berth share did not follow it. Clear the token's server, or pass --server URL."
         ));
     };
-    if from_tls && !to_tls {
+    let from = server_origin(pointed);
+    // A pointed URL that does not parse still never downgrades from https.
+    let from_tls = match &from {
+        Some(origin) => origin.tls,
+        None => pointed.to_ascii_lowercase().starts_with("https://"),
+    };
+    if from_tls && !to.tls {
         return Err(format!(
             "The token prefers the server {url}, plain http, but berth share never moves from https ({pointed}) to http, even with --follow-server; pass --server {url} yourself if you trust it."
         ));
     }
-    if to_tls || to_host == from_host || follow {
+    if to.tls || from.as_ref() == Some(&to) || follow {
         return Ok(Some(url.to_string()));
     }
     Err(format!(
-        "The token prefers the server {url}, plain http on another host than {pointed}; berth share did not send the token there. Pass --follow-server (berth share --follow-server ...) to share through it anyway."
+        "The token prefers the server {url}, plain http on another host or port than {pointed}; berth share did not send the token there. Pass --follow-server (berth share --follow-server ...) to share through it anyway."
     ))
-}
-
-/// Whether a server URL is https, and its host in lower case (no port, no brackets).
-fn scheme_and_host(url: &str) -> Option<(bool, String)> {
-    let lower = url.to_ascii_lowercase();
-    let (secure, rest) = match (
-        lower.strip_prefix("http://"),
-        lower.strip_prefix("https://"),
-    ) {
-        (Some(rest), _) => (false, rest.to_string()),
-        (_, Some(rest)) => (true, rest.to_string()),
-        _ => return None,
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = match authority.rsplit_once(':') {
-        Some((host, port)) if !port.contains(']') => host,
-        _ => authority,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    (!host.is_empty()).then(|| (secure, host.to_string()))
 }
 
 /// The first label of a tunnel URL's host.
@@ -835,7 +821,7 @@ mod tests {
         let tls = "https://berth.lan:8443";
         // (pointed, preferred, --follow-server, expected: Ok(Some) move, Ok(None) stay, Err stop)
         type Case<'a> = (&'a str, Option<&'a str>, bool, Result<Option<&'a str>, ()>);
-        let cases: [Case; 10] = [
+        let cases: [Case; 16] = [
             (here, None, false, Ok(None)),
             (here, Some("HTTP://BERTH.LAN:8080"), false, Ok(None)),
             (
@@ -844,11 +830,32 @@ mod tests {
                 false,
                 Ok(Some("https://eu.example")),
             ),
+            (here, Some("http://berth.lan:9090"), false, Err(())),
             (
                 here,
-                Some("http://berth.lan:9090"),
+                Some("http://berth.lan:8080/berth"),
                 false,
-                Ok(Some("http://berth.lan:9090")),
+                Ok(Some("http://berth.lan:8080/berth")),
+            ),
+            (
+                here,
+                Some("http://berth.lan:8080@evil.example"),
+                true,
+                Err(()),
+            ),
+            (here, Some("https://berth.lan@evil.example"), false, Err(())),
+            (here, Some("http://BERTH.lan.:8080"), false, Err(())),
+            (
+                "http://[::1]:8080",
+                Some("http://[::1]:8080/x"),
+                false,
+                Ok(Some("http://[::1]:8080/x")),
+            ),
+            (
+                "http://[::1]:8080",
+                Some("http://[::1]:8081"),
+                false,
+                Err(()),
             ),
             (here, Some("http://evil.example"), false, Err(())),
             (
@@ -877,9 +884,5 @@ mod tests {
         }
         let why = follow_preference(here, Some("http://evil.example:81"), false).unwrap_err();
         assert!(why.contains("http://evil.example:81") && why.contains("--follow-server"));
-        assert_eq!(
-            scheme_and_host("http://[::1]:8080/x"),
-            Some((false, "::1".into()))
-        );
     }
 }

@@ -338,10 +338,14 @@ async function trafficFlow(page, id, inspector, tunnel) {
   await checkPage(page, "traffic");
 
   step("traffic: a new request appears live and keyboard focus stays put");
+  // The automatic refreshes say so: they must not keep an idle session alive.
+  const background = page.waitForRequest(
+    (r) => r.url().includes("/requests?") && r.headers()["x-berth-background"] === "1", { timeout: WAIT_MS });
   await request.locator("button").focus();
   await throughTunnel(tunnel.url, "/second", {});
   await page.locator("#requests-table tbody tr", { hasText: "/second" }).waitFor();
   check(await page.evaluate(() => document.activeElement.textContent === "/hello?x=1"), "the live refresh moved the focus");
+  await background;
 }
 
 async function bulkFlow(page, tokens) {
