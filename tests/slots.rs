@@ -274,6 +274,22 @@ fn behind_a_trusted_proxy_the_client_is_the_one_it_names() {
     assert_eq!(status, "200", "{body}");
     assert!(body.contains("xff=127.0.0.2 "), "{body}");
 
+    // The scheme: a trusted proxy that ends TLS says https, and the tunnel's
+    // service hears it; anyone else's say is replaced by the connection's.
+    let (status, body) = exchange(
+        &server,
+        "GET /who HTTP/1.1\r\nHost: shop.localhost\r\nX-Forwarded-Proto: https\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("xfp=https "), "{body}");
+    let (status, body) = curl_from(
+        "127.0.0.2",
+        &at("/who"),
+        &["Host: shop.localhost", "X-Forwarded-Proto: https"],
+    );
+    assert_eq!(status, "200", "{body}");
+    assert!(body.contains("xfp=http "), "{body}");
+
     // The API records the named client as the token's last address.
     let named = server.token_for("alice", "home", "named");
     let (status, _) = exchange(

@@ -115,6 +115,19 @@ impl TrustedProxies {
     }
 }
 
+/// The scheme a trusted proxy says its client used: the last value of its
+/// `X-Forwarded-Proto` (the proxy's own, after any the client sent), when it
+/// is `http` or `https`; None for anything else, which leaves the
+/// connection's own scheme in place.
+pub fn proto<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<&'static str> {
+    let last = values.flat_map(|v| v.split(|&b| b == b',')).last()?;
+    match last.trim_ascii() {
+        p if p.eq_ignore_ascii_case(b"https") => Some("https"),
+        p if p.eq_ignore_ascii_case(b"http") => Some("http"),
+        _ => None,
+    }
+}
+
 impl fmt::Display for TrustedProxies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nets: Vec<String> = self.0.iter().map(Cidr::to_string).collect();
@@ -141,6 +154,18 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_trusted_proxys_proto_is_its_last_word() {
+        let proto = |values: &[&str]| super::proto(values.iter().map(|v| v.as_bytes()));
+        assert_eq!(proto(&[]), None);
+        assert_eq!(proto(&["https"]), Some("https"));
+        assert_eq!(proto(&[" HTTPS "]), Some("https"));
+        assert_eq!(proto(&["https, http"]), Some("http"));
+        assert_eq!(proto(&["http", "https"]), Some("https"));
+        assert_eq!(proto(&["wss"]), None);
+        assert_eq!(proto(&["https, javascript"]), None);
     }
 
     #[test]

@@ -72,6 +72,14 @@ impl RequestHead {
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
+    /// Every value of a header, in order.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
     /// The Host, lowercased and without its port (checked by `parse_request`).
     pub fn host(&self) -> &str {
         &self.host

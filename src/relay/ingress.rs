@@ -431,6 +431,7 @@ pub fn forward(
     out: &mut impl Write,
     leg: &mut Option<Leg>,
     client_ip: &str,
+    scheme: &'static str,
 ) -> io::Result<Forwarded> {
     let subdomain = relay.subdomain_of(host).unwrap_or_default();
     let found = relay.find(subdomain);
@@ -455,7 +456,7 @@ pub fn forward(
             data: None,
         });
     }
-    let mut seen = Observed::start(head, client_ip, scheme(client_stream));
+    let mut seen = Observed::start(head, client_ip, scheme);
     let refill = Refill {
         relay,
         tunnel: &tunnel,
@@ -675,7 +676,8 @@ impl<'a> Observed<'a> {
     }
 }
 
-/// The scheme the public client used, for X-Forwarded-Proto.
+/// The scheme the public client used on its connection to berth, for
+/// X-Forwarded-Proto (a trusted proxy's own word replaces it: see the front door).
 pub fn scheme(stream: &Stream) -> &'static str {
     if stream.is_tls() {
         "https"
@@ -1051,6 +1053,7 @@ mod tests {
             &mut out,
             &mut leg,
             "127.0.0.1",
+            "http",
         )
         .unwrap();
         assert_eq!(forwarded, Forwarded::Close);

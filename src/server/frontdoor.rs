@@ -16,7 +16,7 @@ use crate::api::MAX_BODY_BYTES;
 use crate::auth::Auth;
 use crate::limits::{self, AddressSlot, PerAddress, Share, ShareSlot};
 use crate::metrics;
-use crate::proxy::forwarded::TrustedProxies;
+use crate::proxy::forwarded::{self, TrustedProxies};
 use crate::proxy::{self, Body, BodyError, Conn, HeadError, RequestHead};
 use crate::relay::ingress::{self, Forwarded, Leg};
 use crate::relay::Relay;
@@ -153,6 +153,14 @@ fn take_below(count: &AtomicUsize, most: usize) -> bool {
             (n < most).then_some(n + 1)
         })
         .is_ok()
+}
+
+/// Who a request is from, as the API is told: the client's address and the
+/// scheme it used.
+#[derive(Clone, Copy)]
+struct Visitor<'a> {
+    ip: &'a str,
+    scheme: &'static str,
 }
 
 /// Where one request goes.
@@ -324,8 +332,18 @@ impl FrontDoor {
                 }
             };
             let peer_ip = forwarded_ip.as_deref().unwrap_or(&peer_ip);
+            // The scheme the client used: its connection's, or behind a
+            // trusted proxy (which may end TLS) the proxy's X-Forwarded-Proto.
+            let scheme = from_proxy
+                .then(|| forwarded::proto(head.values("x-forwarded-proto")))
+                .flatten()
+                .unwrap_or(ingress::scheme(&stream));
+            let visitor = Visitor {
+                ip: peer_ip,
+                scheme,
+            };
             let outcome = match route {
-                Route::Api => self.to_api(&head, &mut client, &mut out, peer_ip, &set_timeout),
+                Route::Api => self.to_api(&head, &mut client, &mut out, visitor, &set_timeout),
                 Route::Tunnel(host) => ingress::forward(
                     &self.relay,
                     &head,
@@ -335,6 +353,7 @@ impl FrontDoor {
                     &mut out,
                     &mut leg,
                     peer_ip,
+                    scheme,
                 )
                 .map(|forwarded| match forwarded {
                     Forwarded::KeepAlive => Outcome::KeepAlive,
@@ -418,12 +437,9 @@ impl FrontDoor {
         if !from_proxy {
             return Some((peer, None, None));
         }
-        let forwarded = head
-            .headers
-            .iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case("x-forwarded-for"))
-            .map(|(_, value)| value.as_slice());
-        let ip = self.trusted.client(peer.ip(), forwarded);
+        let ip = self
+            .trusted
+            .client(peer.ip(), head.values("x-forwarded-for"));
         let slot = if self.trusted.trusts(ip) {
             None
         } else {
@@ -490,7 +506,7 @@ impl FrontDoor {
         head: &RequestHead,
         client: &mut Conn<Stream>,
         out: &mut impl Write,
-        peer_ip: &str,
+        visitor: Visitor,
         set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
     ) -> io::Result<Outcome> {
         let refuse = |out: &mut dyn Write, status: u16, code: &str, message: &str| {
@@ -561,8 +577,7 @@ impl FrontDoor {
             ))?;
             return Ok(Outcome::Close);
         };
-        let scheme = ingress::scheme(&client.stream);
-        let result = exchange(head, &body, out, &mut api, peer_ip, scheme);
+        let result = exchange(head, &body, out, &mut api, visitor.ip, visitor.scheme);
         match result {
             Ok(Exchange { keep_client }) => Ok(if keep_client && head.keep_alive {
                 Outcome::KeepAlive
