@@ -428,3 +428,46 @@ fn reserved_names_belong_to_their_crew_until_released() {
         ]
     );
 }
+
+#[test]
+fn an_encoded_international_name_that_may_look_like_another_is_refused() {
+    let (server, _dir) = server_with(&[
+        "--public-url",
+        "http://dash.example.com",
+        "--domain",
+        "example.com",
+    ]);
+    let [alice, ..] = people(&server);
+    // `xn--dsh-5na` is how a browser is sent to `dåsh`: a look-alike of the
+    // server's own `dash`, where a sign-in form would collect passwords.
+    let bearer = format!("Bearer {alice}");
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Connection", "Upgrade"),
+        ("Upgrade", "berth-relay/1"),
+    ];
+    for name in ["xn--dsh-5na", "ab--cd"] {
+        let target = format!("/api/v1/tunnels/connect?subdomain={name}");
+        let reply = server.send("GET", &target, &headers, "");
+        assert_eq!(reply.status, 400, "{name}: {}", reply.text);
+        assert!(reply.text.contains("international"), "{}", reply.text);
+        let (status, body) = server.call(
+            "POST",
+            "/api/v1/subdomains",
+            Some(&alice),
+            Some(&json!({ "name": name })),
+        );
+        assert_eq!(status, 400, "{name}: {body}");
+    }
+    // `share` says so before it connects.
+    let service = Service::start();
+    match share(&server, &alice, service.port, "xn--dsh-5na") {
+        Ok(share) => panic!("share got {}", share.url),
+        Err((code, stderr)) => {
+            assert_eq!(code, 2, "{stderr}");
+            assert!(stderr.contains("international"), "{stderr}");
+        }
+    }
+    // Two dashes elsewhere are an ordinary name.
+    assert!(share(&server, &alice, service.port, "shop--2").is_ok());
+}

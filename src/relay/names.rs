@@ -224,6 +224,14 @@ pub fn check_subdomain(name: &str) -> Result<(), ClaimError> {
             "The subdomain `{name}` is not valid: use 1 to 63 of a-z, 0-9 and -, not starting or ending with -."
         )));
     }
+    // `xn--` (and any `??--`, which IDNA keeps for such encodings) is an
+    // encoded international name: a browser may show `xn--dsh-...` as a
+    // look-alike of the server's own name or of another crew's.
+    if name.get(2..4) == Some("--") {
+        return Err(ClaimError::Invalid(format!(
+            "The subdomain `{name}` is not valid: `--` as its third and fourth characters marks an encoded international name, which browsers may show as a look-alike of another; choose another."
+        )));
+    }
     if RESERVED.contains(&name) {
         return Err(ClaimError::Invalid(format!(
             "The subdomain `{name}` is reserved; choose another."
@@ -323,12 +331,30 @@ mod tests {
 
     #[test]
     fn subdomain_rules() {
-        for good in ["a", "my-app", "x1", &"a".repeat(MAX_SUBDOMAIN)] {
+        for good in [
+            "a",
+            "my-app",
+            "x1",
+            "a--b",
+            "abc--d",
+            &"a".repeat(MAX_SUBDOMAIN),
+        ] {
             assert_eq!(check_subdomain(good), Ok(()), "{good}");
         }
         let long = "a".repeat(MAX_SUBDOMAIN + 1);
         for bad in [
-            "", "-a", "a-", "A", "a.b", "a_b", "www", "api", "admin", &long,
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a.b",
+            "a_b",
+            "www",
+            "api",
+            "admin",
+            &long,
+            "xn--dsh-5na",
+            "ab--c",
         ] {
             assert!(check_subdomain(bad).is_err(), "{bad}");
         }
