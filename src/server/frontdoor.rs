@@ -259,21 +259,26 @@ impl FrontDoor {
             let peer_ip = forwarded_ip.as_deref().unwrap_or(&peer_ip);
             let outcome = match route {
                 Route::Api => self.to_api(&head, &mut client, &mut out, peer_ip, &set_timeout),
-                Route::Tunnel(host) => ingress::forward(
-                    &self.relay,
-                    &head,
-                    host,
-                    &mut client,
-                    &stream,
-                    &mut out,
-                    &mut leg,
-                    peer_ip,
-                )
-                .map(|forwarded| match forwarded {
-                    Forwarded::KeepAlive => Outcome::KeepAlive,
-                    Forwarded::Close => Outcome::Close,
-                    Forwarded::Refused => Outcome::Refused,
-                }),
+                Route::Tunnel(host) => {
+                    if from_proxy {
+                        ingress::rebind_for_proxy(&self.relay, host, &mut leg);
+                    }
+                    ingress::forward(
+                        &self.relay,
+                        &head,
+                        host,
+                        &mut client,
+                        &stream,
+                        &mut out,
+                        &mut leg,
+                        peer_ip,
+                    )
+                    .map(|forwarded| match forwarded {
+                        Forwarded::KeepAlive => Outcome::KeepAlive,
+                        Forwarded::Close => Outcome::Close,
+                        Forwarded::Refused => Outcome::Refused,
+                    })
+                }
                 Route::Control => {
                     let _ = out.flush();
                     match self.control(&head, &stream, &mut client, peer) {
