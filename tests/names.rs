@@ -153,6 +153,13 @@ fn the_public_urls_host_reaches_the_api_and_its_name_is_never_a_tunnels() {
     let (status, body) = get_with_host(&server, "dash.example.com", "/");
     assert_eq!(status, 200);
     assert!(body.contains("<html"), "{body}");
+    // A final dot names the same host: the tunnel's, and the server's own.
+    let (status, body) = get_with_host(&server, "shop.example.com.", "/y");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("path=/y "), "{body}");
+    let (status, body) = get_with_host(&server, "DASH.example.com.:8080", "/api/v1/me");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("no_token"), "{body}");
 }
 
 /// openssl in `dir`: a self-signed certificate for the given DNS names.

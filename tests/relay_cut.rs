@@ -346,7 +346,9 @@ fn behind_a_trusted_proxy_one_connection_serves_every_tunnel_in_turn() {
         Stdio::inherit(),
     );
     let mut proxy = TcpStream::connect(&server.addr).unwrap();
-    proxy.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    proxy
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut reader = BufReader::new(proxy.try_clone().unwrap());
     let mut ask = |host: &str, path: &str| {
         write!(
@@ -361,7 +363,10 @@ fn behind_a_trusted_proxy_one_connection_serves_every_tunnel_in_turn() {
     assert_eq!(body, "raw:/a");
     let (status, body) = ask("two.localhost", "/b");
     assert!(status.contains(" 200 "), "{status} {body}");
-    assert!(body.starts_with("path=/b host=two.localhost xff=203.0.113.7 "), "{body}");
+    assert!(
+        body.starts_with("path=/b host=two.localhost xff=203.0.113.7 "),
+        "{body}"
+    );
     // The API's own answer (it refuses this body).
     let (status, body) = ask(&server.addr, "/api/v1/tokens");
     assert!(status.contains(" 400 "), "{status} {body}");
