@@ -121,6 +121,7 @@ pub fn run(args: ServerArgs) -> CliResult {
     let inspector = Inspector::start(store.clone(), args.inspect_retention)
         .map_err(|e| CliError::other(format!("could not start the traffic inspector: {e}")))?;
     let mut relay = Relay::new(&args.domain, &public_url).with_inspector(inspector.clone());
+    relay.limits = args.limits;
     keep_names(&mut relay, &store, args.subdomain_hold, tls.as_ref())?;
     relay.region = args.region.clone();
     relay.response_timeout = Duration::from_secs(args.response_timeout);
@@ -129,7 +130,6 @@ pub fn run(args: ServerArgs) -> CliResult {
     relay.tcp = Ports::new(args.tcp_ports, bound.ip())
         .with_bounds(bounds.tcp_connections, bounds.per_address)
         .with_trusted(trusted.clone());
-    relay.limits = args.limits;
     let relay = Arc::new(relay);
     let state = Arc::new(ApiState {
         store: store.clone(),
@@ -262,7 +262,8 @@ fn keep_names(
     hold: Duration,
     tls: Option<&TlsListener>,
 ) -> CliResult {
-    relay.names.keep_in(store.clone(), hold);
+    let most = crate::relay::names::names_per_crew(relay.limits.tunnels_per_crew);
+    relay.names.keep_in(store.clone(), hold, most);
     // No tunnel is live after a restart: the names live ones had stay held.
     let until = relay.names.hold_until();
     store
