@@ -194,13 +194,8 @@ impl Ports {
             .map(|(port, h)| (h.until, *port))
             .collect();
         if theirs.len() > self.most_held {
-            // None (longest) sorts first: reversed, the latest come first.
-            theirs.sort_by(|a, b| match (a.0, b.0) {
-                (None, None) => std::cmp::Ordering::Equal,
-                (None, _) => std::cmp::Ordering::Greater,
-                (_, None) => std::cmp::Ordering::Less,
-                (Some(a), Some(b)) => a.cmp(&b),
-            });
+            // Those ending soonest first (None, the longest, last): they lapse.
+            theirs.sort_by_key(|&(until, _)| (until.is_none(), until));
             let lapse = theirs.len() - self.most_held;
             for (_, port) in &theirs[..lapse] {
                 held.remove(port);
