@@ -688,4 +688,32 @@ mod tests {
             .claim(&bare, None, server, owner(2), |_| {})
             .is_ok());
     }
+
+    #[test]
+    fn a_crew_holds_at_most_its_share_of_ports() {
+        let range = PortRange { first: 1, last: 9 };
+        let hour = Duration::from_secs(3600);
+        let ports = Ports::new(range, Ipv4Addr::LOCALHOST.into()).with_holds(hour, 2, &[]);
+        for port in [1, 2, 3] {
+            ports.keep_for(port, 1, hour);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        ports.keep_for(4, 2, hour);
+        // Crew 1's oldest hold lapsed; crew 2's is its own.
+        let mut held: Vec<(u16, i64)> = lock(&ports.held)
+            .iter()
+            .map(|(port, h)| (*port, h.crew_id))
+            .collect();
+        held.sort();
+        assert_eq!(held, [(2, 1), (3, 1), (4, 2)]);
+        // A hold too long for an `Instant` is kept, and lapses last.
+        ports.keep_for(5, 2, Duration::MAX);
+        ports.keep_for(6, 2, hour);
+        let theirs: Vec<u16> = lock(&ports.held)
+            .iter()
+            .filter(|(_, h)| h.crew_id == 2)
+            .map(|(port, _)| *port)
+            .collect();
+        assert!(theirs.contains(&5) && theirs.contains(&6) && theirs.len() == 2);
+    }
 }
