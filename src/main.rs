@@ -305,8 +305,8 @@ pub struct ServerArgs {
         value_parser = clap::value_parser!(u32).range(0..=36_500)
     )]
     pub history_days: u32,
-    /// How long a crew keeps a subdomain after its last tunnel on it closed
-    /// (other crews get 409 meanwhile): 30s, 15m, 24h, 7d; 0s for no hold
+    /// How long a crew keeps a subdomain or TCP port after its last tunnel on
+    /// it closed (other crews get 409 meanwhile): 30s, 15m, 24h, 7d; 0s for no hold
     #[arg(
         long,
         env = "BERTH_SUBDOMAIN_HOLD",

@@ -153,6 +153,13 @@ fn the_public_urls_host_reaches_the_api_and_its_name_is_never_a_tunnels() {
     let (status, body) = get_with_host(&server, "dash.example.com", "/");
     assert_eq!(status, 200);
     assert!(body.contains("<html"), "{body}");
+    // A final dot names the same host: the tunnel's, and the server's own.
+    let (status, body) = get_with_host(&server, "shop.example.com.", "/y");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("path=/y "), "{body}");
+    let (status, body) = get_with_host(&server, "DASH.example.com.:8080", "/api/v1/me");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("no_token"), "{body}");
 }
 
 /// openssl in `dir`: a self-signed certificate for the given DNS names.
@@ -427,4 +434,127 @@ fn reserved_names_belong_to_their_crew_until_released() {
             alice_did("subdomain.release")
         ]
     );
+}
+
+#[test]
+fn an_encoded_international_name_that_may_look_like_another_is_refused() {
+    let (server, _dir) = server_with(&[
+        "--public-url",
+        "http://dash.example.com",
+        "--domain",
+        "example.com",
+    ]);
+    let [alice, ..] = people(&server);
+    // `xn--dsh-5na` is how a browser is sent to `dåsh`: a look-alike of the
+    // server's own `dash`, where a sign-in form would collect passwords.
+    let bearer = format!("Bearer {alice}");
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Connection", "Upgrade"),
+        ("Upgrade", "berth-relay/1"),
+    ];
+    for name in ["xn--dsh-5na", "ab--cd"] {
+        let target = format!("/api/v1/tunnels/connect?subdomain={name}");
+        let reply = server.send("GET", &target, &headers, "");
+        assert_eq!(reply.status, 400, "{name}: {}", reply.text);
+        assert!(reply.text.contains("international"), "{}", reply.text);
+        let (status, body) = server.call(
+            "POST",
+            "/api/v1/subdomains",
+            Some(&alice),
+            Some(&json!({ "name": name })),
+        );
+        assert_eq!(status, 400, "{name}: {body}");
+    }
+    // `share` says so before it connects.
+    let service = Service::start();
+    match share(&server, &alice, service.port, "xn--dsh-5na") {
+        Ok(share) => panic!("share got {}", share.url),
+        Err((code, stderr)) => {
+            assert_eq!(code, 2, "{stderr}");
+            assert!(stderr.contains("international"), "{stderr}");
+        }
+    }
+    // Two dashes elsewhere are an ordinary name.
+    assert!(share(&server, &alice, service.port, "shop--2").is_ok());
+}
+
+/// Open a tunnel on `name` with a raw control connection and drop it at once
+/// (waiting out the member's tunnel limit while earlier ones close).
+fn open_and_drop(server: &Server, token: &str, name: &str) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut control = std::net::TcpStream::connect(&server.addr).unwrap();
+        write!(
+            control,
+            "GET /api/v1/tunnels/connect?subdomain={name} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: berth-relay/1\r\n\r\n",
+            server.addr
+        )
+        .unwrap();
+        let mut start = [0u8; 12];
+        control.read_exact(&mut start).unwrap();
+        let start = String::from_utf8_lossy(&start).into_owned();
+        if start.ends_with(" 101") {
+            return;
+        }
+        assert!(start.ends_with(" 403"), "{name}: {start}");
+        assert!(Instant::now() < deadline, "{name}: the limit never let up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_crew_holds_and_reserves_a_bounded_number_of_names() {
+    // With the server's default of 50 tunnels per crew, a crew holds 100
+    // names after use, and reserves 100, at most.
+    let (server, _dir) = server_with(&[]);
+    let [alice, _, _, carol] = people(&server);
+    // Opening and closing tunnels, one member would otherwise hold every
+    // name it touched for a day, and keep them by doing it again.
+    for i in 0..110 {
+        open_and_drop(&server, &carol, &format!("squat{i}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let held = loop {
+        let (_, live) = server.call("GET", "/api/v1/tunnels?active=1", Some(&carol), None);
+        let (_, names) = server.call("GET", "/api/v1/subdomains", Some(&carol), None);
+        if live["tunnels"].as_array().unwrap().is_empty() {
+            break names["subdomains"].as_array().unwrap().clone();
+        }
+        assert!(Instant::now() < deadline, "the tunnels stayed open");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let names: Vec<&str> = held.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names.len(), 100, "{names:?}");
+    // The latest are held; the first ones are free for others.
+    let service = Service::start();
+    assert_taken(share(&server, &alice, service.port, "squat109"));
+    let first = share(&server, &alice, service.port, "squat0").unwrap();
+    assert!(first.url.starts_with("http://squat0."), "{}", first.url);
+
+    let reserve = |name: &str| {
+        server.call(
+            "POST",
+            "/api/v1/subdomains",
+            Some(&alice),
+            Some(&json!({ "name": name })),
+        )
+    };
+    for i in 0..100 {
+        let (status, body) = reserve(&format!("mine{i}"));
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = reserve("mine100");
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("release one first"),
+        "{body}"
+    );
+    // Asking again for one it has is no new reservation.
+    assert_eq!(reserve("mine7").0, 201);
 }

@@ -329,3 +329,49 @@ fn revoking_a_token_with_disconnect_cuts_its_tunnels_kept_alive_visitors() {
         panic!("the kept-alive connection outlived its revoked tunnel: {got}");
     }
 }
+
+#[test]
+fn behind_a_trusted_proxy_one_connection_serves_every_tunnel_in_turn() {
+    // Caddy and haproxy pool their connections to berth whatever the Host:
+    // one connection carries requests for one tunnel, then another, then the
+    // dashboard. Each must reach its own tunnel, none be dropped.
+    let (server, _dir, alice, carol) = setup(&["--trusted-proxy", "127.0.0.1/32"]);
+    let _raw = RawClient::open(&server, &alice, "kind=http&subdomain=one", Serve::Http);
+    let service = Service::start();
+    let port = service.port.to_string();
+    let _share = Share::spawn(
+        &server.url,
+        &carol,
+        &[&port, "--host", "127.0.0.1", "--subdomain", "two"],
+        Stdio::inherit(),
+    );
+    let mut proxy = TcpStream::connect(&server.addr).unwrap();
+    proxy
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(proxy.try_clone().unwrap());
+    let mut ask = |host: &str, path: &str| {
+        write!(
+            proxy,
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-For: 203.0.113.7\r\nContent-Length: 2\r\n\r\nhi"
+        )
+        .unwrap();
+        response(&mut reader)
+    };
+    let (status, body) = ask("one.localhost", "/a");
+    assert!(status.contains(" 200 "), "{status}");
+    assert_eq!(body, "raw:/a");
+    let (status, body) = ask("two.localhost", "/b");
+    assert!(status.contains(" 200 "), "{status} {body}");
+    assert!(
+        body.starts_with("path=/b host=two.localhost xff=203.0.113.7 "),
+        "{body}"
+    );
+    // The API's own answer (it refuses this body).
+    let (status, body) = ask(&server.addr, "/api/v1/tokens");
+    assert!(status.contains(" 400 "), "{status} {body}");
+    assert!(body.contains("\"bad_request\""), "{body}");
+    let (status, body) = ask("one.localhost", "/c");
+    assert!(status.contains(" 200 "), "{status}");
+    assert_eq!(body, "raw:/c");
+}

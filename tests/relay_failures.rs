@@ -8,7 +8,7 @@ mod relay_support;
 use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::Server;
 use relay_support::{read_head, Share};
@@ -123,6 +123,50 @@ fn an_early_answer_to_an_upload_the_service_stopped_reading_is_passed_on() {
     assert!(share.next_line().starts_with("PUT /x 413 "));
 }
 
+/// Connections open to `server` from this machine's side (the control and
+/// data connections of its shares among them), from /proc/net/tcp.
+fn connections_to(server: &Server) -> usize {
+    let port = server.addr.rsplit(':').next().unwrap();
+    let port = format!("{:04X}", port.parse::<u16>().unwrap());
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // rem_address is ADDR:PORT in hex; state 01 is ESTABLISHED.
+            fields.len() > 3 && fields[2].ends_with(&format!(":{port}")) && fields[3] == "01"
+        })
+        .count()
+}
+
+/// Wait until `share`'s control connection and the `ahead` data connections
+/// it dials at once are open and parked: no longer among the front door's
+/// open connections (its gauge shows only the control connection and the
+/// scrape itself).
+fn until_parked(server: &Server, ahead: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let scrape = server.send("GET", "/metrics", &[], "");
+        let open = scrape
+            .text
+            .lines()
+            .find_map(|l| l.strip_prefix("berth_frontdoor_open_connections "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let dialled = connections_to(server);
+        if open == Some(2) && dialled == 1 + ahead {
+            // The scrape's slot is given back just after its answer ends.
+            std::thread::sleep(Duration::from_millis(100));
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the front door kept {open:?} connections open, {dialled} dialled to it"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn public_connections_filling_the_bound_still_get_their_data_connections() {
     // Answers each request after 300 ms, so the public connections pile up.
@@ -140,6 +184,12 @@ fn public_connections_filling_the_bound_still_get_their_data_connections() {
     let port = port.to_string();
     let args = [port.as_str(), "--host", "127.0.0.1", "--subdomain", "full"];
     let _share = Share::spawn(&server.url, &token, &args, Stdio::inherit());
+    // The data connections `share` dials ahead hold a slot each until they
+    // are parked: a connection accepted while they do is past the bound and
+    // may carry only the relay's own requests (503 for a visitor). On a
+    // loaded machine they can still be on their way; wait until they are
+    // parked.
+    until_parked(&server, 2);
     // Six connections fill the bound: five public ones (tunnel traffic may
     // hold five of six slots) and one whose head never ends. The five ask
     // at once: most need a data connection dialled for them, through the
@@ -160,7 +210,7 @@ fn public_connections_filling_the_bound_still_get_their_data_connections() {
     let statuses: Vec<String> = public
         .into_iter()
         .map(|mut c| {
-            c.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
             let mut text = String::new();
             let _ = std::io::Read::read_to_string(&mut c, &mut text);
             text.split_whitespace().nth(1).unwrap_or("none").to_string()

@@ -487,3 +487,59 @@ fn the_local_service_sees_only_real_connections() {
     );
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[test]
+fn a_dropped_tcp_tunnels_port_stays_its_crews_for_the_hold() {
+    // While alice's share reconnects, the next TCP tunnel of another crew
+    // used to get her port (the first free one), and her clients with it.
+    let (mut server, alice, range, _dir) = setup(9);
+    server.create_user("carol", "away", "owner");
+    let carol = server.token_for("carol", "away", "share");
+    let mut first = Share::start(&server.url, &alice, echo_service(), &[]);
+    let port = first.port();
+    assert_eq!(port, range.0);
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tunnel stayed open"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Another crew: not as a free port, nor when asked for.
+    let theirs = Share::start(&server.url, &carol, echo_service(), &[]);
+    assert_ne!(theirs.port(), port);
+    let wanted = port.to_string();
+    let args = [
+        "share",
+        "--tcp",
+        "--host",
+        "127.0.0.1",
+        "--remote-port",
+        &wanted,
+        "9",
+    ];
+    let (code, stderr) = run_fails(&server, &carol, &args);
+    assert_eq!(code, 6, "{stderr}");
+    assert!(stderr.contains("another crew"), "{stderr}");
+    // Alice's crew has it back.
+    let again = Share::start(
+        &server.url,
+        &alice,
+        echo_service(),
+        &["--remote-port", &wanted],
+    );
+    assert_eq!(again.port(), port);
+    assert_eq!(round_trip(&again.addr(), b"back".to_vec()), b"back");
+
+    // Through a restart too: the new server holds it for alice's crew.
+    drop(theirs);
+    server.terminate();
+    let flag = format!("{}-{}", range.0, range.1);
+    let server = Server::start_in(&server.data, &["--tcp-ports", &flag]);
+    let theirs = Share::start(&server.url, &carol, echo_service(), &[]);
+    assert_ne!(theirs.port(), port);
+    drop(again);
+}

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::{json_reply, ApiError, ApiState, Call, Reply};
 use crate::auth::{allows, Action};
 use crate::relay::ClaimError;
-use crate::store::SubdomainRow;
+use crate::store::{Reserved, SubdomainRow};
 
 /// The subdomain object: the name, its public URL and why the crew holds it.
 fn subdomain_json(state: &ApiState, row: &SubdomainRow) -> Value {
@@ -52,15 +52,25 @@ pub fn reserve(state: &ApiState, call: &Call) -> Result<Reply, ApiError> {
         Err(ClaimError::Invalid(why)) => return Err(ApiError::BadRequest(why)),
         Err(_) => return Err(ApiError::Internal),
     }
-    if let Some(row) = state.store.subdomains().reserve(name, ctx.crew.id)? {
-        let why = if row.reserved {
-            "another crew reserved it"
-        } else {
-            "another crew uses it or used it last"
-        };
-        return Err(ApiError::Conflict(format!(
-            "The subdomain {name} is taken: {why}; choose another name."
-        )));
+    let most = state.relay.names.most_per_crew;
+    match state.store.subdomains().reserve(name, ctx.crew.id, most)? {
+        Reserved::Done => {}
+        Reserved::Taken(row) => {
+            let why = if row.reserved {
+                "another crew reserved it"
+            } else {
+                "another crew uses it or used it last"
+            };
+            return Err(ApiError::Conflict(format!(
+                "The subdomain {name} is taken: {why}; choose another name."
+            )));
+        }
+        Reserved::Full => {
+            return Err(ApiError::QuotaExceeded(format!(
+                "Crew `{}` reserves {most} names, the most a crew may; release one first (`berth subdomains list`, `berth subdomains release NAME`).",
+                ctx.crew.name
+            )));
+        }
     }
     state.audit(
         call,

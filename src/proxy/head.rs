@@ -292,7 +292,8 @@ pub fn parse_request(raw: &[u8]) -> Result<RequestHead, HeadError> {
     })
 }
 
-/// Lowercased host with any port removed; None if it holds bytes no host has.
+/// Lowercased host with any port and a final dot (`app.example.com.` is the
+/// same name in DNS) removed; None if it holds bytes no host has.
 fn normalize_host(raw: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(raw).ok()?.trim();
     if text.is_empty()
@@ -306,7 +307,12 @@ fn normalize_host(raw: &[u8]) -> Option<String> {
         // IPv6 literal: keep the brackets' content.
         format!("[{}]", rest.split(']').next()?)
     } else {
-        text.split(':').next()?.to_string()
+        let name = text.split(':').next()?;
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.is_empty() {
+            return None;
+        }
+        name.to_string()
     };
     Some(host.to_ascii_lowercase())
 }
@@ -505,6 +511,11 @@ mod tests {
             normalize_host(b"Api.Example.com:8080").as_deref(),
             Some("api.example.com")
         );
+        for dotted in [&b"Api.Example.com."[..], b"api.example.com.:8080"] {
+            assert_eq!(normalize_host(dotted).as_deref(), Some("api.example.com"));
+        }
+        assert_eq!(normalize_host(b"."), None);
+        assert_eq!(normalize_host(b".:80"), None);
         assert_eq!(head.body, Body::None);
         assert!(head.keep_alive);
         let head = parse("POST / HTTP/1.0\r\nHost: x\r\nContent-Length: 5\r\n\r\n").unwrap();

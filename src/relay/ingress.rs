@@ -419,6 +419,26 @@ pub fn serve_accept(relay: &Relay, head: &RequestHead, id: &str, stream: &Stream
     }
 }
 
+/// Behind a trusted proxy, one connection carries the requests of many
+/// visitors for any tunnel (Caddy and haproxy pool their connections to
+/// berth, whatever the Host): a request for another tunnel than the one the
+/// connection is bound to, or after that one closed, moves the binding
+/// instead of closing a connection the proxy may already have sent it on.
+/// The old tunnel's data connection is closed, never reused, and the old
+/// tunnel no longer cuts this connection when it closes.
+pub fn rebind_for_proxy(relay: &Relay, host: &str, leg: &mut Option<Leg>) {
+    let Some(bound) = leg.as_ref() else {
+        return;
+    };
+    let subdomain = relay.subdomain_of(host).unwrap_or_default();
+    let same = relay
+        .find(subdomain)
+        .is_some_and(|t| Arc::ptr_eq(&t, &bound.tunnel));
+    if !same || bound.tunnel.is_closed() {
+        *leg = None;
+    }
+}
+
 /// One public request to `host` (a name under the relay's domain), forwarded
 /// through the tunnel's client and its response streamed back, then recorded.
 #[allow(clippy::too_many_arguments)]

@@ -15,6 +15,9 @@ pub const MAX_SUBDOMAIN: usize = 63;
 /// How long a crew keeps a name after its last tunnel on it closed, unless
 /// the server is told otherwise (`--subdomain-hold`).
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(24 * 3600);
+/// Names a crew may hold after use, and reserve, at the least: see
+/// [`names_per_crew`].
+pub const MIN_NAMES_PER_CREW: usize = 100;
 /// Random names tried before giving up (each is one of 2.3 million).
 const RANDOM_TRIES: usize = 64;
 /// Names no tunnel may take.
@@ -51,6 +54,9 @@ pub struct Names {
     store: Option<Arc<Store>>,
     /// `--subdomain-hold`.
     pub hold: Duration,
+    /// Names a crew holds after use at most (the holds that end first lapse
+    /// beyond), and reserves at most.
+    pub most_per_crew: usize,
     /// Labels under the tunnel domain that are the server's own names (its
     /// public URL's host, its certificate's names): never a tunnel. Grows
     /// when a reloaded certificate brings new names.
@@ -65,15 +71,18 @@ impl Names {
         Names {
             store: None,
             hold: DEFAULT_HOLD,
+            most_per_crew: MIN_NAMES_PER_CREW,
             own: RwLock::new(Vec::new()),
             turn: Mutex::new(()),
         }
     }
 
-    /// Keep holds and reservations in `store`, holding used names for `hold`.
-    pub fn keep_in(&mut self, store: Arc<Store>, hold: Duration) {
+    /// Keep holds and reservations in `store`, holding used names for
+    /// `hold`, at most `most_per_crew` of them per crew.
+    pub fn keep_in(&mut self, store: Arc<Store>, hold: Duration, most_per_crew: usize) {
         self.store = Some(store);
         self.hold = hold;
+        self.most_per_crew = most_per_crew;
     }
 
     /// Never let a tunnel have `label` (a name of the server's own).
@@ -141,7 +150,10 @@ impl Names {
             return;
         };
         let until = self.hold_until();
-        if let Err(err) = store.subdomains().hold(name, crew_id, &until) {
+        if let Err(err) = store
+            .subdomains()
+            .hold(name, crew_id, &until, self.most_per_crew)
+        {
             eprintln!("berth: could not record the hold of subdomain {name}: {err}");
         }
     }
@@ -187,6 +199,18 @@ impl Default for Names {
     }
 }
 
+/// Names a crew holds after use, and reserves, at most: twice the live
+/// tunnels a crew may have (a restart holds every live one), at least
+/// [`MIN_NAMES_PER_CREW`]. Without a bound a member could hold any number
+/// of names for a day by opening and closing tunnels, and keep them by
+/// doing it again.
+pub fn names_per_crew(tunnels_per_crew: u32) -> usize {
+    usize::try_from(tunnels_per_crew)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .max(MIN_NAMES_PER_CREW)
+}
+
 /// The refusal for a name another crew holds.
 fn taken(row: &SubdomainRow) -> String {
     let name = &row.name;
@@ -222,6 +246,14 @@ pub fn check_subdomain(name: &str) -> Result<(), ClaimError> {
     if !valid {
         return Err(ClaimError::Invalid(format!(
             "The subdomain `{name}` is not valid: use 1 to 63 of a-z, 0-9 and -, not starting or ending with -."
+        )));
+    }
+    // `xn--` (and any `??--`, which IDNA keeps for such encodings) is an
+    // encoded international name: a browser may show `xn--dsh-...` as a
+    // look-alike of the server's own name or of another crew's.
+    if name.get(2..4) == Some("--") {
+        return Err(ClaimError::Invalid(format!(
+            "The subdomain `{name}` is not valid: `--` as its third and fourth characters marks an encoded international name, which browsers may show as a look-alike of another; choose another."
         )));
     }
     if RESERVED.contains(&name) {
@@ -263,7 +295,9 @@ mod tests {
             .unwrap();
         let pier = store.crews().find_by_name("pier").unwrap().unwrap().id;
         let mut relay = Relay::new("localhost", "http://localhost:1");
-        relay.names.keep_in(Arc::new(store), hold);
+        relay
+            .names
+            .keep_in(Arc::new(store), hold, MIN_NAMES_PER_CREW);
         let dock = Owner {
             token_id: fixture.token_id,
             crew_id: fixture.crew_id,
@@ -323,12 +357,30 @@ mod tests {
 
     #[test]
     fn subdomain_rules() {
-        for good in ["a", "my-app", "x1", &"a".repeat(MAX_SUBDOMAIN)] {
+        for good in [
+            "a",
+            "my-app",
+            "x1",
+            "a--b",
+            "abc--d",
+            &"a".repeat(MAX_SUBDOMAIN),
+        ] {
             assert_eq!(check_subdomain(good), Ok(()), "{good}");
         }
         let long = "a".repeat(MAX_SUBDOMAIN + 1);
         for bad in [
-            "", "-a", "a-", "A", "a.b", "a_b", "www", "api", "admin", &long,
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a.b",
+            "a_b",
+            "www",
+            "api",
+            "admin",
+            &long,
+            "xn--dsh-5na",
+            "ab--c",
         ] {
             assert!(check_subdomain(bad).is_err(), "{bad}");
         }

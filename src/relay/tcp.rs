@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::proxy_header::{self, Header};
 pub use super::splice;
@@ -18,6 +18,7 @@ use super::{greet, ClaimError, Owner, Relay, Tunnel};
 use crate::limits::{self, PerAddress, Share};
 use crate::proxy::forwarded::TrustedProxies;
 use crate::sync::lock;
+use crate::time_fmt;
 
 /// The ports `berth server` hands out when `--tcp-ports` is not given.
 pub const DEFAULT_RANGE: &str = "20000-20099";
@@ -111,6 +112,19 @@ impl Listening {
     }
 }
 
+/// A port kept for the crew whose tunnel was last on it.
+struct PortHold {
+    crew_id: i64,
+    /// None: for longer than an `Instant` can say.
+    until: Option<Instant>,
+}
+
+impl PortHold {
+    fn lapsed(&self, now: Instant) -> bool {
+        self.until.is_some_and(|until| until <= now)
+    }
+}
+
 /// The TCP tunnels of a relay, by public port.
 pub struct Ports {
     pub range: PortRange,
@@ -124,6 +138,13 @@ pub struct Ports {
     per_address: PerAddress,
     /// Proxies whose PROXY protocol header names the client.
     trusted: TrustedProxies,
+    /// Ports kept, like subdomains, for the crew whose tunnel was last on
+    /// them, for `hold` (`--subdomain-hold`): during `share`'s reconnect no
+    /// other crew's tunnel gets the port and its clients. At most
+    /// `most_held` per crew; beyond, the holds that end first lapse.
+    held: Mutex<HashMap<u16, PortHold>>,
+    hold: Duration,
+    most_held: usize,
 }
 
 impl Ports {
@@ -135,6 +156,50 @@ impl Ports {
             connections: Share::new(limits::MAX_TCP_CONNECTIONS),
             per_address: PerAddress::new(limits::MAX_PER_ADDRESS),
             trusted: TrustedProxies::default(),
+            held: Mutex::new(HashMap::new()),
+            hold: Duration::ZERO,
+            most_held: 0,
+        }
+    }
+
+    /// Keep a port for `hold` for the crew whose tunnel was last on it, at
+    /// most `most_per_crew` ports per crew; `earlier` are the ports held when
+    /// the server last stopped, with their crews and what is left of each hold.
+    pub fn with_holds(
+        mut self,
+        hold: Duration,
+        most_per_crew: usize,
+        earlier: &[(u16, i64, Duration)],
+    ) -> Ports {
+        self.hold = hold;
+        self.most_held = most_per_crew;
+        for &(port, crew_id, left) in earlier {
+            self.keep_for(port, crew_id, left.min(hold));
+        }
+        self
+    }
+
+    /// Hold `port` for `crew_id` for `hold` from now, lapsing the crew's
+    /// holds that end first beyond `most_held`.
+    fn keep_for(&self, port: u16, crew_id: i64, hold: Duration) {
+        if hold.is_zero() || self.most_held == 0 {
+            return;
+        }
+        let mut held = lock(&self.held);
+        let until = Instant::now().checked_add(hold);
+        held.insert(port, PortHold { crew_id, until });
+        let mut theirs: Vec<(Option<Instant>, u16)> = held
+            .iter()
+            .filter(|(_, h)| h.crew_id == crew_id)
+            .map(|(port, h)| (h.until, *port))
+            .collect();
+        if theirs.len() > self.most_held {
+            // Those ending soonest first (None, the longest, last): they lapse.
+            theirs.sort_by_key(|&(until, _)| (until.is_none(), until));
+            let lapse = theirs.len() - self.most_held;
+            for (_, port) in &theirs[..lapse] {
+                held.remove(port);
+            }
         }
     }
 
@@ -171,7 +236,30 @@ impl Ports {
             )));
         }
         let mut live = lock(&self.live);
-        let (port, listener) = self.bind(&live, wanted)?;
+        let mut held = lock(&self.held);
+        let now = Instant::now();
+        held.retain(|_, h| !h.lapsed(now));
+        if let Some(port) = wanted {
+            if let Some(hold) = held.get(&port).filter(|h| h.crew_id != owner.crew_id) {
+                let until = match hold.until {
+                    Some(until) => time::OffsetDateTime::now_utc()
+                        .checked_add(
+                            until
+                                .saturating_duration_since(now)
+                                .try_into()
+                                .unwrap_or(time::Duration::MAX),
+                        )
+                        .map_or_else(|| "later".to_string(), time_fmt::format),
+                    None => "later".to_string(),
+                };
+                return Err(ClaimError::Taken(format!(
+                    "Port {port} is taken: another crew's tunnel was on it last and it stays theirs until {until}; choose another with --remote-port, or leave it out for a free one."
+                )));
+            }
+        }
+        let (port, listener) = self.bind(&live, &held, wanted)?;
+        held.remove(&port);
+        drop(held);
         let addr = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::new(self.ip, port));
@@ -210,6 +298,7 @@ impl Ports {
     fn bind(
         &self,
         live: &HashMap<u16, Arc<Listening>>,
+        held: &HashMap<u16, PortHold>,
         wanted: Option<u16>,
     ) -> Result<(u16, TcpListener), ClaimError> {
         if let Some(port) = wanted {
@@ -225,12 +314,18 @@ impl Ports {
                 ))),
             };
         }
+        // A free port is one no tunnel is on and no crew holds.
         let free = (self.range.first..=self.range.last)
-            .filter(|port| !live.contains_key(port))
+            .filter(|port| !live.contains_key(port) && !held.contains_key(port))
             .find_map(|port| Some((port, TcpListener::bind((self.ip, port)).ok()?)));
         free.ok_or_else(|| {
+            let kept = if held.is_empty() {
+                ""
+            } else {
+                " or kept for their crews after their tunnels closed (--subdomain-hold)"
+            };
             ClaimError::Taken(format!(
-                "All of this server's TCP ports {} are in use; close a tunnel (berth tunnels close ID) or ask the admin to widen --tcp-ports.",
+                "All of this server's TCP ports {} are in use{kept}; close a tunnel (berth tunnels close ID) or ask the admin to widen --tcp-ports.",
                 self.range
             ))
         })
@@ -252,6 +347,8 @@ impl Ports {
             let mut live = lock(&self.live);
             if live.get(&port).is_some_and(|l| Arc::ptr_eq(l, &listening)) {
                 live.remove(&port);
+                // Its crew keeps the port for a while (a reconnect, a restart).
+                self.keep_for(port, tunnel.crew_id, self.hold);
             }
         }
     }
@@ -535,5 +632,88 @@ mod tests {
             "a closed tunnel takes no more"
         );
         assert!(lock(&listening.open).is_empty());
+    }
+
+    #[test]
+    fn a_crew_keeps_its_port_after_its_tunnel_closes() {
+        let (relay, port) = relay_with_one_port();
+        let mut relay = Arc::into_inner(relay).unwrap();
+        let range = relay.tcp.range;
+        // A port left open by the last run is its crew's from the start.
+        relay.tcp = Ports::new(range, Ipv4Addr::LOCALHOST.into()).with_holds(
+            Duration::from_secs(3600),
+            1,
+            &[(port, 1, Duration::from_secs(3600))],
+        );
+        let relay = Arc::new(relay);
+        let owner = |crew_id| Owner {
+            token_id: 0,
+            crew_id,
+        };
+        let claim = |wanted, crew| {
+            let (server, client) = control();
+            (
+                relay.tcp.claim(&relay, wanted, server, owner(crew), |_| {}),
+                client,
+            )
+        };
+        let (theirs, _c) = claim(Some(port), 2);
+        assert!(matches!(theirs, Err(ClaimError::Taken(why)) if why.contains("another crew")));
+        // Not handed out as a free one either.
+        let (any, _c) = claim(None, 2);
+        assert!(matches!(any, Err(ClaimError::Taken(why)) if why.contains("in use")));
+        let (ours, _c) = claim(Some(port), 1);
+        let ours = ours.unwrap();
+        relay.tcp.release(&ours);
+        let (theirs, _c) = claim(None, 2);
+        assert!(theirs.is_err());
+        let (again, _c) = claim(None, 1);
+        assert!(again.is_err(), "a crew's free port skips its own holds too");
+        let (again, _c) = claim(Some(port), 1);
+        let again = again.unwrap();
+        relay.tcp.release(&again);
+        // Without a hold, the port is anyone's once closed.
+        let mut bare = Relay::new("localhost", "http://localhost:1");
+        bare.tcp = Ports::new(range, Ipv4Addr::LOCALHOST.into()).with_holds(Duration::ZERO, 1, &[]);
+        let bare = Arc::new(bare);
+        let (server, _c) = control();
+        let first = bare
+            .tcp
+            .claim(&bare, None, server, owner(1), |_| {})
+            .unwrap();
+        bare.tcp.release(&first);
+        let (server, _c) = control();
+        assert!(bare
+            .tcp
+            .claim(&bare, None, server, owner(2), |_| {})
+            .is_ok());
+    }
+
+    #[test]
+    fn a_crew_holds_at_most_its_share_of_ports() {
+        let range = PortRange { first: 1, last: 9 };
+        let hour = Duration::from_secs(3600);
+        let ports = Ports::new(range, Ipv4Addr::LOCALHOST.into()).with_holds(hour, 2, &[]);
+        for port in [1, 2, 3] {
+            ports.keep_for(port, 1, hour);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        ports.keep_for(4, 2, hour);
+        // Crew 1's oldest hold lapsed; crew 2's is its own.
+        let mut held: Vec<(u16, i64)> = lock(&ports.held)
+            .iter()
+            .map(|(port, h)| (*port, h.crew_id))
+            .collect();
+        held.sort();
+        assert_eq!(held, [(2, 1), (3, 1), (4, 2)]);
+        // A hold too long for an `Instant` is kept, and lapses last.
+        ports.keep_for(5, 2, Duration::MAX);
+        ports.keep_for(6, 2, hour);
+        let theirs: Vec<u16> = lock(&ports.held)
+            .iter()
+            .filter(|(_, h)| h.crew_id == 2)
+            .map(|(port, _)| *port)
+            .collect();
+        assert!(theirs.contains(&5) && theirs.contains(&6) && theirs.len() == 2);
     }
 }

@@ -344,22 +344,27 @@ impl FrontDoor {
             };
             let outcome = match route {
                 Route::Api => self.to_api(&head, &mut client, &mut out, visitor, &set_timeout),
-                Route::Tunnel(host) => ingress::forward(
-                    &self.relay,
-                    &head,
-                    host,
-                    &mut client,
-                    &stream,
-                    &mut out,
-                    &mut leg,
-                    peer_ip,
-                    scheme,
-                )
-                .map(|forwarded| match forwarded {
-                    Forwarded::KeepAlive => Outcome::KeepAlive,
-                    Forwarded::Close => Outcome::Close,
-                    Forwarded::Refused => Outcome::Refused,
-                }),
+                Route::Tunnel(host) => {
+                    if from_proxy {
+                        ingress::rebind_for_proxy(&self.relay, host, &mut leg);
+                    }
+                    ingress::forward(
+                        &self.relay,
+                        &head,
+                        host,
+                        &mut client,
+                        &stream,
+                        &mut out,
+                        &mut leg,
+                        peer_ip,
+                        scheme,
+                    )
+                    .map(|forwarded| match forwarded {
+                        Forwarded::KeepAlive => Outcome::KeepAlive,
+                        Forwarded::Close => Outcome::Close,
+                        Forwarded::Refused => Outcome::Refused,
+                    })
+                }
                 Route::Control => {
                     let _ = out.flush();
                     match self.control(&head, &stream, &mut client, peer) {

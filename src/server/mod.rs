@@ -110,7 +110,9 @@ pub fn run(args: ServerArgs) -> CliResult {
         .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| default_public_url(bound));
 
-    // No tunnel outlives the server that relayed it.
+    // No tunnel outlives the server that relayed it; the ports of TCP ones
+    // stay their crews' for the hold, as subdomains do.
+    let held_ports = held_tcp_ports(&store, args.subdomain_hold)?;
     store
         .tunnels()
         .close_all()
@@ -119,6 +121,7 @@ pub fn run(args: ServerArgs) -> CliResult {
     let inspector = Inspector::start(store.clone(), args.inspect_retention)
         .map_err(|e| CliError::other(format!("could not start the traffic inspector: {e}")))?;
     let mut relay = Relay::new(&args.domain, &public_url).with_inspector(inspector.clone());
+    relay.limits = args.limits;
     keep_names(&mut relay, &store, args.subdomain_hold, tls.as_ref())?;
     relay.region = args.region.clone();
     relay.response_timeout = Duration::from_secs(args.response_timeout);
@@ -126,8 +129,12 @@ pub fn run(args: ServerArgs) -> CliResult {
     // TCP tunnels listen where the front door does (loopback stays loopback).
     relay.tcp = Ports::new(args.tcp_ports, bound.ip())
         .with_bounds(bounds.tcp_connections, bounds.per_address)
-        .with_trusted(trusted.clone());
-    relay.limits = args.limits;
+        .with_trusted(trusted.clone())
+        .with_holds(
+            args.subdomain_hold,
+            args.limits.tcp_ports_per_crew as usize,
+            &held_ports,
+        );
     let relay = Arc::new(relay);
     let state = Arc::new(ApiState {
         store: store.clone(),
@@ -253,6 +260,35 @@ fn prune_history_hourly(store: Arc<Store>, days: u32) -> CliResult {
         .map_err(|e| CliError::other(format!("could not start the history pruner: {e}")))
 }
 
+/// The TCP ports whose hold outlasts the last run: each port a TCP tunnel
+/// was on within `hold`, its last tunnel's crew, and what is left of the
+/// hold (all of it for a tunnel a crash left marked open).
+fn held_tcp_ports(store: &Store, hold: Duration) -> Result<Vec<(u16, i64, Duration)>, CliError> {
+    let now = time::OffsetDateTime::now_utc();
+    let since = time::Duration::try_from(hold)
+        .ok()
+        .and_then(|hold| now.checked_sub(hold))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let recent = store
+        .tunnels()
+        .recent_tcp_ports(&crate::time_fmt::format(since))
+        .map_err(|e| CliError::other(format!("could not read the database: {e}")))?;
+    Ok(recent
+        .into_iter()
+        .filter_map(|(port, crew, closed)| {
+            let left = match closed {
+                None => hold,
+                Some(closed) => {
+                    let closed = crate::time_fmt::parse(&closed)?;
+                    let left = (closed - since).max(time::Duration::ZERO);
+                    Duration::try_from(left).ok()?
+                }
+            };
+            Some((port, crew, left))
+        })
+        .collect())
+}
+
 /// Holds and reservations of subdomains in the store, and the server's own
 /// names (its public URL's host, its certificate's names) kept from tunnels;
 /// warns when the public URL lies under the tunnel domain.
@@ -262,7 +298,8 @@ fn keep_names(
     hold: Duration,
     tls: Option<&TlsListener>,
 ) -> CliResult {
-    relay.names.keep_in(store.clone(), hold);
+    let most = crate::relay::names::names_per_crew(relay.limits.tunnels_per_crew);
+    relay.names.keep_in(store.clone(), hold, most);
     // No tunnel is live after a restart: the names live ones had stay held.
     let until = relay.names.hold_until();
     store

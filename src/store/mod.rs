@@ -26,7 +26,7 @@ pub use audit::{Audit, NewAuditEvent};
 pub use crews::{Crew, CrewLimits, Crews, Limit, Member, Membership, Redaction, Role};
 pub use requests::{RequestRow, Requests};
 pub use sessions::{Session, Sessions};
-pub use subdomains::{SubdomainRow, Subdomains};
+pub use subdomains::{Reserved, SubdomainRow, Subdomains};
 pub use tokens::{NewToken, TokenRow, TokenUpdate, Tokens};
 pub use tunnels::{NewTunnel, TunnelRow, Tunnels};
 pub use users::{User, Users};

@@ -45,6 +45,16 @@ const SELECT: &str = "SELECT name, crew_id, reserved, live, held_until, created_
 
 pub struct Subdomains<'a>(pub(super) &'a Store);
 
+/// What became of a reservation.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reserved {
+    Done,
+    /// Another crew holds the name: its row.
+    Taken(SubdomainRow),
+    /// The crew already reserves as many names as it may.
+    Full,
+}
+
 /// The row for `name`, inside a transaction.
 fn find(tx: &Transaction, name: &str) -> rusqlite::Result<Option<SubdomainRow>> {
     tx.prepare_cached(&format!("{SELECT} WHERE name = ?1"))?
@@ -81,12 +91,23 @@ impl Subdomains<'_> {
         })
     }
 
-    /// The crew's last tunnel on `name` closed: hold it until `until`.
-    pub fn hold(&self, name: &str, crew_id: i64, until: &str) -> Result<()> {
+    /// The crew's last tunnel on `name` closed: hold it until `until`. A
+    /// crew holds at most `most` names after use: beyond, the holds that end
+    /// first lapse now, so no member can squat names (or grow the table)
+    /// without end by opening and closing tunnels.
+    pub fn hold(&self, name: &str, crew_id: i64, until: &str, most: usize) -> Result<()> {
+        let most = i64::try_from(most).unwrap_or(i64::MAX);
         self.0.write(|tx| {
             tx.execute(
                 "UPDATE subdomains SET live = 0, held_until = ?3 WHERE name = ?1 AND crew_id = ?2",
                 params![name, crew_id, until],
+            )?;
+            tx.execute(
+                "DELETE FROM subdomains WHERE crew_id = ?1 AND reserved = 0 AND live = 0
+                   AND name NOT IN (SELECT name FROM subdomains
+                                    WHERE crew_id = ?1 AND reserved = 0 AND live = 0
+                                    ORDER BY held_until DESC, rowid DESC LIMIT ?2)",
+                params![crew_id, most],
             )?;
             Ok(())
         })
@@ -103,14 +124,26 @@ impl Subdomains<'_> {
         })
     }
 
-    /// Reserve `name` for `crew_id`: done (`None`) unless another crew holds
-    /// it, whose row comes back.
-    pub fn reserve(&self, name: &str, crew_id: i64) -> Result<Option<SubdomainRow>> {
+    /// Reserve `name` for `crew_id`, unless another crew holds it or the
+    /// crew already reserves `most` names.
+    pub fn reserve(&self, name: &str, crew_id: i64, most: usize) -> Result<Reserved> {
         let now = time_fmt::now();
         self.0.write(|tx| {
             let row = find(tx, name)?;
-            if let Some(row) = row.filter(|r| r.crew_id != crew_id && r.binds(&now)) {
-                return Ok(Some(row));
+            if let Some(row) = row
+                .clone()
+                .filter(|r| r.crew_id != crew_id && r.binds(&now))
+            {
+                return Ok(Reserved::Taken(row));
+            }
+            let again = row.is_some_and(|r| r.crew_id == crew_id && r.reserved);
+            let reserved: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM subdomains WHERE crew_id = ?1 AND reserved = 1",
+                params![crew_id],
+                |r| r.get(0),
+            )?;
+            if !again && usize::try_from(reserved).unwrap_or(usize::MAX) >= most {
+                return Ok(Reserved::Full);
             }
             tx.execute(
                 "INSERT INTO subdomains (name, crew_id, reserved, created_at) VALUES (?1, ?2, 1, ?3)
@@ -121,7 +154,7 @@ impl Subdomains<'_> {
                      crew_id = ?2, reserved = 1",
                 params![name, crew_id, now],
             )?;
-            Ok(None)
+            Ok(Reserved::Done)
         })
     }
 
@@ -167,6 +200,7 @@ impl Subdomains<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::Reserved;
     use crate::store::fixture::store_with_tunnels;
     use crate::store::Role;
     use crate::time_fmt;
@@ -195,11 +229,11 @@ mod tests {
         // Live: another crew is refused, the same crew is not.
         assert_eq!(names.claim("app", pier).unwrap().unwrap().crew_id, dock);
         assert_eq!(names.claim("app", dock).unwrap(), None);
-        names.hold("app", dock, &later(3600)).unwrap();
+        names.hold("app", dock, &later(3600), 10).unwrap();
         assert!(names.claim("app", pier).unwrap().is_some());
         assert_eq!(names.list_for_crew(dock).unwrap().len(), 1);
         // A lapsed hold frees it; the new crew then has it.
-        names.hold("app", dock, &later(-1)).unwrap();
+        names.hold("app", dock, &later(-1), 10).unwrap();
         assert!(names.list_for_crew(dock).unwrap().is_empty());
         // Taking any name forgets lapsed holds.
         assert_eq!(names.claim("other", pier).unwrap(), None);
@@ -225,12 +259,14 @@ mod tests {
     fn reservations_bind_until_released_and_only_by_their_crew() {
         let (store, dock, pier) = two_crews();
         let names = store.subdomains();
-        assert_eq!(names.reserve("shop", dock).unwrap(), None);
-        assert_eq!(names.reserve("shop", pier).unwrap().unwrap().crew_id, dock);
+        assert_eq!(names.reserve("shop", dock, 10).unwrap(), Reserved::Done);
+        assert!(
+            matches!(names.reserve("shop", pier, 10).unwrap(), Reserved::Taken(row) if row.crew_id == dock)
+        );
         assert!(names.claim("shop", pier).unwrap().is_some());
         // Used and let go by its crew, it stays reserved.
         assert_eq!(names.claim("shop", dock).unwrap(), None);
-        names.hold("shop", dock, &later(-1)).unwrap();
+        names.hold("shop", dock, &later(-1), 10).unwrap();
         assert!(names.list_for_crew(dock).unwrap()[0].reserved);
         assert!(names.claim("shop", pier).unwrap().is_some());
         // Another crew cannot release it; its own can, and then it is free.
@@ -239,10 +275,41 @@ mod tests {
         assert!(!names.release("shop", dock).unwrap());
         assert_eq!(names.claim("shop", pier).unwrap(), None);
         // Released while held after use: still held for the rest of the hold.
-        assert_eq!(names.reserve("cafe", dock).unwrap(), None);
+        assert_eq!(names.reserve("cafe", dock, 10).unwrap(), Reserved::Done);
         assert_eq!(names.claim("cafe", dock).unwrap(), None);
-        names.hold("cafe", dock, &later(3600)).unwrap();
+        names.hold("cafe", dock, &later(3600), 10).unwrap();
         assert!(names.release("cafe", dock).unwrap());
         assert!(names.claim("cafe", pier).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_crew_holds_and_reserves_a_bounded_number_of_names() {
+        let (store, dock, pier) = two_crews();
+        let names = store.subdomains();
+        for (i, name) in ["n1", "n2", "n3", "n4"].iter().enumerate() {
+            assert_eq!(names.claim(name, dock).unwrap(), None);
+            names.hold(name, dock, &later(60 + i as i64), 2).unwrap();
+        }
+        // The two holds that ended first lapsed; the latest two stand.
+        let held: Vec<String> = names
+            .list_for_crew(dock)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(held, ["n3", "n4"]);
+        assert_eq!(names.claim("n1", pier).unwrap(), None);
+        assert!(names.claim("n4", pier).unwrap().is_some());
+        // Live names and reservations are not holds: never lapsed by them.
+        assert_eq!(names.reserve("r1", dock, 2).unwrap(), Reserved::Done);
+        assert_eq!(names.claim("live", dock).unwrap(), None);
+        assert_eq!(names.claim("n5", dock).unwrap(), None);
+        names.hold("n5", dock, &later(120), 2).unwrap();
+        let rows = names.list_for_crew(dock).unwrap();
+        assert!(rows.iter().any(|r| r.name == "r1") && rows.iter().any(|r| r.name == "live"));
+        // Reservations: at most `most`, a name already reserved again is fine.
+        assert_eq!(names.reserve("r2", dock, 2).unwrap(), Reserved::Done);
+        assert_eq!(names.reserve("r3", dock, 2).unwrap(), Reserved::Full);
+        assert_eq!(names.reserve("r2", dock, 2).unwrap(), Reserved::Done);
     }
 }

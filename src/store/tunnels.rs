@@ -103,6 +103,33 @@ impl Tunnels<'_> {
         })
     }
 
+    /// For each port a TCP tunnel was on since `since` (or is still marked
+    /// open on: a crash), the crew of the last one and when it closed (None:
+    /// still marked open). At server start, those ports are held again for
+    /// their crews.
+    pub fn recent_tcp_ports(&self, since: &str) -> Result<Vec<(u16, i64, Option<String>)>> {
+        self.0.read(|c| {
+            let rows: Vec<(String, i64, Option<String>)> = c
+                .prepare_cached(
+                    "SELECT subdomain, crew_id, closed_at FROM tunnels
+                     WHERE kind = 'tcp' AND (closed_at IS NULL OR closed_at > ?1)
+                     ORDER BY opened_at",
+                )?
+                .query_map(params![since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            // In opening order: the last tunnel on a port decides.
+            let mut last: Vec<(u16, i64, Option<String>)> = Vec::new();
+            for (port, crew, closed) in rows {
+                let Ok(port) = port.parse::<u16>() else {
+                    continue;
+                };
+                last.retain(|(p, _, _)| *p != port);
+                last.push((port, crew, closed));
+            }
+            Ok(last)
+        })
+    }
+
     /// Mark every open tunnel closed: at server start, none is live any more.
     pub fn close_all(&self) -> Result<usize> {
         self.0.write(|tx| {
