@@ -286,14 +286,8 @@ mod tests {
 
     /// A relay keeping names in a fresh store with crews `dock` and `pier`.
     fn relay_with_crews(hold: Duration) -> (Relay, Owner, Owner) {
-        use crate::store::{fixture::store_with_tunnels, Role};
-        let fixture = store_with_tunnels(&[]);
+        let (fixture, pier) = crate::store::fixture::store_with_two_crews();
         let store = fixture.store;
-        store
-            .users()
-            .create("bo", "x", Some(("pier", Role::Owner)))
-            .unwrap();
-        let pier = store.crews().find_by_name("pier").unwrap().unwrap().id;
         let mut relay = Relay::new("localhost", "http://localhost:1");
         relay
             .names

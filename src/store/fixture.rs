@@ -54,3 +54,22 @@ pub(crate) fn store_with_tunnels(tunnels: &[&str]) -> Fixture {
         token_id: token.id,
     }
 }
+
+/// [`store_with_tunnels`] with no tunnel and a second crew, `pier`, owned by
+/// user `bo`: the fixture and `pier`'s id.
+pub(crate) fn store_with_two_crews() -> (Fixture, i64) {
+    let fixture = store_with_tunnels(&[]);
+    fixture
+        .store
+        .users()
+        .create("bo", "x", Some(("pier", Role::Owner)))
+        .unwrap();
+    let pier = fixture
+        .store
+        .crews()
+        .find_by_name("pier")
+        .unwrap()
+        .unwrap()
+        .id;
+    (fixture, pier)
+}

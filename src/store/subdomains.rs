@@ -201,20 +201,13 @@ impl Subdomains<'_> {
 #[cfg(test)]
 mod tests {
     use super::Reserved;
-    use crate::store::fixture::store_with_tunnels;
-    use crate::store::Role;
+    use crate::store::fixture::store_with_two_crews;
     use crate::time_fmt;
 
     /// The fixture's crew and a second crew `pier`.
     fn two_crews() -> (crate::store::Store, i64, i64) {
-        let fixture = store_with_tunnels(&[]);
-        let store = fixture.store;
-        store
-            .users()
-            .create("bo", "x", Some(("pier", Role::Owner)))
-            .unwrap();
-        let pier = store.crews().find_by_name("pier").unwrap().unwrap().id;
-        (store, fixture.crew_id, pier)
+        let (fixture, pier) = store_with_two_crews();
+        (fixture.store, fixture.crew_id, pier)
     }
 
     fn later(secs: i64) -> String {
