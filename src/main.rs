@@ -21,6 +21,7 @@ mod time_fmt;
 mod tls;
 mod token;
 mod web;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

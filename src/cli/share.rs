@@ -1,24 +1,31 @@
 //! `berth share`: open an HTTP or TCP tunnel from the server's relay to a local port.
 
-use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{sleep_until, timeout};
+use tokio_rustls::TlsConnector;
+
 use super::{outln, write_stderr, CliError, CliResult};
 use crate::client::{error_from_response, exit, server_origin, Auth, Client};
 use crate::config::{Masked, Session, Settings};
-use crate::proxy::{self, Body, Conn};
-use crate::relay::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
+use crate::proxy::{self, Body};
+use crate::relay::protocol::{Frame, PING_EVERY, SILENCE_LIMIT, UPGRADE};
 use crate::relay::{check_subdomain, ClaimError};
-use crate::stream::Stream;
 use crate::sync::lock;
-use crate::tls::{self, TlsStream};
+use crate::tls;
+use crate::wire::conn::Conn;
+use crate::wire::control::Frames;
+use crate::wire::splice::splice;
 use crate::GlobalArgs;
-use rustls::ClientConfig;
 
 /// Longest wait for a TCP connection to the server or the local service.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +52,9 @@ const LEGS_GRACE: Duration = Duration::from_secs(15);
 /// First and longest wait between reconnection attempts.
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Threads of the event loop: a core each, a few at most (bulk TCP through
+/// several connections is the only load that keeps more than one busy).
+const MAX_WORKERS: usize = 4;
 
 /// What `berth share` was asked to do.
 pub struct Share {
@@ -123,18 +133,36 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
         .region
         .or(session.config.region.clone())
         .filter(|r| !r.is_empty());
-    let local = format!("{}:{}", share.host, share.port);
-    let tcp = share.tcp;
-    let mut claim = if tcp {
+    let local: Arc<str> = format!("{}:{}", share.host, share.port).into();
+    let claim = if share.tcp {
         Claim::Tcp(share.remote_port)
     } else {
         Claim::Http(share.subdomain)
     };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("share")
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::other(format!("Could not start berth share's event loop: {e}.")))?;
+    runtime.block_on(serve(Arc::new(server), claim, region, local, share.tcp))
+}
+
+/// Keep a control connection open, reconnecting with backoff, until the
+/// server closes the tunnel on purpose or refuses the token.
+async fn serve(
+    server: Arc<Server>,
+    mut claim: Claim,
+    region: Option<String>,
+    local: Arc<str>,
+    tcp: bool,
+) -> CliResult {
     let mut backoff = BACKOFF_START;
     let mut first = true;
     loop {
-        match open_control(&server, &claim, region.as_deref()) {
-            Ok((control, frames, url)) => {
+        match open_control(&server, &claim, region.as_deref()).await {
+            Ok((frames, url)) => {
                 if first && tcp {
                     outln!("Forwarding {url} -> {local}");
                 } else if first {
@@ -145,8 +173,8 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
                 first = false;
                 backoff = BACKOFF_START;
                 claim = claim.keep(&url);
-                let legs = Legs::default();
-                let ended = run_control(&control, frames, &server, &local, tcp, &legs);
+                let legs = Legs::new();
+                let ended = run_control(frames, &server, &local, tcp, &legs).await;
                 // Piped data connections have no idle timeout of their own: a
                 // server that vanished without closing them must not hold them.
                 // Those still open get the server's shutdown drain first.
@@ -173,7 +201,7 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
             "Reconnecting in {} s (Ctrl-C to stop)\n",
             backoff.as_secs()
         ));
-        std::thread::sleep(backoff);
+        tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
@@ -218,28 +246,33 @@ impl Server {
     }
 
     /// A connection to the server, over TLS for https.
-    fn connect(&self) -> Result<Stream, CliError> {
-        let tcp = self.connect_tcp()?;
+    async fn connect(&self) -> Result<Conn, CliError> {
+        let tcp = self.connect_tcp().await?;
         let Some(config) = &self.tls else {
-            return Ok(Stream::Tcp(tcp));
+            return Ok(Conn::Tcp(tcp));
         };
-        TlsStream::connect(config.clone(), &self.host, tcp)
-            .map(Stream::Tls)
-            .map_err(|e| {
-                let hint = if e.to_string().contains("certificate") {
-                    "; if the server uses a private CA, pass --ca-cert FILE (or set BERTH_CA_CERT)"
-                } else {
-                    ""
-                };
-                CliError::other(format!(
-                    "could not reach server {}: TLS with {} failed: {e}{hint}",
-                    self.url, self.host
-                ))
-            })
+        let failed = |e: &dyn std::fmt::Display| {
+            let hint = if e.to_string().contains("certificate") {
+                "; if the server uses a private CA, pass --ca-cert FILE (or set BERTH_CA_CERT)"
+            } else {
+                ""
+            };
+            CliError::other(format!(
+                "could not reach server {}: TLS with {} failed: {e}{hint}",
+                self.url, self.host
+            ))
+        };
+        let name = ServerName::try_from(self.host.clone()).map_err(|e| failed(&e))?;
+        let connector = TlsConnector::from(config.clone());
+        match timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp)).await {
+            Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()))),
+            Ok(Err(e)) => Err(failed(&e)),
+            Err(_) => Err(failed(&"no answer within 10 seconds")),
+        }
     }
 
     /// A TCP connection to the server's address.
-    fn connect_tcp(&self) -> Result<TcpStream, CliError> {
+    async fn connect_tcp(&self) -> Result<TcpStream, CliError> {
         let unreachable = |e: &dyn std::fmt::Display| {
             CliError::other(format!("could not reach server {}: {e}", self.url))
         };
@@ -253,23 +286,13 @@ impl Server {
             let port = if self.tls.is_some() { 443 } else { 80 };
             format!("{}:{port}", self.authority)
         };
-        let addrs = with_port.to_socket_addrs().map_err(|e| unreachable(&e))?;
-        let mut last = io::Error::other("no address");
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    return Ok(stream);
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(unreachable(&last))
+        connect_any(&with_port).await.map_err(|e| unreachable(&e))
     }
 
-    /// Send an upgrade request for `path`; the stream and its reader after the 101.
-    fn upgrade(&self, path: &str, bearer: bool) -> Result<(Stream, Conn<Stream>), CliError> {
-        let mut stream = self.connect()?;
+    /// Send an upgrade request for `path`; after the 101, the connection and
+    /// the bytes that came with the answer.
+    async fn upgrade(&self, path: &str, bearer: bool) -> Result<(Conn, Vec<u8>), CliError> {
+        let mut stream = self.connect().await?;
         let lost = |e: io::Error| CliError::other(format!("lost the server {}: {e}", self.url));
         let auth = if bearer {
             format!("Authorization: Bearer {}\r\n", self.bearer)
@@ -281,20 +304,34 @@ impl Server {
             self.authority,
             env!("CARGO_PKG_VERSION")
         );
-        stream.write_all(request.as_bytes()).map_err(lost)?;
-        let mut reader = Conn::new(stream.try_clone().map_err(lost)?);
-        let raw = reader
-            .read_head(HANDSHAKE_TIMEOUT, &|t| stream.set_read_timeout(t))
-            .map_err(|e| lost(io::Error::other(e.message())))?;
+        let answer = async {
+            stream.write_all(request.as_bytes()).await?;
+            stream.flush().await?;
+            read_head(&mut stream).await
+        };
+        let (raw, mut rest) = match timeout(HANDSHAKE_TIMEOUT, answer).await {
+            Ok(result) => result.map_err(lost)?,
+            Err(_) => return Err(lost(io::Error::other("no answer within 10 seconds"))),
+        };
         let response = proxy::parse_response(&raw, false).map_err(lost)?;
         if response.status == 101 {
-            return Ok((stream, reader));
+            return Ok((stream, rest));
         }
-        let mut body = Vec::new();
         if let Body::Length(n) = response.body {
-            let _ = (&mut reader)
-                .take(n.min(MAX_ERROR_BODY))
-                .read_to_end(&mut body);
+            let want = n.min(MAX_ERROR_BODY) as usize;
+            let more = async {
+                let mut chunk = [0u8; 4096];
+                while rest.len() < want {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => rest.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            };
+            let _ = timeout(HANDSHAKE_TIMEOUT, more).await;
+            rest.truncate(want);
+        } else {
+            rest.clear();
         }
         let retry_after = response
             .headers
@@ -304,25 +341,47 @@ impl Server {
         Err(error_from_response(
             response.status,
             retry_after.as_deref(),
-            &String::from_utf8_lossy(&body),
+            &String::from_utf8_lossy(&rest),
         ))
     }
 }
 
-/// Open the control connection; the stream, its frames and the public URL.
-fn open_control(
+/// An HTTP response head, read whole: its bytes and those that came after it.
+async fn read_head(stream: &mut Conn) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(at + 4);
+            return Ok((buf, rest));
+        }
+        if buf.len() > proxy::MAX_HEAD_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the answer's head is larger than 32 KiB",
+            ));
+        }
+        match stream.read(&mut chunk).await? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Open the control connection; its frames and the public URL.
+async fn open_control(
     server: &Server,
     claim: &Claim,
     region: Option<&str>,
-) -> Result<(Stream, FrameReader<Conn<Stream>>, String), CliError> {
+) -> Result<(Frames<Conn>, String), CliError> {
     let mut path = claim.path();
     if let Some(region) = region {
         path.push_str(&format!("&region={}", query_value(region)));
     }
-    let (stream, reader) = server.upgrade(&path, true)?;
-    let mut frames = FrameReader::new(reader);
-    match frames.read() {
-        Ok(Frame::Ready { url, .. }) => Ok((stream, frames, url)),
+    let (stream, already) = server.upgrade(&path, true).await?;
+    let mut frames = Frames::new(stream, already);
+    match timeout(HANDSHAKE_TIMEOUT, frames.next()).await {
+        Ok(Ok(Frame::Ready { url, .. })) => Ok((frames, url)),
         _ => Err(CliError::other(format!(
             "the server {} did not open the tunnel; is it a berth server?",
             server.url
@@ -432,18 +491,13 @@ enum Ended {
 }
 
 /// Serve the control connection until it ends; says why it ended.
-fn run_control(
-    control: &Stream,
-    mut frames: FrameReader<Conn<Stream>>,
-    server: &Server,
-    local: &str,
+async fn run_control(
+    mut frames: Frames<Conn>,
+    server: &Arc<Server>,
+    local: &Arc<str>,
     tcp: bool,
     legs: &Legs,
 ) -> Ended {
-    if let Err(e) = control.set_read_timeout(Some(PING_EVERY)) {
-        return Ended::Lost(e.to_string());
-    }
-    let mut writer = control;
     let mut heard = Instant::now();
     let mut pinged = Instant::now();
     // Request lines arrive gathered; they are printed in one write per gathering.
@@ -453,46 +507,50 @@ fn run_control(
             write_stdout_lines(&printed);
             printed.clear();
         }
-        let result = match frames.read() {
-            Ok(Frame::Connect { id }) => {
+        let wake = (pinged + PING_EVERY).min(heard + SILENCE_LIMIT);
+        let frame = tokio::select! {
+            frame = frames.next() => Some(frame),
+            () = sleep_until(wake.into()) => None,
+        };
+        let result = match frame {
+            None => Ok(()),
+            Some(Ok(Frame::Connect { id })) => {
                 heard = Instant::now();
-                let (server, local, legs) = (server.clone(), local.to_string(), legs.clone());
-                let name = format!("share-{}", id.get(..8).unwrap_or(&id));
-                let _ = std::thread::Builder::new().name(name).spawn(move || {
+                let (server, local, legs) = (server.clone(), local.clone(), legs.clone());
+                tokio::spawn(async move {
                     if tcp {
-                        serve_tcp_connection(&server, &id, &local)
+                        serve_tcp_connection(&server, &id, &local, &legs).await
                     } else {
-                        serve_connection(&server, &id, &local, &legs)
+                        serve_connection(&server, &id, &local, &legs).await
                     }
                 });
                 Ok(())
             }
-            Ok(Frame::Ping {}) => {
+            Some(Ok(Frame::Ping {})) => {
                 heard = Instant::now();
-                protocol::write_frame(&mut writer, &Frame::Pong {})
+                send(&mut frames, &Frame::Pong {}).await
             }
-            Ok(Frame::Closed { reason }) => {
+            Some(Ok(Frame::Closed { reason })) => {
                 write_stdout_lines(&printed);
                 return Ended::Closed(reason);
             }
-            Ok(Frame::Request {
+            Some(Ok(Frame::Request {
                 method,
                 path,
                 status,
                 duration_ms,
                 ..
-            }) => {
+            })) => {
                 heard = Instant::now();
                 let (method, path) = (printable(&method), printable(&path));
                 printed.push_str(&format!("{method} {path} {status} {duration_ms}ms\n"));
                 Ok(())
             }
-            Ok(_) => {
+            Some(Ok(_)) => {
                 heard = Instant::now();
                 Ok(())
             }
-            Err(e) if protocol::is_timeout(&e) => Ok(()),
-            Err(e) => return Ended::Lost(describe(&e)),
+            Some(Err(e)) => return Ended::Lost(describe(&e)),
         };
         if let Err(e) = result {
             return Ended::Lost(describe(&e));
@@ -502,10 +560,19 @@ fn run_control(
         }
         if pinged.elapsed() >= PING_EVERY {
             pinged = Instant::now();
-            if let Err(e) = protocol::write_frame(&mut writer, &Frame::Ping {}) {
+            if let Err(e) = send(&mut frames, &Frame::Ping {}).await {
                 return Ended::Lost(describe(&e));
             }
         }
+    }
+}
+
+/// Write a frame to the control connection, giving up on a server that
+/// takes nothing for as long as it may stay silent.
+async fn send(frames: &mut Frames<Conn>, frame: &Frame) -> io::Result<()> {
+    match timeout(SILENCE_LIMIT, frames.send(frame)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::other("the server took no data for 60 seconds")),
     }
 }
 
@@ -547,217 +614,241 @@ fn describe(e: &io::Error) -> String {
 /// wait until it was dropped. It is kept `PREDIAL_KEEP` at most, so an idle
 /// tunnel soon holds none and dials nothing, and used only while the service
 /// has said nothing on it: otherwise the request dials anew.
-fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
-    let Ok((data, mut public)) = server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
+async fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
+    let mut closed = legs.closed();
+    tokio::select! {
+        _ = closed.wait_for(|closed| *closed) => {}
+        () = relay_requests(server, id, local, legs) => {}
+    }
+}
+
+async fn relay_requests(server: &Server, id: &str, local: &str, legs: &Legs) {
+    let Ok((mut data, mut first)) = server
+        .upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
+        .await
     else {
         return;
     };
-    let _held = legs.hold(id, &data);
-    let parked_at = Instant::now();
-    let mut dialled = if legs.used_within(PREDIAL_WHILE_USED) {
-        legs.dial_ahead(local)
-    } else {
-        None
-    };
-    let mut first = vec![0u8; FIRST_READ];
-    let n = loop {
-        let waited = parked_at.elapsed();
-        let wait = match dialled {
-            Some(_) => PREDIAL_KEEP.saturating_sub(waited),
-            None => LEG_IDLE_TIMEOUT.saturating_sub(waited),
-        };
-        if wait.is_zero() {
-            if dialled.take().is_some() {
-                continue;
+    // Kept until the request took the connection dialled ahead, if it did.
+    let mut dialled = None;
+    if first.is_empty() {
+        let parked_at = Instant::now();
+        if legs.used_within(PREDIAL_WHILE_USED) {
+            dialled = legs.dial_ahead(local).await;
+        }
+        let mut buf = vec![0u8; FIRST_READ];
+        let n = loop {
+            let waited = parked_at.elapsed();
+            let wait = match dialled {
+                Some(_) => PREDIAL_KEEP.saturating_sub(waited),
+                None => LEG_IDLE_TIMEOUT.saturating_sub(waited),
+            };
+            if wait.is_zero() {
+                if dialled.take().is_some() {
+                    continue;
+                }
+                return;
             }
-            return;
-        }
-        let _ = data.set_read_timeout(Some(wait));
-        match public.read(&mut first) {
-            Ok(n) if n > 0 => break n,
-            // A signal during the wait is not the end of the connection.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if protocol::is_timeout(&e) => {}
-            _ => return,
-        }
-    };
-    let _ = data.set_read_timeout(None);
+            match timeout(wait, data.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => break n,
+                Ok(_) => return,
+                Err(_) => {}
+            }
+        };
+        buf.truncate(n);
+        first = buf;
+    }
     legs.used();
-    let dialled = legs.take_ahead().filter(crate::relay::silent_and_open);
-    let mut service = match dialled.map_or_else(|| connect_local(local), Ok) {
-        Ok(service) => service,
-        Err(e) => return local_unreachable(&data, &format!("could not reach http://{local}: {e}")),
+    let ahead = legs.take_ahead().filter(silent_and_open);
+    drop(dialled);
+    let mut service = match ahead {
+        Some(service) => service,
+        None => match connect_any(local).await {
+            Ok(service) => service,
+            Err(e) => {
+                return local_unreachable(&format!("could not reach http://{local}: {e}"));
+            }
+        },
     };
-    if let Err(e) = service.write_all(&first[..n]) {
-        return local_unreachable(
-            &data,
-            &format!("http://{local} did not take the request: {e}"),
-        );
+    if let Err(e) = service.write_all(&first).await {
+        return local_unreachable(&format!("http://{local} did not take the request: {e}"));
     }
     drop(first);
-    let Ok(from_local) = service.try_clone() else {
-        return;
-    };
-    crate::relay::pipe(public, data, from_local, Stream::Tcp(service), "share");
+    splice(&mut data, &mut service, None).await;
 }
 
-/// The data connections of one control connection, by id, so that losing the
-/// server closes them all.
-#[derive(Clone, Default)]
+/// Whether nothing is waiting to be read on a connection made ahead of need
+/// and its peer has not closed it: still good to use. Either would have
+/// reached the event loop as readiness, so a peek that would wait says so.
+fn silent_and_open(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut read = tokio::io::ReadBuf::new(&mut byte);
+    stream.poll_peek(&mut cx, &mut read).is_pending()
+}
+
+/// The data connections of one control connection: losing the server closes
+/// them all (see `Legs::close_after`).
+#[derive(Clone)]
 struct Legs {
-    held: Arc<Mutex<HashMap<String, Stream>>>,
+    shared: Arc<LegsShared>,
+}
+
+struct LegsShared {
+    /// Set once the data connections are to close.
+    closed: watch::Sender<bool>,
     /// When a data connection last got its first request.
-    last_used: Arc<Mutex<Option<Instant>>>,
+    last_used: Mutex<Option<Instant>>,
     /// The connection to the local service dialled ahead, if any, and which
     /// dialling it was (see `serve_connection`).
-    ahead: Arc<Mutex<Option<(u64, TcpStream)>>>,
-    dialled: Arc<AtomicU64>,
+    ahead: Mutex<Option<(u64, TcpStream)>>,
+    dialled: AtomicU64,
 }
 
 /// A connection dialled ahead, closed when this drops unless a request took it
 /// (however the data connection that dialled it ends).
-struct DialledAhead<'a> {
-    legs: &'a Legs,
+struct DialledAhead {
+    legs: Legs,
     n: u64,
 }
 
-impl Drop for DialledAhead<'_> {
+impl Drop for DialledAhead {
     fn drop(&mut self) {
-        let mut ahead = lock(&self.legs.ahead);
+        let mut ahead = lock(&self.legs.shared.ahead);
         if ahead.as_ref().is_some_and(|(which, _)| *which == self.n) {
             *ahead = None;
         }
     }
 }
 
-/// A data connection's place in `Legs`, given up when its thread ends.
-struct Held<'a> {
-    legs: &'a Legs,
-    id: String,
-}
-
 impl Legs {
+    fn new() -> Legs {
+        Legs {
+            shared: Arc::new(LegsShared {
+                closed: watch::Sender::new(false),
+                last_used: Mutex::new(None),
+                ahead: Mutex::new(None),
+                dialled: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// What a data connection watches to learn that it must close.
+    fn closed(&self) -> watch::Receiver<bool> {
+        self.shared.closed.subscribe()
+    }
+
     /// A data connection got its first request now.
     fn used(&self) {
-        *lock(&self.last_used) = Some(Instant::now());
+        *lock(&self.shared.last_used) = Some(Instant::now());
     }
 
     /// Whether a data connection got a request within `window`.
     fn used_within(&self, window: Duration) -> bool {
-        lock(&self.last_used).is_some_and(|at| at.elapsed() < window)
+        lock(&self.shared.last_used).is_some_and(|at| at.elapsed() < window)
     }
 
     /// Dial the local service ahead unless a connection dialled ahead waits
     /// already. While the result lives, the connection may wait; dropping it
     /// closes the connection unless a request took it.
-    fn dial_ahead(&self, local: &str) -> Option<DialledAhead<'_>> {
-        if lock(&self.ahead).is_some() {
+    async fn dial_ahead(&self, local: &str) -> Option<DialledAhead> {
+        if lock(&self.shared.ahead).is_some() {
             return None;
         }
-        let stream = connect_local(local).ok()?;
-        let mut ahead = lock(&self.ahead);
+        let stream = connect_any(local).await.ok()?;
+        let mut ahead = lock(&self.shared.ahead);
         if ahead.is_some() {
             return None;
         }
-        let n = self.dialled.fetch_add(1, Ordering::Relaxed);
+        let n = self.shared.dialled.fetch_add(1, Ordering::Relaxed);
         *ahead = Some((n, stream));
-        Some(DialledAhead { legs: self, n })
+        Some(DialledAhead {
+            legs: self.clone(),
+            n,
+        })
     }
 
     /// The connection dialled ahead, for a request.
     fn take_ahead(&self) -> Option<TcpStream> {
-        lock(&self.ahead).take().map(|(_, stream)| stream)
+        lock(&self.shared.ahead).take().map(|(_, stream)| stream)
     }
 
-    fn hold<'a>(&'a self, id: &str, data: &Stream) -> Held<'a> {
-        if let Ok(clone) = data.try_clone() {
-            lock(&self.held).insert(id.to_string(), clone);
-        }
-        Held {
-            legs: self,
-            id: id.to_string(),
-        }
-    }
-
-    /// Close every held data connection after `grace`, on a thread of its own.
+    /// Close every data connection after `grace`.
     fn close_after(&self, grace: Duration) {
         let legs = self.clone();
-        let _ = std::thread::Builder::new()
-            .name("share-legs".into())
-            .spawn(move || {
-                std::thread::sleep(grace);
-                legs.close_all();
-            });
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            legs.close_all();
+        });
     }
 
     fn close_all(&self) {
-        for (_, data) in lock(&self.held).drain() {
-            let _ = data.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        lock(&self.legs.held).remove(&self.id);
+        self.shared.closed.send_replace(true);
+        *lock(&self.shared.ahead) = None;
     }
 }
 
 /// One public TCP connection: a data connection to the server piped raw to a
 /// new connection to the local service; one line when it ends.
-fn serve_tcp_connection(server: &Server, id: &str, local: &str) {
+async fn serve_tcp_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
+    let mut closed = legs.closed();
+    tokio::select! {
+        _ = closed.wait_for(|closed| *closed) => {}
+        () = relay_tcp(server, id, local) => {}
+    }
+}
+
+async fn relay_tcp(server: &Server, id: &str, local: &str) {
     let started = Instant::now();
     let opened = crate::time_fmt::now();
     let short = id.get(..8).unwrap_or(id);
-    let (data, from_server) = match server.upgrade(&format!("/api/v1/tunnels/accept/{id}"), false) {
+    let (mut data, first) = match server
+        .upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
+        .await
+    {
         Ok(pair) => pair,
         Err(err) => {
             outln!("tcp {short} not opened: {}", err.message);
             return;
         }
     };
-    let local_stream = match connect_local(local) {
+    let mut service = match connect_any(local).await {
         Ok(stream) => stream,
         Err(e) => {
             // Closing the data connection closes the public one: raw TCP has no error page.
-            let _ = data.shutdown(std::net::Shutdown::Both);
             outln!("tcp {short} closed: could not reach {local}: {e}");
             return;
         }
     };
-    let Ok(from_local) = local_stream.try_clone() else {
+    if !first.is_empty() && service.write_all(&first).await.is_err() {
         return;
-    };
-    let _ = data.set_write_timeout(None);
-    let name = format!("share-tcp-{short}");
-    let (bytes_in, bytes_out) = crate::relay::tcp::splice(
-        from_server,
-        data,
-        from_local,
-        Stream::Tcp(local_stream),
-        &name,
-    );
+    }
+    let spliced = splice(&mut data, &mut service, None).await;
+    let bytes_in = spliced.a_to_b + first.len() as u64;
+    let bytes_out = spliced.b_to_a;
     let ms = started.elapsed().as_millis();
     outln!("tcp {short} opened {opened}: {bytes_in} bytes in, {bytes_out} bytes out, {ms}ms");
 }
 
-/// The local service cannot be had: say why here, and close the data
-/// connection unanswered. The server then answers the visitor with its own
-/// 502 page, which never shows the local address or the OS error.
-fn local_unreachable(data: &Stream, why: &str) {
+/// The local service cannot be had: say why here; the data connection
+/// closes unanswered as it drops. The server then answers the visitor with
+/// its own 502 page, which never shows the local address or the OS error.
+fn local_unreachable(why: &str) {
     write_stderr(&format!("The visitor got 502: {why}\n"));
-    let _ = data.shutdown(Shutdown::Both);
 }
 
-fn connect_local(local: &str) -> io::Result<TcpStream> {
+/// A TCP connection to `addr` (HOST:PORT), trying each address it resolves to.
+async fn connect_any(addr: &str) -> io::Result<TcpStream> {
     let mut last = io::Error::other("no address");
-    for addr in local.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-            Ok(stream) => {
+    for addr in tokio::net::lookup_host(addr).await? {
+        match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
             }
-            Err(e) => last = e,
+            Ok(Err(e)) => last = e,
+            Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "connection timed out"),
         }
     }
     Err(last)
@@ -769,21 +860,22 @@ mod tests {
 
     #[test]
     fn losing_the_server_closes_every_data_connection_held() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let data = Stream::Tcp(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
-        let (mut far, _) = listener.accept().unwrap();
-        let legs = Legs::default();
-        let held = legs.hold("a1", &data);
-        legs.hold("b2", &data);
-        assert_eq!(
-            lock(&legs.held).len(),
-            1,
-            "a finished leg gives up its place"
-        );
-        legs.close_all();
-        assert_eq!(far.read(&mut [0u8; 8]).unwrap(), 0, "closed");
-        assert!(lock(&legs.held).is_empty());
-        drop(held);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let legs = Legs::new();
+            let mut closed = [legs.closed(), legs.closed()];
+            assert!(!*closed[0].borrow());
+            legs.close_all();
+            for watch in &mut closed {
+                let told = timeout(Duration::from_secs(5), watch.wait_for(|c| *c)).await;
+                assert!(told.is_ok_and(|r| r.is_ok()));
+            }
+            // A data connection that starts after the loss closes at once too.
+            assert!(*legs.closed().borrow());
+        });
     }
 
     #[test]

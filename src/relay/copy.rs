@@ -16,18 +16,6 @@ use crate::stream::Stream;
 /// small reads only ever touch its first pages.
 pub const COPY_BUFFER: usize = 1024 * 1024;
 
-/// Copy bytes both ways until both sides close (an upgraded HTTP connection),
-/// as [`splice`] does.
-pub fn pipe(
-    a_read: impl Read + Send + 'static,
-    a: Stream,
-    b_read: impl Read + Send + 'static,
-    b: Stream,
-    name: &str,
-) {
-    splice(a_read, a, b_read, b, name);
-}
-
 /// Copy bytes both ways until both sides close, one named thread per direction,
 /// with `COPY_BUFFER`-sized copies; the bytes moved a → b and b → a.
 pub fn splice(

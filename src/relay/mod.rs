@@ -30,7 +30,7 @@ pub mod proxy_header;
 pub mod quota;
 pub mod tcp;
 
-pub use copy::{pipe, splice, splice_until_idle};
+pub use copy::{splice, splice_until_idle};
 pub use names::check_subdomain;
 
 use std::collections::{HashMap, VecDeque};

@@ -64,11 +64,6 @@ impl<R: Read> FrameReader<R> {
         }
     }
 
-    /// Whether a whole frame is buffered already (the next `read` will not wait).
-    pub fn has_frame(&self) -> bool {
-        self.buf.contains(&b'\n')
-    }
-
     /// The next frame. A read timeout surfaces as `WouldBlock`/`TimedOut` and
     /// loses nothing; EOF, a frame over `MAX_FRAME_BYTES` or bad JSON is an error.
     pub fn read(&mut self) -> io::Result<Frame> {
