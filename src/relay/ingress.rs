@@ -806,6 +806,15 @@ fn exchange(
     if response.status == 101 && (!head.upgrade || unread) {
         return Ok(Answer::Failed(Failure::Invalid));
     }
+    // Reading the head left the socket with what remained of its deadline
+    // (or the short wait for an early answer): the body's pauses, a quiet
+    // event stream between heartbeats, may each last the response timeout.
+    if timeout
+        .set(Some(leg.response_timeout), |t| writer.set_read_timeout(t))
+        .is_err()
+    {
+        return Ok(Answer::Failed(Failure::Silent));
+    }
     let keep = response.keep_alive && head.keep_alive && !unread;
     let encoded = response.encode(response.status == 101 || keep);
     seen.status = Some(response.status);
