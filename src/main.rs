@@ -14,13 +14,13 @@ mod proxy;
 mod relay;
 mod server;
 mod store;
-mod stream;
 mod sync;
 mod text;
 mod time_fmt;
 mod tls;
 mod token;
 mod web;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -6,15 +6,15 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
 use super::{quota, Carrying, ClaimError, Owner, Relay, Tunnel, SWITCHING};
 use crate::api::ApiError;
 use crate::auth::{self, Action, Auth};
 use crate::inspect::{self, Counter, Record};
 use crate::proxy::{self, Body, Conn, HeadError, RequestHead};
 use crate::store::{NewAuditEvent, NewTunnel, Store};
-use crate::stream::Stream;
 use crate::time_fmt;
+use crate::wire::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
+use crate::wire::Stream;
 
 /// How long a tunnel's local service may take to start answering a request
 /// (504 beyond), to take the next part of its body (504), or to send the next
@@ -927,7 +927,7 @@ fn splice(
     // bounded like the public side's, not by the response timeout.
     leg.writer
         .set_write_timeout(client_stream.tcp().write_timeout()?)?;
-    super::splice_until_idle(
+    crate::wire::splice_until_idle(
         public,
         client_stream.try_clone()?,
         back,

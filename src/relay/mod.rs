@@ -21,16 +21,13 @@
 //! client's own idle timeout on them) and expires ids asked ahead of
 //! need that no client claimed within `PENDING_TIMEOUT`.
 
-mod copy;
 pub mod ingress;
 mod lines;
 pub mod names;
-pub mod protocol;
 pub mod proxy_header;
 pub mod quota;
 pub mod tcp;
 
-pub use copy::{pipe, splice, splice_until_idle};
 pub use names::check_subdomain;
 
 use std::collections::{HashMap, VecDeque};
@@ -41,11 +38,10 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use protocol::Frame;
-
 use crate::inspect::Inspector;
-use crate::stream::Stream;
 use crate::sync::lock;
+use crate::wire::protocol::{self, Frame};
+use crate::wire::{silent_and_open, Stream};
 
 /// An unclaimed data connection id expires after this long (the public side gets 502).
 pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -638,17 +634,6 @@ fn still_open(stream: &Stream) -> bool {
     // Under TLS this looks at the encrypted bytes: any at all mean the client
     // spoke (a close_notify, say), which it never does before a request.
     silent_and_open(stream.tcp())
-}
-
-/// Whether nothing is waiting to be read on `stream` and its peer has not
-/// closed it: a connection made ahead of need that is still good to use.
-pub fn silent_and_open(stream: &std::net::TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let mut byte = [0u8; 1];
-    let silent = matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-    stream.set_nonblocking(false).is_ok() && silent
 }
 
 /// The host of a URL, lowercased, without its port (an IPv6 host keeps its brackets).

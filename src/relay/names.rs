@@ -275,7 +275,7 @@ pub fn random_name() -> String {
 mod tests {
     use super::*;
     use crate::relay::{Owner, Relay};
-    use crate::stream::Stream;
+    use crate::wire::Stream;
 
     /// A connected socket whose far end stays open (its listener lives on).
     fn socket() -> Stream {

@@ -20,9 +20,9 @@ use crate::proxy::forwarded::{self, TrustedProxies};
 use crate::proxy::{self, Body, BodyError, Conn, HeadError, RequestHead};
 use crate::relay::ingress::{self, Forwarded, Leg};
 use crate::relay::Relay;
-use crate::stream::Stream;
 use crate::sync::lock;
 use crate::tls::TlsStream;
+use crate::wire::Stream;
 use rustls::ServerConfig;
 
 /// The relay's paths on the server's own host.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::stream::Stream;
+use crate::wire::Stream;
 
 /// Bytes each direction of a piped connection moves per system call: bulk
 /// transfers (iperf3, git) want few large copies, not many 8 KiB ones; on
