@@ -1,6 +1,5 @@
 //! The CLI's API client (ureq) and the mapping of failures to exit codes.
 
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,55 +9,12 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::Agent;
 
 use crate::config::{Masked, Settings};
-
-/// Exit codes of DESIGN §3.
-pub mod exit {
-    pub const OTHER: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const NOT_AUTHENTICATED: u8 = 3;
-    pub const FORBIDDEN: u8 = 4;
-    pub const NOT_FOUND: u8 = 5;
-    pub const CONFLICT: u8 = 6;
-}
+use crate::exit::{self, write_stderr, CliError};
 
 /// Longest wait for a TCP (and TLS) connection to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a whole call, request to last byte of the answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A failure the CLI reports as one sentence and an exit code.
-#[derive(Debug)]
-pub struct CliError {
-    pub code: u8,
-    pub message: String,
-}
-
-impl CliError {
-    pub fn new(code: u8, message: impl Into<String>) -> CliError {
-        CliError {
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub fn other(message: impl Into<String>) -> CliError {
-        CliError::new(exit::OTHER, message)
-    }
-
-    pub fn usage(message: impl Into<String>) -> CliError {
-        CliError::new(exit::USAGE, message)
-    }
-
-    pub fn not_found(message: impl Into<String>) -> CliError {
-        CliError::new(exit::NOT_FOUND, message)
-    }
-}
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
 
 /// How a request proves who is asking.
 #[derive(Debug, Clone)]
@@ -166,7 +122,7 @@ impl Client {
     pub fn with_token(settings: &Settings) -> Result<Client, CliError> {
         let token = settings.require_token()?;
         if let Some(note) = settings.token_note() {
-            crate::cli::write_stderr(&format!("{note}\n"));
+            write_stderr(&format!("{note}\n"));
         }
         Client::new(settings, Auth::Bearer(Masked::new(token.expose())))
     }

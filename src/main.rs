@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod config;
 mod duration;
+mod exit;
 mod inspect;
 mod limits;
 mod metrics;
@@ -651,7 +652,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let message = cli::safe::shown_lines(&err.message);
-            cli::write_stderr(&format!("error: {message}\n"));
+            exit::write_stderr(&format!("error: {message}\n"));
             ExitCode::from(err.code)
         }
     }

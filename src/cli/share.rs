@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{outln, write_stderr, CliError, CliResult};
-use crate::client::{error_from_response, exit, server_origin, Auth, Client};
+use super::outln;
+use crate::client::{error_from_response, server_origin, Auth, Client};
 use crate::config::{Masked, Session, Settings};
+use crate::exit::{self, write_stderr, CliError, CliResult};
 use crate::proxy::{self, Body, Conn};
 use crate::relay::{check_subdomain, ClaimError};
 use crate::sync::lock;

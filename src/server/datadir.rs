@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use crate::cli::CliError;
+use crate::exit::CliError;
 
 /// The database files beside each other in the data directory.
 pub const DATABASE_FILES: [&str; 3] = ["berth.db", "berth.db-wal", "berth.db-shm"];

@@ -18,7 +18,7 @@ use signal_hook::iterator::Signals;
 
 use crate::api::{self, ApiState};
 use crate::auth::Auth;
-use crate::cli::{CliError, CliResult};
+use crate::exit::{CliError, CliResult};
 use crate::inspect::Inspector;
 use crate::limits::{self, Bounds, PerAddress, Share};
 use crate::proxy::forwarded::TrustedProxies;
