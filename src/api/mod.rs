@@ -20,7 +20,6 @@ use serde_json::{json, Map, Value};
 use tiny_http::{Header, Method, Request, Response, Server};
 
 pub use error::ApiError;
-pub use session::check_simple_name;
 
 use crate::auth::{Auth, AuthError, Principal};
 use crate::relay::Relay;

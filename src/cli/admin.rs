@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use crate::api::check_simple_name;
 use crate::auth;
 use crate::cli::{outln, read_password};
+use crate::datadir::{data_dir, open_store};
 use crate::exit::{self, write_stderr, CliError, CliResult};
-use crate::server::{data_dir, open_store};
+use crate::names::check_simple_name;
 use crate::store::{NewAuditEvent, Role, Store, StoreError};
 use crate::AdminCommand;
 

@@ -12,8 +12,8 @@ use super::outln;
 use crate::client::{error_from_response, server_origin, Auth, Client};
 use crate::config::{Masked, Session, Settings};
 use crate::exit::{self, write_stderr, CliError, CliResult};
+use crate::names::check_subdomain;
 use crate::proxy::{self, Body, Conn};
-use crate::relay::{check_subdomain, ClaimError};
 use crate::sync::lock;
 use crate::tls::{self, TlsStream};
 use crate::wire::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
@@ -115,7 +115,7 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
     if let Some(note) = session.settings.token_note() {
         write_stderr(&format!("{note}\n"));
     }
-    if let Some(Err(ClaimError::Invalid(why))) = share.subdomain.as_deref().map(check_subdomain) {
+    if let Some(Err(why)) = share.subdomain.as_deref().map(check_subdomain) {
         return Err(CliError::usage(why));
     }
     let url = preferred_server(&session.settings, &token.expose(), share.follow_server)?;

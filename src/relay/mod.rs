@@ -28,8 +28,6 @@ pub mod proxy_header;
 pub mod quota;
 pub mod tcp;
 
-pub use names::check_subdomain;
-
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
