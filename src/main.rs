@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod api_error;
 mod auth;
 mod cli;
 mod client;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{quota, Carrying, ClaimError, Owner, Relay, Tunnel, SWITCHING};
-use crate::api::ApiError;
+use crate::api_error::ApiError;
 use crate::auth::{self, Action, Auth};
 use crate::inspect::{self, Counter, Record};
 use crate::proxy::{self, Body, Conn, HeadError, RequestHead};
