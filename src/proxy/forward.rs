@@ -18,13 +18,28 @@ const EARLY_ANSWER_WAIT: Duration = Duration::from_millis(200);
 /// How long a response from the API may take to start.
 pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What became of the public connection after a request.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Forwarded {
+/// How one exchange ended, and so what becomes of the client's connection.
+/// One type for every step that ends an exchange: `exchange` ends in any of
+/// the first five; the relay turns `Upgraded` into a splice and `Failed` into
+/// its own page, and the front door's API path `Failed` into a 502, each then
+/// `Close` or `Refused`; the front door's loop keeps the connection for the
+/// next request on `KeepAlive` only, lingers on `Refused`, and lets go of it
+/// on `HandedOff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response reached the client, and its connection takes the next request.
     KeepAlive,
+    /// The connection closes: after a response, or with none to give.
     Close,
-    /// Answered without reading the request body: close after lingering.
+    /// Answered with (part of) the request body unread: close after lingering,
+    /// so that closing does not reset the answer away.
     Refused,
+    /// The service switched protocols: the connections are to be spliced.
+    Upgraded,
+    /// No response byte reached the client: it can still get berth's own answer.
+    Failed(Failure),
+    /// A control connection, now served by its tunnel's own thread.
+    HandedOff,
 }
 
 /// The connection an exchange forwards to (in the relay, a data connection
@@ -37,24 +52,15 @@ pub struct Upstream {
     pub response_timeout: Duration,
 }
 
-/// How an exchange on a leg ended.
-pub enum Answer {
-    /// A response reached the public client.
-    Done(Forwarded),
-    /// The service switched protocols: the connections are to be spliced.
-    Upgrade,
-    /// The leg failed before any response byte reached the public client.
-    Failed(Failure),
-}
-
-/// How much of the request reached the leg.
+/// How much of the request reached the leg: a step within `exchange`, not
+/// an outcome (only `Over` ends the exchange, with its outcome).
 enum Sent {
     All,
     /// The leg stopped taking the body with this error: a service that
     /// answers early (413, say) and closes may have left its response.
     Partly(io::ErrorKind),
     /// The exchange ended here.
-    Over(Answer),
+    Over(Outcome),
 }
 
 /// Send the request on the leg and stream the response back. With `on_head`,
@@ -67,7 +73,7 @@ pub fn exchange(
     leg: &mut Upstream,
     seen: &mut Observed,
     on_head: Option<&dyn Fn()>,
-) -> io::Result<Answer> {
+) -> io::Result<Outcome> {
     // A service that stopped taking the body may have answered early, and
     // one that closed on it may have left its answer: either is passed on.
     let (wait, none_in_time) = match send_request(head, client, out, leg, seen)? {
@@ -84,21 +90,17 @@ pub fn exchange(
             .read_head(wait, &|t| timeout.set(t, |t| writer.set_read_timeout(t)));
         let raw = match raw {
             Ok(raw) => raw,
-            Err(HeadError::Idle) => return Ok(Answer::Failed(none_in_time)),
-            Err(HeadError::Bad(_) | HeadError::TooLarge | HeadError::Timeout) => {
-                return Ok(Answer::Failed(Failure::Invalid))
-            }
-            Err(HeadError::Closed | HeadError::Io) => return Ok(Answer::Failed(Failure::Silent)),
+            Err(err) => return Ok(Outcome::Failed(Failure::of_head(err, none_in_time))),
         };
         let Ok(response) = super::parse_response(&raw, head.method == "HEAD") else {
-            return Ok(Answer::Failed(Failure::Invalid));
+            return Ok(Outcome::Failed(Failure::Invalid));
         };
         if response.status >= 200 || response.status == 101 {
             break response;
         }
     };
     if response.status == 101 && (!head.upgrade || unread) {
-        return Ok(Answer::Failed(Failure::Invalid));
+        return Ok(Outcome::Failed(Failure::Invalid));
     }
     let keep = response.keep_alive && head.keep_alive && !unread;
     let encoded = response.encode(response.status == 101 || keep);
@@ -111,7 +113,7 @@ pub fn exchange(
     }
     if response.status == 101 {
         out.flush()?;
-        return Ok(Answer::Upgrade);
+        return Ok(Outcome::Upgraded);
     }
     let mut download = Counter {
         inner: &mut *out,
@@ -120,13 +122,13 @@ pub fn exchange(
     let copied = super::copy_body(response.body, &mut leg.reader, &mut download);
     seen.bytes_out = download.bytes;
     copied?;
-    Ok(Answer::Done(if keep {
-        Forwarded::KeepAlive
+    Ok(if keep {
+        Outcome::KeepAlive
     } else if unread {
-        Forwarded::Refused
+        Outcome::Refused
     } else {
-        Forwarded::Close
-    }))
+        Outcome::Close
+    })
 }
 
 /// A writer that remembers the kind of its first failed write, so a failed
@@ -166,12 +168,7 @@ fn send_request(
         .header("expect")
         .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
     if let Err(err) = leg.writer.write_all(&seen.sent) {
-        let failure = if super::is_timeout_kind(err.kind()) {
-            Failure::TimedOut
-        } else {
-            Failure::Silent
-        };
-        return Ok(Sent::Over(Answer::Failed(failure)));
+        return Ok(Sent::Over(Outcome::Failed(Failure::of_write(&err))));
     }
     if continues && head.body != Body::None {
         out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
@@ -197,7 +194,7 @@ fn send_request(
         (Err(err), None) if err.kind() == io::ErrorKind::InvalidData => {
             let why = "The chunked request body is malformed.";
             seen.answer(out, &super::error_response(400, "bad_request", why))?;
-            Ok(Sent::Over(Answer::Done(Forwarded::Refused)))
+            Ok(Sent::Over(Outcome::Refused))
         }
         (Err(err), None) => Err(err),
     }
@@ -243,6 +240,24 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Why the request head could not be sent.
+    fn of_write(err: &io::Error) -> Failure {
+        if super::is_timeout_kind(err.kind()) {
+            Failure::TimedOut
+        } else {
+            Failure::Silent
+        }
+    }
+
+    /// Why a response head could not be read; `idle` when none began in time.
+    fn of_head(err: HeadError, idle: Failure) -> Failure {
+        match err {
+            HeadError::Idle => idle,
+            HeadError::Bad(_) | HeadError::TooLarge | HeadError::Timeout => Failure::Invalid,
+            HeadError::Closed | HeadError::Io => Failure::Silent,
+        }
+    }
+
     /// The status and the sentence for the public client.
     pub fn explain(self, host: &str, timeout: Duration) -> (u16, String) {
         let secs = match timeout.as_secs() {
@@ -340,48 +355,47 @@ impl Backend {
             writer,
         })
     }
-}
 
-/// How an exchange with the API ended, once its response reached the client.
-pub struct Exchange {
-    pub keep_client: bool,
-}
-
-/// Why an exchange with the API failed.
-pub enum ExchangeError {
-    /// Nothing was sent to the client yet: it can still get an error response.
-    BeforeResponse,
-    After(io::Error),
-}
-
-/// One request, its body already read whole, to the backend; its response
-/// streamed to the client.
-pub fn exchange_with_api(
-    head: &RequestHead,
-    body: &[u8],
-    out: &mut impl Write,
-    api: &mut Backend,
-    client_ip: &str,
-    scheme: &str,
-) -> Result<Exchange, ExchangeError> {
-    let before = |_: io::Error| ExchangeError::BeforeResponse;
-    let mut request = head.encode_for_api(client_ip, scheme, body.len());
-    request.extend_from_slice(body);
-    api.writer.write_all(&request).map_err(before)?;
-    let response = loop {
-        let raw = api
-            .reader
-            .read_head(BACKEND_TIMEOUT, &|t| api.writer.set_read_timeout(t))
-            .map_err(|e| before(io::Error::other(e.message())))?;
-        let response = super::parse_response(&raw, head.method == "HEAD").map_err(before)?;
-        // 100 Continue was answered by the front door already.
-        if response.status >= 200 || response.status == 101 {
-            break response;
+    /// One request, its body already read whole, to the API; its response
+    /// streamed to the client. `Failed` while nothing was sent to the
+    /// client, which can still get an error response; an error after.
+    pub fn exchange(
+        &mut self,
+        head: &RequestHead,
+        body: &[u8],
+        out: &mut impl Write,
+        client_ip: &str,
+        scheme: &str,
+    ) -> io::Result<Outcome> {
+        let mut request = head.encode_for_api(client_ip, scheme, body.len());
+        request.extend_from_slice(body);
+        if let Err(err) = self.writer.write_all(&request) {
+            return Ok(Outcome::Failed(Failure::of_write(&err)));
         }
-    };
-    let keep_client = response.keep_alive || response.body != Body::UntilClose;
-    out.write_all(&response.encode(keep_client && head.keep_alive))
-        .map_err(ExchangeError::After)?;
-    super::copy_body(response.body, &mut api.reader, out).map_err(ExchangeError::After)?;
-    Ok(Exchange { keep_client })
+        let response = loop {
+            let raw = self
+                .reader
+                .read_head(BACKEND_TIMEOUT, &|t| self.writer.set_read_timeout(t));
+            let raw = match raw {
+                Ok(raw) => raw,
+                Err(err) => return Ok(Outcome::Failed(Failure::of_head(err, Failure::TimedOut))),
+            };
+            let Ok(response) = super::parse_response(&raw, head.method == "HEAD") else {
+                return Ok(Outcome::Failed(Failure::Invalid));
+            };
+            // 100 Continue was answered by the front door already.
+            if response.status >= 200 || response.status == 101 {
+                break response;
+            }
+        };
+        let keep_client = response.keep_alive || response.body != Body::UntilClose;
+        let keep = keep_client && head.keep_alive;
+        out.write_all(&response.encode(keep))?;
+        super::copy_body(response.body, &mut self.reader, out)?;
+        Ok(if keep {
+            Outcome::KeepAlive
+        } else {
+            Outcome::Close
+        })
+    }
 }

@@ -10,7 +10,7 @@ use super::{quota, Carrying, ClaimError, Owner, Relay, Tunnel, SWITCHING};
 use crate::api_error::ApiError;
 use crate::auth::{self, Action, Auth};
 use crate::inspect::{self, Record};
-use crate::proxy::forward::{self, Answer, Forwarded, Observed, Upstream};
+use crate::proxy::forward::{self, Observed, Outcome, Upstream};
 use crate::proxy::{self, Conn, RequestHead};
 use crate::store::{NewAuditEvent, NewTunnel, Store};
 use crate::wire::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
@@ -436,7 +436,7 @@ pub fn forward(
     leg: &mut Option<Leg>,
     client_ip: &str,
     scheme: &'static str,
-) -> io::Result<Forwarded> {
+) -> io::Result<Outcome> {
     let subdomain = relay.subdomain_of(host).unwrap_or_default();
     let found = relay.find(subdomain);
     if let Some(bound) = leg.as_ref() {
@@ -446,12 +446,12 @@ pub fn forward(
         if !same || bound.tunnel.is_closed() {
             // Its tunnel closed, or this is another's: not a byte goes on.
             *leg = None;
-            return Ok(Forwarded::Close);
+            return Ok(Outcome::Close);
         }
     }
     let Some(tunnel) = found else {
         out.write_all(&page(head, 404, &format!("No tunnel is open at {host}.")))?;
-        return Ok(Forwarded::Refused);
+        return Ok(Outcome::Refused);
     };
     if leg.is_none() {
         *leg = Some(Leg {
@@ -475,38 +475,39 @@ pub fn forward(
         seen.answer(out, &page(head, 502, &why))?;
         let _ = out.flush();
         note(relay, &tunnel, head, seen);
-        return Ok(Forwarded::Refused);
+        return Ok(Outcome::Refused);
     };
+    // The pool refills once the response head is on its way, if this took from it.
     let refilled = || refill.now();
-    let on_head: Option<&dyn Fn()> = refill.due.get().then_some(&refilled as &dyn Fn());
+    let on_head = refill.due.get().then_some(&refilled as &dyn Fn());
     let answer = forward::exchange(head, client, out, &mut data.upstream, &mut seen, on_head);
     refill.now();
     let result = match answer {
-        Ok(Answer::Upgrade) => {
+        Ok(Outcome::Upgraded) => {
             // Recorded when the switch happens, not when the upgraded connection ends.
             note(relay, &tunnel, head, seen);
             return splice(client, client_stream, leg, relay.idle_timeout);
         }
-        Ok(Answer::Done(forwarded)) => {
-            // Bytes beyond the response (a body on a 204, 304 or HEAD answer)
-            // would be read as the next request's response: not used again.
-            let spoiled = data_of(leg).is_some_and(|d| d.upstream.reader.has_buffered());
-            if forwarded != Forwarded::KeepAlive || spoiled {
-                drop_data(leg);
-            }
-            Ok(forwarded)
-        }
-        Ok(Answer::Failed(failure)) => {
+        Ok(Outcome::Failed(failure)) => {
             drop_data(leg);
             let (status, why) = failure.explain(host, relay.response_timeout);
             // A request body not passed on whole is still (partly) unread:
             // linger, so closing does not reset the page away.
             let then = if seen.body_whole {
-                Forwarded::Close
+                Outcome::Close
             } else {
-                Forwarded::Refused
+                Outcome::Refused
             };
             seen.answer(out, &page(head, status, &why)).map(|()| then)
+        }
+        Ok(outcome) => {
+            // Bytes beyond the response (a body on a 204, 304 or HEAD answer)
+            // would be read as the next request's response: not used again.
+            let spoiled = data_of(leg).is_some_and(|d| d.upstream.reader.has_buffered());
+            if outcome != Outcome::KeepAlive || spoiled {
+                drop_data(leg);
+            }
+            Ok(outcome)
         }
         Err(err) => {
             drop_data(leg);
@@ -643,14 +644,14 @@ fn splice(
     client_stream: &Stream,
     leg: &mut Option<Leg>,
     idle: Option<Duration>,
-) -> io::Result<Forwarded> {
+) -> io::Result<Outcome> {
     // The binding lives while the pipe runs: closing the tunnel cuts both ends.
     let Some((_bound, data)) = leg.take().and_then(|l| Some((l.public, l.data?))) else {
-        return Ok(Forwarded::Close);
+        return Ok(Outcome::Close);
     };
     let Data { _carried, upstream } = data;
     forward::splice(client, client_stream, upstream, idle)?;
-    Ok(Forwarded::Close)
+    Ok(Outcome::Close)
 }
 
 /// berth's own answer to a public visitor, closing the connection: a small
@@ -791,7 +792,7 @@ mod tests {
             "http",
         )
         .unwrap();
-        assert_eq!(forwarded, Forwarded::Close);
+        assert_eq!(forwarded, Outcome::Close);
         assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
         assert!(leg.is_none());
     }

@@ -15,7 +15,7 @@ use crate::api::MAX_BODY_BYTES;
 use crate::auth::Auth;
 use crate::limits::{self, AddressSlot, PerAddress, Share, ShareSlot};
 use crate::metrics;
-use crate::proxy::forward::{self, Backend, Exchange, ExchangeError, Forwarded};
+use crate::proxy::forward::{self, Backend, Outcome};
 use crate::proxy::forwarded::{self, TrustedProxies};
 use crate::proxy::{self, Body, BodyError, Conn, HeadError, RequestHead};
 use crate::relay::ingress::{self, Leg};
@@ -357,11 +357,6 @@ impl FrontDoor {
                         peer_ip,
                         scheme,
                     )
-                    .map(|forwarded| match forwarded {
-                        Forwarded::KeepAlive => Outcome::KeepAlive,
-                        Forwarded::Close => Outcome::Close,
-                        Forwarded::Refused => Outcome::Refused,
-                    })
                 }
                 Route::Control => {
                     let _ = out.flush();
@@ -580,15 +575,8 @@ impl FrontDoor {
             ))?;
             return Ok(Outcome::Close);
         };
-        let result =
-            forward::exchange_with_api(head, &body, out, &mut api, visitor.ip, visitor.scheme);
-        match result {
-            Ok(Exchange { keep_client }) => Ok(if keep_client && head.keep_alive {
-                Outcome::KeepAlive
-            } else {
-                Outcome::Close
-            }),
-            Err(ExchangeError::BeforeResponse) => {
+        match api.exchange(head, &body, out, visitor.ip, visitor.scheme)? {
+            Outcome::Failed(_) => {
                 out.write_all(&proxy::error_response(
                     502,
                     "bad_gateway",
@@ -596,23 +584,12 @@ impl FrontDoor {
                 ))?;
                 Ok(Outcome::Close)
             }
-            Err(ExchangeError::After(err)) => Err(err),
+            outcome => Ok(outcome),
         }
     }
 }
 
 const TOO_LARGE: &str = "The request body is larger than 64 KiB; send less.";
-
-/// What becomes of the client connection after a request.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    KeepAlive,
-    Close,
-    /// Refused before the API saw it: the rest of the request is unread.
-    Refused,
-    /// A control connection, now served by its tunnel's own thread.
-    HandedOff,
-}
 
 /// Answer a refused head, if the client is still there to read it.
 fn refuse(out: &mut impl Write, err: &HeadError) {
