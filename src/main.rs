@@ -285,7 +285,7 @@ pub struct ServerArgs {
         long,
         env = "BERTH_RESPONSE_TIMEOUT",
         value_name = "SECS",
-        default_value_t = relay::ingress::RESPONSE_TIMEOUT.as_secs(),
+        default_value_t = relay::RESPONSE_TIMEOUT.as_secs(),
         value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub response_timeout: u64,

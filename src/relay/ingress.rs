@@ -16,11 +16,6 @@ use crate::store::{NewAuditEvent, NewTunnel, Store};
 use crate::wire::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
 use crate::wire::Stream;
 
-/// How long a tunnel's local service may take to start answering a request
-/// (504 beyond), to take the next part of its body (504), or to send the next
-/// part of its response (the response is cut), unless the server is told
-/// otherwise (`berth server --response-timeout`).
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Stack of a tunnel's thread. It only reads the control connection and
 /// writes its history row at the end, so few of these pages are ever touched.
 const TUNNEL_STACK: usize = 256 * 1024;

@@ -41,6 +41,11 @@ use crate::sync::lock;
 use crate::wire::protocol::{self, Frame};
 use crate::wire::{silent_and_open, Stream};
 
+/// How long a tunnel's local service may take to start answering a request
+/// (504 beyond), to take the next part of its body (504), or to send the next
+/// part of its response (the response is cut), unless the server is told
+/// otherwise (`berth server --response-timeout`).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// An unclaimed data connection id expires after this long (the public side gets 502).
 pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 /// The region a server serves unless told otherwise.
@@ -289,7 +294,7 @@ impl Relay {
             domain,
             public_url: public_url.to_string(),
             region: DEFAULT_REGION.to_string(),
-            response_timeout: ingress::RESPONSE_TIMEOUT,
+            response_timeout: RESPONSE_TIMEOUT,
             idle_timeout: None,
             tunnels: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
