@@ -14,6 +14,7 @@ mod inspect;
 mod limits;
 mod metrics;
 mod names;
+mod origin;
 mod proxy;
 mod relay;
 mod server;

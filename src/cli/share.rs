@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::outln;
-use crate::client::{error_from_response, server_origin, Auth, Client};
+use crate::client::{error_from_response, Auth, Client};
 use crate::config::{Masked, Session, Settings};
 use crate::exit::{self, write_stderr, CliError, CliResult};
 use crate::names::check_subdomain;
+use crate::origin::server_origin;
 use crate::proxy::{self, Body, Conn};
 use crate::sync::lock;
 use crate::tls::{self, TlsStream};
