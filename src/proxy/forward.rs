@@ -284,7 +284,7 @@ impl Failure {
     }
 }
 
-/// What the relay saw of one exchange, for the inspector.
+/// What was seen of one exchange with a tunnel's service, for the inspector.
 pub struct Observed<'a> {
     pub started: Instant,
     pub at: String,
