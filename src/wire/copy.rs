@@ -113,7 +113,7 @@ fn copy_counted(mut from: impl Read, mut to: Stream, quiet: &Quiet) -> u64 {
                 copied += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if quiet.idle.is_some() && crate::proxy::is_timeout_kind(e.kind()) => {
+            Err(e) if quiet.idle.is_some() && super::protocol::is_timeout(&e) => {
                 if quiet.is_over() {
                     break false;
                 }
