@@ -8,15 +8,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{outln, write_stderr, CliError, CliResult};
-use crate::client::{error_from_response, exit, server_origin, Auth, Client};
+use super::outln;
+use crate::client::{error_from_response, Auth, Client};
 use crate::config::{Masked, Session, Settings};
+use crate::exit::{self, write_stderr, CliError, CliResult};
+use crate::names::check_subdomain;
+use crate::origin::server_origin;
 use crate::proxy::{self, Body, Conn};
-use crate::relay::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
-use crate::relay::{check_subdomain, ClaimError};
-use crate::stream::Stream;
 use crate::sync::lock;
 use crate::tls::{self, TlsStream};
+use crate::wire::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
+use crate::wire::Stream;
 use crate::GlobalArgs;
 use rustls::ClientConfig;
 
@@ -114,7 +116,7 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
     if let Some(note) = session.settings.token_note() {
         write_stderr(&format!("{note}\n"));
     }
-    if let Some(Err(ClaimError::Invalid(why))) = share.subdomain.as_deref().map(check_subdomain) {
+    if let Some(Err(why)) = share.subdomain.as_deref().map(check_subdomain) {
         return Err(CliError::usage(why));
     }
     let url = preferred_server(&session.settings, &token.expose(), share.follow_server)?;
@@ -583,7 +585,7 @@ fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
     };
     let _ = data.set_read_timeout(None);
     legs.used();
-    let dialled = legs.take_ahead().filter(crate::relay::silent_and_open);
+    let dialled = legs.take_ahead().filter(crate::wire::silent_and_open);
     let mut service = match dialled.map_or_else(|| connect_local(local), Ok) {
         Ok(service) => service,
         Err(e) => return local_unreachable(&data, &format!("could not reach http://{local}: {e}")),
@@ -598,7 +600,7 @@ fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
     let Ok(from_local) = service.try_clone() else {
         return;
     };
-    crate::relay::pipe(public, data, from_local, Stream::Tcp(service), "share");
+    crate::wire::pipe(public, data, from_local, Stream::Tcp(service), "share");
 }
 
 /// The data connections of one control connection, by id, so that losing the
@@ -730,7 +732,7 @@ fn serve_tcp_connection(server: &Server, id: &str, local: &str) {
     };
     let _ = data.set_write_timeout(None);
     let name = format!("share-tcp-{short}");
-    let (bytes_in, bytes_out) = crate::relay::tcp::splice(
+    let (bytes_in, bytes_out) = crate::wire::splice(
         from_server,
         data,
         from_local,
