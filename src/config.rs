@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::client::{exit, CliError};
+use crate::exit::{self, CliError};
 use crate::token::{Token, FORMAT_HINT};
 use crate::GlobalArgs;
 

@@ -409,7 +409,7 @@ mod tests {
 
     #[test]
     fn a_request_frame_at_the_limits_fits_a_control_frame() {
-        let frame = crate::relay::protocol::Frame::Request {
+        let frame = crate::wire::protocol::Frame::Request {
             method: "\"".repeat(MAX_FRAME_METHOD),
             path: "\u{1}".repeat(MAX_FRAME_PATH),
             status: 599,
@@ -418,9 +418,9 @@ mod tests {
             bytes_out: u64::MAX,
         };
         let mut wire = Vec::new();
-        crate::relay::protocol::write_frame(&mut wire, &frame).unwrap();
+        crate::wire::protocol::write_frame(&mut wire, &frame).unwrap();
         assert!(
-            wire.len() <= crate::relay::protocol::MAX_FRAME_BYTES,
+            wire.len() <= crate::wire::protocol::MAX_FRAME_BYTES,
             "{}",
             wire.len()
         );

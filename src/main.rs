@@ -2,19 +2,23 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod api_error;
 mod auth;
 mod cli;
 mod client;
 mod config;
+mod datadir;
 mod duration;
+mod exit;
 mod inspect;
 mod limits;
 mod metrics;
+mod names;
+mod origin;
 mod proxy;
 mod relay;
 mod server;
 mod store;
-mod stream;
 mod sync;
 mod text;
 mod time_fmt;
@@ -282,7 +286,7 @@ pub struct ServerArgs {
         long,
         env = "BERTH_RESPONSE_TIMEOUT",
         value_name = "SECS",
-        default_value_t = relay::ingress::RESPONSE_TIMEOUT.as_secs(),
+        default_value_t = relay::RESPONSE_TIMEOUT.as_secs(),
         value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub response_timeout: u64,
@@ -652,7 +656,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let message = cli::safe::shown_lines(&err.message);
-            cli::write_stderr(&format!("error: {message}\n"));
+            exit::write_stderr(&format!("error: {message}\n"));
             ExitCode::from(err.code)
         }
     }

@@ -9,12 +9,12 @@ mod common;
 mod relay_support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::Stdio;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
-use common::Server;
+use common::{free_tcp_ports, Server};
 use relay_support::{read_head, Service, Share};
 use serde_json::Value;
 
@@ -275,11 +275,7 @@ fn closing_a_tunnel_cuts_its_upgraded_connections_and_data_connections() {
 
 #[test]
 fn closing_a_tcp_tunnel_cuts_its_public_and_data_connections() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (port, _) = free_tcp_ports(1);
     let range = format!("{port}-{port}");
     let (server, _dir, alice, _) = setup(&["--tcp-ports", &range]);
     let raw = RawClient::open(&server, &alice, "kind=tcp", Serve::Echo);

@@ -10,14 +10,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{berth_with_token, code_and_stderr, Server, BIN};
+use common::{berth_with_token, code_and_stderr, free_tcp_ports, Server, BIN};
 use relay_support::{Cutter, Share};
 use sha2::{Digest, Sha256};
 
-/// A server with its own slice of TCP ports (tests run in parallel, each with a
+/// A server with ten TCP ports of its own (tests run in parallel, each with a
 /// range no other test uses), an owner `alice` and her token.
-fn setup(slot: u16) -> (Server, String, (u16, u16), tempfile::TempDir) {
-    let range = (21000 + slot * 10, 21000 + slot * 10 + 9);
+fn setup() -> (Server, String, (u16, u16), tempfile::TempDir) {
+    let range = free_tcp_ports(10);
     let dir = tempfile::tempdir().unwrap();
     let flag = format!("{}-{}", range.0, range.1);
     let server = Server::start_in(&dir.path().join("data"), &["--tcp-ports", &flag]);
@@ -115,7 +115,7 @@ fn payload(len: usize, seed: u64) -> Vec<u8> {
 
 #[test]
 fn megabytes_echo_through_intact_on_parallel_connections() {
-    let (server, token, range, _dir) = setup(0);
+    let (server, token, range, _dir) = setup();
     let share = Share::start(&server.url, &token, echo_service(), &[]);
     // The first free port of the range (another program may hold the first).
     let port: u16 = share
@@ -180,7 +180,7 @@ impl Drop for GitDaemon {
 
 #[test]
 fn git_clone_through_a_tcp_tunnel_from_a_real_git_daemon() {
-    let (server, token, _, _dir) = setup(1);
+    let (server, token, _, _dir) = setup();
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
@@ -226,7 +226,7 @@ fn git_clone_through_a_tcp_tunnel_from_a_real_git_daemon() {
 
 #[test]
 fn a_held_port_is_a_conflict_and_one_outside_the_range_is_refused() {
-    let (server, token, range, _dir) = setup(2);
+    let (server, token, range, _dir) = setup();
     let wanted = (range.0 + 3).to_string();
     let share = Share::start(
         &server.url,
@@ -278,7 +278,7 @@ fn a_held_port_is_a_conflict_and_one_outside_the_range_is_refused() {
 
 #[test]
 fn tcp_and_http_options_do_not_mix() {
-    let (server, token, _, _dir) = setup(3);
+    let (server, token, _, _dir) = setup();
     for args in [
         &["share", "3000", "--remote-port", "21000"][..],
         &["share", "3000", "--tcp", "--subdomain", "web"],
@@ -300,7 +300,7 @@ fn tcp_and_http_options_do_not_mix() {
 
 #[test]
 fn closing_cuts_connections_and_frees_the_port_at_once() {
-    let (server, token, _, _dir) = setup(4);
+    let (server, token, _, _dir) = setup();
     let mut share = Share::start(&server.url, &token, echo_service(), &[]);
     let port = share.port();
     let (status, list) = server.call("GET", "/api/v1/tunnels?active=1", Some(&token), None);
@@ -361,7 +361,7 @@ fn closing_cuts_connections_and_frees_the_port_at_once() {
 
 #[test]
 fn revoking_with_disconnect_and_server_shutdown_close_tcp_tunnels() {
-    let (mut server, token, _, _dir) = setup(5);
+    let (mut server, token, _, _dir) = setup();
     let share = Share::start(&server.url, &token, echo_service(), &[]);
     let other_token = server.token_for("alice", "home", "other");
     let second = Share::start(&server.url, &other_token, echo_service(), &[]);
@@ -382,7 +382,7 @@ fn revoking_with_disconnect_and_server_shutdown_close_tcp_tunnels() {
 
 #[test]
 fn a_reconnect_after_a_drop_reclaims_the_same_port() {
-    let (server, token, range, _dir) = setup(6);
+    let (server, token, range, _dir) = setup();
     let cutter = Cutter::start(&server.addr);
     // Take the first port so the tunnel gets the second: a reconnect must not
     // drift back to the first free one.
@@ -409,7 +409,7 @@ fn a_reconnect_after_a_drop_reclaims_the_same_port() {
 
 #[test]
 fn a_local_service_that_is_down_closes_the_public_connection_and_says_why() {
-    let (server, token, _, _dir) = setup(7);
+    let (server, token, _, _dir) = setup();
     let down = free_port();
     let share = Share::start(&server.url, &token, down, &[]);
     let mut public = TcpStream::connect(share.addr()).unwrap();
@@ -455,7 +455,7 @@ fn a_malformed_port_range_is_a_usage_error() {
 /// connections (iperf3) must see only the real ones.
 #[test]
 fn the_local_service_sees_only_real_connections() {
-    let (server, token, _, _dir) = setup(8);
+    let (server, token, _, _dir) = setup();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -492,7 +492,7 @@ fn the_local_service_sees_only_real_connections() {
 fn a_dropped_tcp_tunnels_port_stays_its_crews_for_the_hold() {
     // While alice's share reconnects, the next TCP tunnel of another crew
     // used to get her port (the first free one), and her clients with it.
-    let (mut server, alice, range, _dir) = setup(9);
+    let (mut server, alice, range, _dir) = setup();
     server.create_user("carol", "away", "owner");
     let carol = server.token_for("carol", "away", "share");
     let mut first = Share::start(&server.url, &alice, echo_service(), &[]);

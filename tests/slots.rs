@@ -12,7 +12,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{free_tcp_ports, Server};
 use relay_support::{Service, Share};
 
 /// A fresh server with flags and environment, an owner `alice` and her token.
@@ -361,7 +361,8 @@ fn through_tcp(port: u16, bytes: &[u8]) -> String {
 
 #[test]
 fn a_trusted_proxys_proxy_header_is_taken_off_tcp_tunnels_and_counted() {
-    let range = "23400-23409";
+    let (first, last) = free_tcp_ports(10);
+    let range = &format!("{first}-{last}");
     let (server, token, _dir) = start(
         &[
             "--tcp-ports",
@@ -405,7 +406,8 @@ fn a_trusted_proxys_proxy_header_is_taken_off_tcp_tunnels_and_counted() {
 
 #[test]
 fn from_an_untrusted_address_a_proxy_header_is_data() {
-    let range = "23410-23419";
+    let (first, last) = free_tcp_ports(10);
+    let range = &format!("{first}-{last}");
     let (server, token, _dir) = start(&["--tcp-ports", range], &[]);
     let local = first_line_service().to_string();
     let args = ["--tcp", "--host", "127.0.0.1", local.as_str()];

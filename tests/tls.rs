@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{berth_with_token, Server, BIN, PASSWORD};
+use relay_support::paced::{event, Paced, EVENTS};
 use relay_support::Service;
 
 /// A private CA made by openssl, and leaf certificates it signs for
@@ -348,6 +349,39 @@ fn tunnels_run_over_https_and_survive_a_certificate_reload() {
     assert!(said.contains("kept the TLS certificate"), "{said}");
     let (head, _) = curl(&pki, &format!("{url}/still"), &resolve);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+#[test]
+fn streamed_responses_flow_through_tls_on_both_legs() {
+    let pki = Pki::new();
+    let (server, _dir, public) = tls_server(&pki);
+    let token = server.token_for("alice", "home", "tls");
+    let paced = Paced::start();
+    let shared = share(&public, &pki, &token, paced.port);
+    let port = public.rsplit(':').next().unwrap();
+    let resolve = format!("secure.berth.test:{port}:127.0.0.1");
+    let whole: String = (0..EVENTS).map(event).collect();
+    for path in ["/events", "/until-close"] {
+        // -N: curl writes each piece out as it gets it.
+        let mut curl = Command::new("curl")
+            .args(["-sS", "-N", "--max-time", "30", "--cacert"])
+            .arg(pki.path("ca.pem"))
+            .args(["--resolve", &resolve])
+            .arg(format!("{}{path}", shared.url))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("curl runs");
+        let mut stdout = curl.stdout.take().unwrap();
+        let watched = paced.watch(&mut stdout);
+        // The service's word first: it names the event that was held back.
+        paced.outcome().unwrap();
+        assert_eq!(
+            String::from_utf8(watched.unwrap()).unwrap(),
+            whole,
+            "{path}"
+        );
+        assert!(curl.wait().unwrap().success(), "{path}");
+    }
 }
 
 #[test]

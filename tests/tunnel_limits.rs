@@ -9,7 +9,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{free_tcp_ports, Server};
 use relay_support::{Service, Share};
 use serde_json::{json, Value};
 
@@ -256,7 +256,12 @@ fn a_reconnect_asking_for_its_own_name_is_a_conflict_not_a_quota() {
 
 #[test]
 fn tcp_ports_have_limits_of_their_own() {
-    let (server, _admin, bob) = crew_with_member(&[("BERTH_MAX_TCP_PORTS_PER_USER", "1")]);
+    let (first, last) = free_tcp_ports(2);
+    let ports = format!("{first}-{last}");
+    let (server, _admin, bob) = crew_with_member(&[
+        ("BERTH_MAX_TCP_PORTS_PER_USER", "1"),
+        ("BERTH_TCP_PORTS", &ports),
+    ]);
     let service = Service::start();
     let _tcp = Share::start(&server, service.port, &bob, &["--tcp"]);
     let port = service.port.to_string();

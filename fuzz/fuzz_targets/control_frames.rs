@@ -2,7 +2,7 @@
 #![no_main]
 
 #[allow(dead_code, unused_imports)]
-#[path = "../../src/relay/protocol.rs"]
+#[path = "../../src/wire/protocol.rs"]
 mod protocol;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| protocol::props::control_frames(data));

@@ -2,7 +2,6 @@
 //! per-request context (caller, query, body) that handlers share.
 
 mod crews;
-mod error;
 mod openapi;
 mod routes;
 mod session;
@@ -19,9 +18,7 @@ use std::thread::JoinHandle;
 use serde_json::{json, Map, Value};
 use tiny_http::{Header, Method, Request, Response, Server};
 
-pub use error::ApiError;
-pub use session::check_simple_name;
-
+use crate::api_error::ApiError;
 use crate::auth::{Auth, AuthError, Principal};
 use crate::relay::Relay;
 use crate::store::{Membership, NewAuditEvent, Store};

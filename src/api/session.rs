@@ -8,6 +8,7 @@ use super::{
     header, json_reply, no_content, user_json, ApiError, ApiState, Call, Reply, SESSION_COOKIE,
 };
 use crate::auth::{self, AuthError, Principal, Via, SESSION_IDLE, SESSION_LIFETIME};
+use crate::names::check_simple_name;
 use crate::store::{Role, StoreError};
 use crate::time_fmt;
 use crate::token;
@@ -407,21 +408,6 @@ pub fn valid_crew_name(name: &str) -> Result<String, ApiError> {
             "Field `crew` must be 1 to 64 letters, digits, `.`, `_` or `-`.".into(),
         )
     })
-}
-
-/// The rule for user and crew names, shared with `berth admin`.
-pub fn check_simple_name(name: &str, max: usize) -> Result<String, ()> {
-    let ok = !name.is_empty()
-        && name.len() <= max
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && !name.bytes().all(|b| b.is_ascii_digit());
-    if ok {
-        Ok(name.to_string())
-    } else {
-        Err(())
-    }
 }
 
 #[cfg(test)]

@@ -507,7 +507,7 @@ fn valid_region(region: &str) -> Result<String, ApiError> {
 /// A preferred server: `berth share` sends the bearer there, so nothing that
 /// could read as another host (user info, backslashes) is taken.
 fn valid_server(server: &str) -> Result<String, ApiError> {
-    if server.len() > 200 || crate::client::server_origin(server).is_none() {
+    if server.len() > 200 || crate::origin::server_origin(server).is_none() {
         return Err(ApiError::BadRequest(
             "Field `server` must be an http:// or https:// URL of a host and optional port, without user@ or ?query, e.g. https://berth.example.com.".into(),
         ));

@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
-use crate::api::check_simple_name;
 use crate::auth;
-use crate::cli::{outln, read_password, CliError, CliResult};
-use crate::server::{data_dir, open_store};
+use crate::cli::{outln, read_password};
+use crate::datadir::{data_dir, open_store};
+use crate::exit::{self, write_stderr, CliError, CliResult};
+use crate::names::check_simple_name;
 use crate::store::{NewAuditEvent, Role, Store, StoreError};
 use crate::AdminCommand;
 
@@ -37,7 +38,7 @@ fn audit(store: &Store, user_id: i64, action: &str, detail: String) {
             address: Some("local"),
         };
         if let Err(err) = store.audit().record(&event) {
-            crate::cli::write_stderr(&format!(
+            write_stderr(&format!(
                 "warning: could not record audit event {action}: {err}\n"
             ));
         }
@@ -67,7 +68,7 @@ fn revoke_all_tokens(store: &Store, user_id: i64, username: &str) -> CliResult {
             address: Some("local"),
         };
         if let Err(err) = store.audit().record(&event) {
-            crate::cli::write_stderr(&format!(
+            write_stderr(&format!(
                 "warning: could not record audit event token.revoke: {err}\n"
             ));
         }
@@ -113,7 +114,7 @@ pub fn run(cmd: AdminCommand) -> CliResult {
                 .create(&username, &hash, crew.as_deref().map(|c| (c, role)))
                 .map_err(|err| match err {
                     StoreError::Conflict => CliError::new(
-                        crate::client::exit::CONFLICT,
+                        exit::CONFLICT,
                         format!("A user `{username}` exists already; use `berth admin reset-password {username}` to change the password."),
                     ),
                     other => CliError::other(format!("could not create the user: {other}")),
@@ -142,7 +143,7 @@ pub fn run(cmd: AdminCommand) -> CliResult {
                 .map_err(|e| CliError::other(format!("could not read the database: {e}")))?
                 .ok_or_else(|| {
                     CliError::new(
-                        crate::client::exit::NOT_FOUND,
+                        exit::NOT_FOUND,
                         format!("No user `{username}`; see `berth admin list-users`."),
                     )
                 })?;

@@ -4,9 +4,10 @@ use serde_json::Value;
 
 use crate::cli::auth::{pretty, text};
 use crate::cli::tokens::table;
-use crate::cli::{out, outln, CliResult};
+use crate::cli::{out, outln};
 use crate::client::Client;
 use crate::config::Session;
+use crate::exit::CliResult;
 use crate::GlobalArgs;
 
 /// Most events one call asks for; the API's own limit.

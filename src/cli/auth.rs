@@ -5,9 +5,10 @@ use std::io::{BufRead, IsTerminal, Write};
 use serde_json::{json, Value};
 
 use crate::cli::safe::shown;
-use crate::cli::{out, outln, CliResult};
-use crate::client::{exit, Auth, CliError, Client};
+use crate::cli::{out, outln};
+use crate::client::{Auth, Client};
 use crate::config::{Masked, Session};
+use crate::exit::{self, CliError, CliResult};
 use crate::token::Token;
 use crate::{GlobalArgs, LoginArgs, LogoutArgs};
 

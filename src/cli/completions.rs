@@ -3,7 +3,8 @@
 use clap::ValueEnum;
 use clap_complete::{generate, shells};
 
-use crate::cli::{write_stdout, CliResult};
+use crate::cli::write_stdout;
+use crate::exit::CliResult;
 
 /// The shells berth writes completions for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -2,9 +2,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::cli::{out, outln, CliResult};
-use crate::client::{exit, CliError};
+use crate::cli::{out, outln};
 use crate::config::{self, mask_token, Config, Key, VALID_KEYS};
+use crate::exit::{self, CliError, CliResult};
 use crate::token::{Token, FORMAT_HINT};
 use crate::{ConfigCommand, GlobalArgs};
 

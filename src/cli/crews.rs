@@ -5,9 +5,10 @@ use serde_json::{json, Value};
 use crate::cli::auth::{pretty, text};
 use crate::cli::safe::shown;
 use crate::cli::tokens::{table, when};
-use crate::cli::{out, outln, CliResult};
-use crate::client::{CliError, Client};
+use crate::cli::{out, outln};
+use crate::client::Client;
 use crate::config::Session;
+use crate::exit::{CliError, CliResult};
 use crate::store::Limit;
 use crate::{CrewsCommand, GlobalArgs};
 
@@ -263,7 +264,7 @@ fn members_table(members: &[Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::exit;
+    use crate::exit;
 
     #[test]
     fn crews_resolve_by_name_then_id() {

@@ -16,10 +16,7 @@ pub mod tunnels;
 
 use std::io::{BufRead, ErrorKind, IsTerminal, Write};
 
-pub use crate::client::CliError;
-
-/// What every command returns.
-pub type CliResult = Result<(), CliError>;
+use crate::exit::{self, write_stderr, CliError};
 
 /// `print!` for command output: a reader that went away (`berth tokens list | head -1`)
 /// ends berth quietly instead of panicking as `print!` does.
@@ -52,14 +49,9 @@ pub fn write_stdout(text: &str) {
             write_stderr(&format!(
                 "error: could not write to standard output: {err}\n"
             ));
-            std::process::exit(i32::from(crate::client::exit::OTHER))
+            std::process::exit(i32::from(exit::OTHER))
         }
     }
-}
-
-/// Write to standard error; if even that fails there is nobody left to tell.
-pub fn write_stderr(text: &str) {
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// A password from one line of standard input, or a prompt on the terminal

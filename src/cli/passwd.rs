@@ -3,9 +3,10 @@
 use serde_json::json;
 
 use crate::auth;
-use crate::cli::{outln, read_password, CliError, CliResult};
+use crate::cli::{outln, read_password};
 use crate::client::Client;
 use crate::config::Session;
+use crate::exit::{CliError, CliResult};
 use crate::{GlobalArgs, PasswdArgs};
 
 pub fn run(global: &GlobalArgs, args: PasswdArgs) -> CliResult {

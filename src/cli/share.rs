@@ -14,17 +14,19 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout};
 use tokio_rustls::TlsConnector;
 
-use super::{outln, write_stderr, CliError, CliResult};
-use crate::client::{error_from_response, exit, server_origin, Auth, Client};
+use super::outln;
+use crate::client::{error_from_response, Auth, Client};
 use crate::config::{Masked, Session, Settings};
+use crate::exit::{self, write_stderr, CliError, CliResult};
+use crate::names::check_subdomain;
+use crate::origin::server_origin;
 use crate::proxy::{self, Body};
-use crate::relay::protocol::{Frame, PING_EVERY, SILENCE_LIMIT, UPGRADE};
-use crate::relay::{check_subdomain, ClaimError};
 use crate::sync::lock;
 use crate::tls;
 use crate::wire::conn::Conn;
 use crate::wire::control::Frames;
-use crate::wire::splice::splice;
+use crate::wire::duplex::splice;
+use crate::wire::protocol::{Frame, PING_EVERY, SILENCE_LIMIT, UPGRADE};
 use crate::GlobalArgs;
 
 /// Longest wait for a TCP connection to the server or the local service.
@@ -124,7 +126,7 @@ pub fn run(global: &GlobalArgs, share: Share) -> CliResult {
     if let Some(note) = session.settings.token_note() {
         write_stderr(&format!("{note}\n"));
     }
-    if let Some(Err(ClaimError::Invalid(why))) = share.subdomain.as_deref().map(check_subdomain) {
+    if let Some(Err(why)) = share.subdomain.as_deref().map(check_subdomain) {
         return Err(CliError::usage(why));
     }
     let url = preferred_server(&session.settings, &token.expose(), share.follow_server)?;

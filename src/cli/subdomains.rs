@@ -4,10 +4,11 @@ use serde_json::{json, Value};
 
 use crate::cli::auth::{pretty, text};
 use crate::cli::tokens::table;
-use crate::cli::{out, outln, CliResult};
-use crate::client::{CliError, Client};
+use crate::cli::{out, outln};
+use crate::client::Client;
 use crate::config::Session;
-use crate::relay::{check_subdomain, ClaimError};
+use crate::exit::{CliError, CliResult};
+use crate::names::check_subdomain;
 use crate::{GlobalArgs, SubdomainsCommand};
 
 /// Run one `berth subdomains` subcommand.
@@ -57,10 +58,8 @@ fn names_table(names: &[Value]) -> String {
 
 /// A name as a tunnel could have it, checked before asking the server.
 fn checked(name: &str) -> Result<&str, CliError> {
-    match check_subdomain(name) {
-        Err(ClaimError::Invalid(why)) => Err(CliError::usage(why)),
-        _ => Ok(name),
-    }
+    check_subdomain(name).map_err(CliError::usage)?;
+    Ok(name)
 }
 
 fn reserve(client: &Client, name: &str) -> CliResult {

@@ -4,9 +4,10 @@ use serde_json::{json, Value};
 
 use crate::cli::auth::{id_or_name, pretty, read_password, text};
 use crate::cli::safe::{shown, shown_lines};
-use crate::cli::{out, outln, write_stderr, CliResult};
-use crate::client::{exit, Auth, CliError, Client};
+use crate::cli::{out, outln};
+use crate::client::{Auth, Client};
 use crate::config::Session;
+use crate::exit::{self, write_stderr, CliError, CliResult};
 use crate::time_fmt;
 use crate::{CreateTokenArgs, GlobalArgs, TokensCommand};
 

@@ -4,9 +4,10 @@ use serde_json::Value;
 
 use crate::cli::auth::{pretty, text};
 use crate::cli::tokens::table;
-use crate::cli::{out, outln, CliResult};
-use crate::client::{CliError, Client};
+use crate::cli::{out, outln};
+use crate::client::Client;
 use crate::config::Session;
+use crate::exit::{CliError, CliResult};
 use crate::{GlobalArgs, TrafficArgs};
 
 /// Longest path shown in the table; `--json` has it whole.

@@ -5,9 +5,10 @@ use serde_json::Value;
 use crate::cli::auth::{pretty, text};
 use crate::cli::safe::shown;
 use crate::cli::tokens::{table, when};
-use crate::cli::{out, outln, CliResult};
-use crate::client::{CliError, Client};
+use crate::cli::{out, outln};
+use crate::client::Client;
 use crate::config::Session;
+use crate::exit::{CliError, CliResult};
 use crate::{GlobalArgs, TunnelsCommand};
 
 /// Run one `berth tunnels` subcommand.

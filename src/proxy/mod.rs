@@ -1,6 +1,10 @@
 //! HTTP/1.1 forwarding: connections read through a buffer, heads read under their
 //! limits and deadlines, and bodies framed and streamed between two connections.
 
+// What it forwards between (a tunnel's Stream, the API's socket) is no part of
+// the parsers the fuzz targets include.
+#[cfg(not(fuzzing))]
+pub mod forward;
 pub mod forwarded;
 mod head;
 #[cfg(any(test, fuzzing))]
@@ -326,21 +330,28 @@ impl<S: Read> Conn<S> {
         }
     }
 
-    /// Read one CRLF-terminated line of at most `max` bytes (chunk framing).
-    fn read_line(&mut self, max: usize) -> io::Result<Vec<u8>> {
-        loop {
-            if let Some(at) = self.buffered().iter().position(|&b| b == b'\n') {
-                let line = self.buffered()[..=at].to_vec();
-                self.pos += at + 1;
-                return Ok(line);
-            }
-            if self.buffered().len() > max {
-                return Err(invalid("chunk line too long"));
-            }
-            if self.fill()? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
+    /// One LF-terminated line from what is buffered, consumed; none while it
+    /// is not whole (chunk framing then reads more), an error once more than
+    /// `max` bytes came without its end.
+    fn take_line(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
+        if let Some(at) = self.buffered().iter().position(|&b| b == b'\n') {
+            let line = self.buffered()[..=at].to_vec();
+            self.pos += at + 1;
+            return Ok(Some(line));
         }
+        if self.buffered().len() > max {
+            return Err(invalid("chunk line too long"));
+        }
+        Ok(None)
+    }
+
+    /// The next `n` buffered bytes, consumed; none while fewer are buffered.
+    fn take_exact(&mut self, n: usize) -> Option<&[u8]> {
+        if self.buffered().len() < n {
+            return None;
+        }
+        self.pos += n;
+        Some(&self.buf[self.pos - n..self.pos])
     }
 }
 
@@ -386,49 +397,111 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 
 /// Copy one body from `from` to `to` as framed; chunked bodies are checked
 /// chunk by chunk and passed on in the same framing.
+///
+/// Bytes flow as they come: whatever was written to `to` is flushed before
+/// any read that waits on the network, so a server-sent event, a progress
+/// line or a token of a streamed answer reaches the other side when the
+/// sender sends it, not when the body ends or a buffer fills (`to` is a
+/// `BufWriter` on the front door). Bytes already read and buffered are
+/// passed on first, so a bulk body costs one flush per network read, not one
+/// per chunk.
 pub fn copy_body<S: Read>(body: Body, from: &mut Conn<S>, to: &mut impl Write) -> io::Result<u64> {
+    let mut flow = Flow { from, to };
     match body {
         Body::None => Ok(0),
-        Body::Length(n) => {
-            let copied = io::copy(&mut from.take(n), to)?;
-            if copied < n {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            Ok(copied)
-        }
-        Body::UntilClose => io::copy(from, to),
-        Body::Chunked => copy_chunked(from, to),
+        Body::Length(n) => flow.copy(Some(n)),
+        Body::UntilClose => flow.copy(None),
+        Body::Chunked => flow.copy_chunked(),
     }
 }
 
-fn copy_chunked<S: Read>(from: &mut Conn<S>, to: &mut impl Write) -> io::Result<u64> {
-    let mut total = 0;
-    loop {
-        let line = from.read_line(MAX_CHUNK_LINE)?;
-        let size = parse_chunk_line(&line)?;
-        to.write_all(&line)?;
-        if size == 0 {
-            // Trailers, then the blank line.
-            loop {
-                let trailer = from.read_line(MAX_HEAD_BYTES)?;
-                check_trailer(&trailer)?;
-                to.write_all(&trailer)?;
-                if trailer == b"\r\n" {
-                    return Ok(total);
+/// A body on its way from one connection to another, flushing the writer
+/// before each read that may wait (see [`copy_body`]).
+struct Flow<'a, S, W> {
+    from: &'a mut Conn<S>,
+    to: &'a mut W,
+}
+
+impl<S: Read, W: Write> Flow<'_, S, W> {
+    /// Copy `limit` bytes, or (none) until the sender closes. Bytes go on
+    /// from the connection's buffer, one write per read from the network;
+    /// a read may take in what follows the body (the next chunk's line, a
+    /// pipelined request), which stays buffered for whoever reads next.
+    fn copy(&mut self, limit: Option<u64>) -> io::Result<u64> {
+        let mut copied = 0u64;
+        loop {
+            let room = limit.map_or(u64::MAX, |n| n - copied);
+            if room == 0 {
+                return Ok(copied);
+            }
+            if !self.from.has_buffered() {
+                self.to.flush()?;
+                if self.from.fill()? == 0 {
+                    return match limit {
+                        Some(_) => Err(io::ErrorKind::UnexpectedEof.into()),
+                        None => Ok(copied),
+                    };
                 }
             }
+            let available = self.from.buffered();
+            let n = available
+                .len()
+                .min(usize::try_from(room).unwrap_or(usize::MAX));
+            self.to.write_all(&available[..n])?;
+            self.from.pos += n;
+            copied += n as u64;
         }
-        let copied = io::copy(&mut from.take(size), to)?;
-        if copied < size {
+    }
+
+    /// One line of chunk framing, read whole however its bytes arrive.
+    fn read_line(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(line) = self.from.take_line(max)? {
+                return Ok(line);
+            }
+            self.wait_for_more()?;
+        }
+    }
+
+    /// Pass on what was written so far, then read more into the buffer
+    /// (framing begun but not whole): an error if the sender closed.
+    fn wait_for_more(&mut self) -> io::Result<()> {
+        self.to.flush()?;
+        if self.from.fill()? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        total += size;
-        let mut crlf = [0u8; 2];
-        from.read_exact(&mut crlf)?;
-        if &crlf != b"\r\n" {
-            return Err(invalid("chunk data not followed by CRLF"));
+        Ok(())
+    }
+
+    fn copy_chunked(&mut self) -> io::Result<u64> {
+        let mut total = 0;
+        loop {
+            let line = self.read_line(MAX_CHUNK_LINE)?;
+            let size = parse_chunk_line(&line)?;
+            self.to.write_all(&line)?;
+            if size == 0 {
+                // Trailers, then the blank line.
+                loop {
+                    let trailer = self.read_line(MAX_HEAD_BYTES)?;
+                    check_trailer(&trailer)?;
+                    self.to.write_all(&trailer)?;
+                    if trailer == b"\r\n" {
+                        return Ok(total);
+                    }
+                }
+            }
+            total += self.copy(Some(size))?;
+            // The CRLF ending the data may come apart from it (or with the
+            // next chunk): the data is passed on before waiting for it.
+            loop {
+                match self.from.take_exact(2) {
+                    Some(b"\r\n") => break,
+                    Some(_) => return Err(invalid("chunk data not followed by CRLF")),
+                    None => self.wait_for_more()?,
+                }
+            }
+            self.to.write_all(b"\r\n")?;
         }
-        to.write_all(&crlf)?;
     }
 }
 
@@ -646,5 +719,127 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// What a body's source handed out and what its destination passed on.
+    #[derive(Default)]
+    struct Ledger {
+        handed: Vec<u8>,
+        /// Written, not yet flushed (as a `BufWriter` holds them).
+        pending: Vec<u8>,
+        delivered: Vec<u8>,
+        reads: usize,
+        /// Flushes that passed bytes on.
+        flushes: usize,
+    }
+
+    type Shared = std::rc::Rc<std::cell::RefCell<Ledger>>;
+
+    /// A source that hands out one piece per read, and first checks that
+    /// nothing whole that it handed out before still waits in the writer:
+    /// at most the start of a chunk line or of a chunk's CRLF may.
+    struct Pieces {
+        pieces: std::collections::VecDeque<Vec<u8>>,
+        ledger: Shared,
+    }
+
+    impl Read for Pieces {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let mut ledger = self.ledger.borrow_mut();
+            let held = &ledger.handed[ledger.delivered.len()..];
+            assert!(
+                ledger.handed.starts_with(&ledger.delivered)
+                    && held.len() < 3
+                    && !held.contains(&b'\n'),
+                "waiting with {:?} held back",
+                String::from_utf8_lossy(held)
+            );
+            let Some(piece) = self.pieces.pop_front() else {
+                return Ok(0);
+            };
+            assert!(piece.len() <= out.len(), "one piece per read");
+            out[..piece.len()].copy_from_slice(&piece);
+            ledger.handed.extend_from_slice(&piece);
+            ledger.reads += 1;
+            Ok(piece.len())
+        }
+    }
+
+    /// A writer that holds bytes until flushed.
+    struct Holding(Shared);
+
+    impl Write for Holding {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.borrow_mut().pending.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            let mut ledger = self.0.borrow_mut();
+            if !ledger.pending.is_empty() {
+                let pending = std::mem::take(&mut ledger.pending);
+                ledger.delivered.extend_from_slice(&pending);
+                ledger.flushes += 1;
+            }
+            Ok(())
+        }
+    }
+
+    /// Copy a body handed out in `pieces`; the ledger once the copy returned.
+    fn flow(body: Body, pieces: &[&[u8]]) -> (io::Result<u64>, Ledger) {
+        let ledger = Shared::default();
+        let source = Pieces {
+            pieces: pieces.iter().map(|p| p.to_vec()).collect(),
+            ledger: ledger.clone(),
+        };
+        let copied = copy_body(body, &mut Conn::new(source), &mut Holding(ledger.clone()));
+        let ledger = ledger.take();
+        (copied, ledger)
+    }
+
+    #[test]
+    fn each_piece_of_a_body_is_passed_on_before_the_next_is_waited_for() {
+        let chunked: [&[u8]; 7] = [
+            b"5\r\nhel",
+            b"lo\r\n1",
+            b"0\r\n0123456789abcdef",
+            b"\r",
+            b"\n4\r\ndata",
+            b"\r\n0\r\n",
+            b"X-T: 1\r\n\r\n",
+        ];
+        let cases: [(Body, &[&[u8]]); 3] = [
+            (Body::Chunked, &chunked),
+            (Body::Length(11), &[b"data: 1\n\n", b"x", b"y"]),
+            (Body::UntilClose, &[b"one ", b"two ", b"three"]),
+        ];
+        for (body, pieces) in cases {
+            let (copied, ledger) = flow(body, pieces);
+            copied.unwrap();
+            let mut all = ledger.delivered.clone();
+            all.extend_from_slice(&ledger.pending);
+            let whole: Vec<u8> = pieces.concat();
+            let expected = match body {
+                Body::Length(n) => &whole[..n as usize],
+                _ => &whole[..],
+            };
+            assert_eq!(all, expected, "{body:?}");
+            // Each network read is passed on with one flush at most.
+            assert!(ledger.flushes <= ledger.reads, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn small_chunks_read_together_are_passed_on_together() {
+        let mut many = Vec::new();
+        for i in 0..100 {
+            many.extend_from_slice(format!("3\r\n{i:03}\r\n").as_bytes());
+        }
+        let (copied, ledger) = flow(Body::Chunked, &[&many, b"0\r\n\r\n"]);
+        assert_eq!(copied.unwrap(), 300);
+        // Two reads from the network, so one flush before the second: not
+        // one per chunk.
+        assert_eq!((ledger.reads, ledger.flushes), (2, 1));
+        assert_eq!(ledger.delivered, many);
     }
 }

@@ -6,24 +6,16 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
 use super::{quota, Carrying, ClaimError, Owner, Relay, Tunnel, SWITCHING};
-use crate::api::ApiError;
+use crate::api_error::ApiError;
 use crate::auth::{self, Action, Auth};
-use crate::inspect::{self, Counter, Record};
-use crate::proxy::{self, Body, Conn, HeadError, RequestHead};
+use crate::inspect::{self, Record};
+use crate::proxy::forward::{self, Observed, Outcome, Upstream};
+use crate::proxy::{self, Conn, RequestHead};
 use crate::store::{NewAuditEvent, NewTunnel, Store};
-use crate::stream::Stream;
-use crate::time_fmt;
+use crate::wire::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
+use crate::wire::Stream;
 
-/// How long a tunnel's local service may take to start answering a request
-/// (504 beyond), to take the next part of its body (504), or to send the next
-/// part of its response (the response is cut), unless the server is told
-/// otherwise (`berth server --response-timeout`).
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
-/// After a service took no more of a request body for the response timeout,
-/// how long an answer it may have sent early (a 413, say) gets to arrive.
-const EARLY_ANSWER_WAIT: Duration = Duration::from_millis(200);
 /// Stack of a tunnel's thread. It only reads the control connection and
 /// writes its history row at the end, so few of these pages are ever touched.
 const TUNNEL_STACK: usize = 256 * 1024;
@@ -45,20 +37,7 @@ pub struct Leg {
 struct Data {
     /// Among the connections the tunnel cuts when it closes.
     _carried: Carrying,
-    reader: Conn<Stream>,
-    writer: Stream,
-    timeout: proxy::ReadTimeout,
-    /// How long the service may take to answer or to take more of a body.
-    response_timeout: Duration,
-}
-
-/// What became of the public connection after a request.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Forwarded {
-    KeepAlive,
-    Close,
-    /// Answered without reading the request body: close after lingering.
-    Refused,
+    upstream: Upstream,
 }
 
 /// Write a JSON error of the API's shape.
@@ -452,7 +431,7 @@ pub fn forward(
     leg: &mut Option<Leg>,
     client_ip: &str,
     scheme: &'static str,
-) -> io::Result<Forwarded> {
+) -> io::Result<Outcome> {
     let subdomain = relay.subdomain_of(host).unwrap_or_default();
     let found = relay.find(subdomain);
     if let Some(bound) = leg.as_ref() {
@@ -462,12 +441,12 @@ pub fn forward(
         if !same || bound.tunnel.is_closed() {
             // Its tunnel closed, or this is another's: not a byte goes on.
             *leg = None;
-            return Ok(Forwarded::Close);
+            return Ok(Outcome::Close);
         }
     }
     let Some(tunnel) = found else {
         out.write_all(&page(head, 404, &format!("No tunnel is open at {host}.")))?;
-        return Ok(Forwarded::Refused);
+        return Ok(Outcome::Refused);
     };
     if leg.is_none() {
         *leg = Some(Leg {
@@ -491,36 +470,39 @@ pub fn forward(
         seen.answer(out, &page(head, 502, &why))?;
         let _ = out.flush();
         note(relay, &tunnel, head, seen);
-        return Ok(Forwarded::Refused);
+        return Ok(Outcome::Refused);
     };
-    let answer = exchange(head, client, out, data, &mut seen, &refill);
+    // The pool refills once the response head is on its way, if this took from it.
+    let refilled = || refill.now();
+    let on_head = refill.due.get().then_some(&refilled as &dyn Fn());
+    let answer = forward::exchange(head, client, out, &mut data.upstream, &mut seen, on_head);
     refill.now();
     let result = match answer {
-        Ok(Answer::Upgrade) => {
+        Ok(Outcome::Upgraded) => {
             // Recorded when the switch happens, not when the upgraded connection ends.
             note(relay, &tunnel, head, seen);
             return splice(client, client_stream, leg, relay.idle_timeout);
         }
-        Ok(Answer::Done(forwarded)) => {
-            // Bytes beyond the response (a body on a 204, 304 or HEAD answer)
-            // would be read as the next request's response: not used again.
-            let spoiled = data_of(leg).is_some_and(|d| d.reader.has_buffered());
-            if forwarded != Forwarded::KeepAlive || spoiled {
-                drop_data(leg);
-            }
-            Ok(forwarded)
-        }
-        Ok(Answer::Failed(failure)) => {
+        Ok(Outcome::Failed(failure)) => {
             drop_data(leg);
             let (status, why) = failure.explain(host, relay.response_timeout);
             // A request body not passed on whole is still (partly) unread:
             // linger, so closing does not reset the page away.
             let then = if seen.body_whole {
-                Forwarded::Close
+                Outcome::Close
             } else {
-                Forwarded::Refused
+                Outcome::Refused
             };
             seen.answer(out, &page(head, status, &why)).map(|()| then)
+        }
+        Ok(outcome) => {
+            // Bytes beyond the response (a body on a 204, 304 or HEAD answer)
+            // would be read as the next request's response: not used again.
+            let spoiled = data_of(leg).is_some_and(|d| d.upstream.reader.has_buffered());
+            if outcome != Outcome::KeepAlive || spoiled {
+                drop_data(leg);
+            }
+            Ok(outcome)
         }
         Err(err) => {
             drop_data(leg);
@@ -531,47 +513,6 @@ pub fn forward(
     let _ = out.flush();
     note(relay, &tunnel, head, seen);
     result
-}
-
-/// Why no response of the local service reached the public client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Failure {
-    /// The leg closed before a response: the service (or `share`) closed it.
-    Silent,
-    /// What came back is not an HTTP/1.1 response.
-    Invalid,
-    /// No response began within the response timeout.
-    TimedOut,
-    /// The service took no more of the request body within the response
-    /// timeout (the rest of the body is unread).
-    Stalled,
-}
-
-impl Failure {
-    /// The status and the sentence for the public client.
-    fn explain(self, host: &str, timeout: Duration) -> (u16, String) {
-        let secs = match timeout.as_secs() {
-            1 => "1 second".to_string(),
-            n => format!("{n} seconds"),
-        };
-        match self {
-            Failure::Silent => (502, format!("The service behind {host} did not answer.")),
-            Failure::Invalid => (
-                502,
-                format!(
-                    "The service behind {host} sent something that is not an HTTP/1.1 response."
-                ),
-            ),
-            Failure::TimedOut => (
-                504,
-                format!("The service behind {host} did not answer within {secs}."),
-            ),
-            Failure::Stalled => (
-                504,
-                format!("The service behind {host} stopped reading the request body for {secs}."),
-            ),
-        }
-    }
 }
 
 /// Refilling a tunnel's pool of parked data connections after this public
@@ -629,10 +570,12 @@ fn leg_to<'a>(
         data.set_write_timeout(timeout)?;
         leg.data = Some(Data {
             _carried: carried,
-            reader: Conn::new(data.try_clone()?),
-            writer: data,
-            timeout: proxy::ReadTimeout::already(timeout),
-            response_timeout: relay.response_timeout,
+            upstream: Upstream {
+                reader: Conn::new(data.try_clone()?),
+                writer: data,
+                timeout: proxy::ReadTimeout::already(timeout),
+                response_timeout: relay.response_timeout,
+            },
         });
     }
     Ok(leg.data.as_mut())
@@ -647,62 +590,6 @@ fn data_of(leg: &Option<Leg>) -> Option<&Data> {
 fn drop_data(leg: &mut Option<Leg>) {
     if let Some(leg) = leg.as_mut() {
         leg.data = None;
-    }
-}
-
-/// What the relay saw of one exchange, for the inspector.
-struct Observed<'a> {
-    started: Instant,
-    at: String,
-    /// The head as forwarded to the service, and what went into it.
-    sent: Vec<u8>,
-    client_ip: &'a str,
-    scheme: &'static str,
-    bytes_in: u64,
-    /// The request body reached the service whole (or there was none).
-    body_whole: bool,
-    /// Status and headers of the response that reached the public client, once one did.
-    status: Option<u16>,
-    response_headers: Vec<(String, String)>,
-    bytes_out: u64,
-}
-
-impl<'a> Observed<'a> {
-    fn start(head: &RequestHead, client_ip: &'a str, scheme: &'static str) -> Observed<'a> {
-        Observed {
-            started: Instant::now(),
-            at: time_fmt::now(),
-            sent: head.encode_forwarded(client_ip, scheme),
-            client_ip,
-            scheme,
-            bytes_in: 0,
-            body_whole: head.body == Body::None,
-            status: None,
-            response_headers: Vec::new(),
-            bytes_out: 0,
-        }
-    }
-
-    /// Send berth's own whole response (a 502 page, a 400) and remember it.
-    fn answer(&mut self, out: &mut impl Write, response: &[u8]) -> io::Result<()> {
-        if let Ok(parsed) = proxy::parse_response(response, false) {
-            self.status = Some(parsed.status);
-            self.response_headers = inspect::text_fields(parsed.headers);
-            if let Body::Length(n) = parsed.body {
-                self.bytes_out = n;
-            }
-        }
-        out.write_all(response)
-    }
-}
-
-/// The scheme the public client used on its connection to berth, for
-/// X-Forwarded-Proto (a trusted proxy's own word replaces it: see the front door).
-pub fn scheme(stream: &Stream) -> &'static str {
-    if stream.is_tls() {
-        "https"
-    } else {
-        "http"
     }
 }
 
@@ -745,170 +632,6 @@ fn note(relay: &Relay, tunnel: &Arc<Tunnel>, head: &RequestHead, seen: Observed)
     inspector.submit(record);
 }
 
-/// How an exchange on a leg ended.
-enum Answer {
-    /// A response reached the public client.
-    Done(Forwarded),
-    /// The service switched protocols: the connections are to be spliced.
-    Upgrade,
-    /// The leg failed before any response byte reached the public client.
-    Failed(Failure),
-}
-
-/// How much of the request reached the leg.
-enum Sent {
-    All,
-    /// The leg stopped taking the body with this error: a service that
-    /// answers early (413, say) and closes may have left its response.
-    Partly(io::ErrorKind),
-    /// The exchange ended here.
-    Over(Answer),
-}
-
-/// Send the request on the leg and stream the response back.
-fn exchange(
-    head: &RequestHead,
-    client: &mut Conn<Stream>,
-    out: &mut impl Write,
-    leg: &mut Data,
-    seen: &mut Observed,
-    refill: &Refill,
-) -> io::Result<Answer> {
-    // A service that stopped taking the body may have answered early, and
-    // one that closed on it may have left its answer: either is passed on.
-    let (wait, none_in_time) = match send_request(head, client, out, leg, seen)? {
-        Sent::Over(answer) => return Ok(answer),
-        Sent::Partly(kind) if proxy::is_timeout_kind(kind) => (EARLY_ANSWER_WAIT, Failure::Stalled),
-        Sent::All | Sent::Partly(_) => (leg.response_timeout, Failure::TimedOut),
-    };
-    // The rest of a body the leg stopped taking is still unread on the public side.
-    let unread = !seen.body_whole;
-    let (writer, timeout) = (&leg.writer, &leg.timeout);
-    let response = loop {
-        let raw = leg
-            .reader
-            .read_head(wait, &|t| timeout.set(t, |t| writer.set_read_timeout(t)));
-        let raw = match raw {
-            Ok(raw) => raw,
-            Err(HeadError::Idle) => return Ok(Answer::Failed(none_in_time)),
-            Err(HeadError::Bad(_) | HeadError::TooLarge | HeadError::Timeout) => {
-                return Ok(Answer::Failed(Failure::Invalid))
-            }
-            Err(HeadError::Closed | HeadError::Io) => return Ok(Answer::Failed(Failure::Silent)),
-        };
-        let Ok(response) = proxy::parse_response(&raw, head.method == "HEAD") else {
-            return Ok(Answer::Failed(Failure::Invalid));
-        };
-        if response.status >= 200 || response.status == 101 {
-            break response;
-        }
-    };
-    if response.status == 101 && (!head.upgrade || unread) {
-        return Ok(Answer::Failed(Failure::Invalid));
-    }
-    let keep = response.keep_alive && head.keep_alive && !unread;
-    let encoded = response.encode(response.status == 101 || keep);
-    seen.status = Some(response.status);
-    seen.response_headers = inspect::text_fields(response.headers);
-    out.write_all(&encoded)?;
-    if refill.due.get() {
-        out.flush()?;
-        refill.now();
-    }
-    if response.status == 101 {
-        out.flush()?;
-        return Ok(Answer::Upgrade);
-    }
-    let mut download = Counter {
-        inner: &mut *out,
-        bytes: 0,
-    };
-    let copied = proxy::copy_body(response.body, &mut leg.reader, &mut download);
-    seen.bytes_out = download.bytes;
-    copied?;
-    Ok(Answer::Done(if keep {
-        Forwarded::KeepAlive
-    } else if unread {
-        Forwarded::Refused
-    } else {
-        Forwarded::Close
-    }))
-}
-
-/// A writer that remembers the kind of its first failed write, so a failed
-/// copy tells whether the leg or the public client gave out.
-struct Watched<W> {
-    inner: W,
-    failed: Option<io::ErrorKind>,
-}
-
-impl<W: Write> Write for Watched<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let written = self.inner.write(buf);
-        if let Err(err) = &written {
-            self.failed.get_or_insert(err.kind());
-        }
-        written
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        let flushed = self.inner.flush();
-        if let Err(err) = &flushed {
-            self.failed.get_or_insert(err.kind());
-        }
-        flushed
-    }
-}
-
-/// The request head and body onto the leg.
-fn send_request(
-    head: &RequestHead,
-    client: &mut Conn<Stream>,
-    out: &mut impl Write,
-    leg: &mut Data,
-    seen: &mut Observed,
-) -> io::Result<Sent> {
-    let continues = head
-        .header("expect")
-        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
-    if let Err(err) = leg.writer.write_all(&seen.sent) {
-        let failure = if proxy::is_timeout_kind(err.kind()) {
-            Failure::TimedOut
-        } else {
-            Failure::Silent
-        };
-        return Ok(Sent::Over(Answer::Failed(failure)));
-    }
-    if continues && head.body != Body::None {
-        out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-        out.flush()?;
-    }
-    let mut upload = Counter {
-        inner: Watched {
-            inner: &mut leg.writer,
-            failed: None,
-        },
-        bytes: 0,
-    };
-    let sent = proxy::copy_body(head.body, client, &mut upload);
-    seen.bytes_in = upload.bytes;
-    match (sent, upload.inner.failed) {
-        (Ok(_), _) => {
-            seen.body_whole = true;
-            Ok(Sent::All)
-        }
-        // The leg, not the public client, gave out.
-        (Err(_), Some(kind)) => Ok(Sent::Partly(kind)),
-        // Broken chunk framing is the client's fault and no response has started.
-        (Err(err), None) if err.kind() == io::ErrorKind::InvalidData => {
-            let why = "The chunked request body is malformed.";
-            seen.answer(out, &proxy::error_response(400, "bad_request", why))?;
-            Ok(Sent::Over(Answer::Done(Forwarded::Refused)))
-        }
-        (Err(err), None) => Err(err),
-    }
-}
-
 /// After a 101: pipe the public connection and the leg both ways until either
 /// closes, or no byte moved either way for `idle`.
 fn splice(
@@ -916,26 +639,14 @@ fn splice(
     client_stream: &Stream,
     leg: &mut Option<Leg>,
     idle: Option<Duration>,
-) -> io::Result<Forwarded> {
+) -> io::Result<Outcome> {
     // The binding lives while the pipe runs: closing the tunnel cuts both ends.
-    let Some((_bound, mut leg)) = leg.take().and_then(|l| Some((l.public, l.data?))) else {
-        return Ok(Forwarded::Close);
+    let Some((_bound, data)) = leg.take().and_then(|l| Some((l.public, l.data?))) else {
+        return Ok(Outcome::Close);
     };
-    let public = std::mem::replace(client, Conn::new(client_stream.try_clone()?));
-    let back = std::mem::replace(&mut leg.reader, Conn::new(leg.writer.try_clone()?));
-    // Upgraded traffic has no response to wait for: the leg's writes are
-    // bounded like the public side's, not by the response timeout.
-    leg.writer
-        .set_write_timeout(client_stream.tcp().write_timeout()?)?;
-    super::splice_until_idle(
-        public,
-        client_stream.try_clone()?,
-        back,
-        leg.writer,
-        "upgrade",
-        idle,
-    );
-    Ok(Forwarded::Close)
+    let Data { _carried, upstream } = data;
+    forward::splice(client, client_stream, upstream, idle)?;
+    Ok(Outcome::Close)
 }
 
 /// berth's own answer to a public visitor, closing the connection: a small
@@ -1076,7 +787,7 @@ mod tests {
             "http",
         )
         .unwrap();
-        assert_eq!(forwarded, Forwarded::Close);
+        assert_eq!(forwarded, Outcome::Close);
         assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
         assert!(leg.is_none());
     }

@@ -11,9 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use super::protocol::Frame;
 use super::Tunnel;
 use crate::sync::lock;
+use crate::wire::protocol::Frame;
 
 /// Longest a line waits before it is sent.
 pub const GATHER: Duration = Duration::from_millis(20);
@@ -104,7 +104,7 @@ fn send_loop(lines: &Weak<Lines>) {
 mod tests {
     use super::*;
     use crate::relay::{Owner, Relay};
-    use crate::stream::Stream;
+    use crate::wire::Stream;
     use std::io::{BufRead, BufReader};
     use std::net::{TcpListener, TcpStream};
 

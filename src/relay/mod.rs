@@ -21,17 +21,12 @@
 //! client's own idle timeout on them) and expires ids asked ahead of
 //! need that no client claimed within `PENDING_TIMEOUT`.
 
-mod copy;
 pub mod ingress;
 mod lines;
 pub mod names;
-pub mod protocol;
 pub mod proxy_header;
 pub mod quota;
 pub mod tcp;
-
-pub use copy::{splice, splice_until_idle};
-pub use names::check_subdomain;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
@@ -41,12 +36,16 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use protocol::Frame;
-
 use crate::inspect::Inspector;
-use crate::stream::Stream;
 use crate::sync::lock;
+use crate::wire::protocol::{self, Frame};
+use crate::wire::{silent_and_open, Stream};
 
+/// How long a tunnel's local service may take to start answering a request
+/// (504 beyond), to take the next part of its body (504), or to send the next
+/// part of its response (the response is cut), unless the server is told
+/// otherwise (`berth server --response-timeout`).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// An unclaimed data connection id expires after this long (the public side gets 502).
 pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 /// The region a server serves unless told otherwise.
@@ -295,7 +294,7 @@ impl Relay {
             domain,
             public_url: public_url.to_string(),
             region: DEFAULT_REGION.to_string(),
-            response_timeout: ingress::RESPONSE_TIMEOUT,
+            response_timeout: RESPONSE_TIMEOUT,
             idle_timeout: None,
             tunnels: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
@@ -638,17 +637,6 @@ fn still_open(stream: &Stream) -> bool {
     // Under TLS this looks at the encrypted bytes: any at all mean the client
     // spoke (a close_notify, say), which it never does before a request.
     silent_and_open(stream.tcp())
-}
-
-/// Whether nothing is waiting to be read on `stream` and its peer has not
-/// closed it: a connection made ahead of need that is still good to use.
-pub fn silent_and_open(stream: &std::net::TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let mut byte = [0u8; 1];
-    let silent = matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-    stream.set_nonblocking(false).is_ok() && silent
 }
 
 /// The host of a URL, lowercased, without its port (an IPv6 host keeps its brackets).

@@ -1,17 +1,16 @@
 //! Who may have a subdomain (DESIGN §6 "Names"): the format and the reserved
-//! list, the server's own names, and the crews' holds and reservations kept
+//! list (`crate::names`), the server's own names, and the crews' holds and reservations kept
 //! in the store, so a name stays its crew's through a reconnect or a restart.
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use super::ClaimError;
+use crate::names::check_subdomain;
 use crate::store::{Store, SubdomainRow};
 use crate::sync::lock;
 use crate::time_fmt;
 
-/// Longest subdomain label.
-pub const MAX_SUBDOMAIN: usize = 63;
 /// How long a crew keeps a name after its last tunnel on it closed, unless
 /// the server is told otherwise (`--subdomain-hold`).
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(24 * 3600);
@@ -20,25 +19,6 @@ pub const DEFAULT_HOLD: Duration = Duration::from_secs(24 * 3600);
 pub const MIN_NAMES_PER_CREW: usize = 100;
 /// Random names tried before giving up (each is one of 2.3 million).
 const RANDOM_TRIES: usize = 64;
-/// Names no tunnel may take.
-const RESERVED: [&str; 16] = [
-    "www",
-    "api",
-    "admin",
-    "app",
-    "dashboard",
-    "relay",
-    "berth",
-    "mail",
-    "smtp",
-    "ftp",
-    "ns",
-    "ns1",
-    "ns2",
-    "static",
-    "assets",
-    "status",
-];
 const ADJECTIVES: [&str; 16] = [
     "amber", "brave", "calm", "dusty", "eager", "fuzzy", "gentle", "happy", "icy", "jolly", "keen",
     "lucky", "mellow", "nimble", "quiet", "rapid",
@@ -113,7 +93,7 @@ impl Names {
 
     /// Check a requested name: its format, the reserved list, the server's own names.
     pub fn check(&self, name: &str) -> Result<(), ClaimError> {
-        check_subdomain(name)?;
+        check_subdomain(name).map_err(ClaimError::Invalid)?;
         if self.is_own(name) {
             return Err(ClaimError::Invalid(format!(
                 "The subdomain `{name}` is reserved: it is this server's own name; choose another."
@@ -234,36 +214,6 @@ pub fn label_under<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
     rest.rsplit('.').next().filter(|label| !label.is_empty())
 }
 
-/// Check a requested subdomain against DESIGN §6's rules.
-pub fn check_subdomain(name: &str) -> Result<(), ClaimError> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_SUBDOMAIN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if !valid {
-        return Err(ClaimError::Invalid(format!(
-            "The subdomain `{name}` is not valid: use 1 to 63 of a-z, 0-9 and -, not starting or ending with -."
-        )));
-    }
-    // `xn--` (and any `??--`, which IDNA keeps for such encodings) is an
-    // encoded international name: a browser may show `xn--dsh-...` as a
-    // look-alike of the server's own name or of another crew's.
-    if name.get(2..4) == Some("--") {
-        return Err(ClaimError::Invalid(format!(
-            "The subdomain `{name}` is not valid: `--` as its third and fourth characters marks an encoded international name, which browsers may show as a look-alike of another; choose another."
-        )));
-    }
-    if RESERVED.contains(&name) {
-        return Err(ClaimError::Invalid(format!(
-            "The subdomain `{name}` is reserved; choose another."
-        )));
-    }
-    Ok(())
-}
-
 /// A random readable name such as `calm-otter-4821`.
 pub fn random_name() -> String {
     let adjective = ADJECTIVES[rand::random_range(0..ADJECTIVES.len())];
@@ -275,7 +225,7 @@ pub fn random_name() -> String {
 mod tests {
     use super::*;
     use crate::relay::{Owner, Relay};
-    use crate::stream::Stream;
+    use crate::wire::Stream;
 
     /// A connected socket whose far end stays open (its listener lives on).
     fn socket() -> Stream {
@@ -347,37 +297,6 @@ mod tests {
         assert!(apart
             .claim(Some("berth2"), socket(), Owner::token(1), |_| {})
             .is_ok());
-    }
-
-    #[test]
-    fn subdomain_rules() {
-        for good in [
-            "a",
-            "my-app",
-            "x1",
-            "a--b",
-            "abc--d",
-            &"a".repeat(MAX_SUBDOMAIN),
-        ] {
-            assert_eq!(check_subdomain(good), Ok(()), "{good}");
-        }
-        let long = "a".repeat(MAX_SUBDOMAIN + 1);
-        for bad in [
-            "",
-            "-a",
-            "a-",
-            "A",
-            "a.b",
-            "a_b",
-            "www",
-            "api",
-            "admin",
-            &long,
-            "xn--dsh-5na",
-            "ab--c",
-        ] {
-            assert!(check_subdomain(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

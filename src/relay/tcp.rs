@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 
-use crate::stream::Stream;
+use crate::wire::Stream;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,12 +13,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::proxy_header::{self, Header};
-pub use super::splice;
 use super::{greet, ClaimError, Owner, Relay, Tunnel};
 use crate::limits::{self, PerAddress, Share};
 use crate::proxy::forwarded::TrustedProxies;
 use crate::sync::lock;
 use crate::time_fmt;
+use crate::wire::splice;
 
 /// The ports `berth server` hands out when `--tcp-ports` is not given.
 pub const DEFAULT_RANGE: &str = "20000-20099";

@@ -5,7 +5,6 @@
 
 use std::io::{self, BufWriter, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,13 +15,14 @@ use crate::api::MAX_BODY_BYTES;
 use crate::auth::Auth;
 use crate::limits::{self, AddressSlot, PerAddress, Share, ShareSlot};
 use crate::metrics;
+use crate::proxy::forward::{self, Backend, Outcome};
 use crate::proxy::forwarded::{self, TrustedProxies};
 use crate::proxy::{self, Body, BodyError, Conn, HeadError, RequestHead};
-use crate::relay::ingress::{self, Forwarded, Leg};
+use crate::relay::ingress::{self, Leg};
 use crate::relay::Relay;
-use crate::stream::Stream;
 use crate::sync::lock;
 use crate::tls::TlsStream;
+use crate::wire::Stream;
 use rustls::ServerConfig;
 
 /// The relay's paths on the server's own host.
@@ -40,8 +40,6 @@ const ACCEPT_PREFIX: &str = "/api/v1/tunnels/accept/";
 // public connections are not refused when those fill the bound: past the
 // bound, a connection is read up to its first head, and only the relay's own
 // paths are served.
-/// How long a response from the API may take to start.
-const BACKEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on each write to a slow client.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Stack of a connection thread: it holds buffers on the heap, not the stack.
@@ -337,7 +335,7 @@ impl FrontDoor {
             let scheme = from_proxy
                 .then(|| forwarded::proto(head.values("x-forwarded-proto")))
                 .flatten()
-                .unwrap_or(ingress::scheme(&stream));
+                .unwrap_or(forward::scheme(&stream));
             let visitor = Visitor {
                 ip: peer_ip,
                 scheme,
@@ -359,11 +357,6 @@ impl FrontDoor {
                         peer_ip,
                         scheme,
                     )
-                    .map(|forwarded| match forwarded {
-                        Forwarded::KeepAlive => Outcome::KeepAlive,
-                        Forwarded::Close => Outcome::Close,
-                        Forwarded::Refused => Outcome::Refused,
-                    })
                 }
                 Route::Control => {
                     let _ = out.flush();
@@ -582,14 +575,8 @@ impl FrontDoor {
             ))?;
             return Ok(Outcome::Close);
         };
-        let result = exchange(head, &body, out, &mut api, visitor.ip, visitor.scheme);
-        match result {
-            Ok(Exchange { keep_client }) => Ok(if keep_client && head.keep_alive {
-                Outcome::KeepAlive
-            } else {
-                Outcome::Close
-            }),
-            Err(ExchangeError::BeforeResponse) => {
+        match api.exchange(head, &body, out, visitor.ip, visitor.scheme)? {
+            Outcome::Failed(_) => {
                 out.write_all(&proxy::error_response(
                     502,
                     "bad_gateway",
@@ -597,82 +584,12 @@ impl FrontDoor {
                 ))?;
                 Ok(Outcome::Close)
             }
-            Err(ExchangeError::After(err)) => Err(err),
+            outcome => Ok(outcome),
         }
     }
 }
 
 const TOO_LARGE: &str = "The request body is larger than 64 KiB; send less.";
-
-/// What becomes of the client connection after a request.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    KeepAlive,
-    Close,
-    /// Refused before the API saw it: the rest of the request is unread.
-    Refused,
-    /// A control connection, now served by its tunnel's own thread.
-    HandedOff,
-}
-
-/// A keep-alive connection to the API's Unix socket.
-struct Backend {
-    reader: Conn<UnixStream>,
-    writer: UnixStream,
-}
-
-impl Backend {
-    fn connect(path: &PathBuf) -> io::Result<Backend> {
-        let writer = UnixStream::connect(path)?;
-        writer.set_read_timeout(Some(BACKEND_TIMEOUT))?;
-        Ok(Backend {
-            reader: Conn::new(writer.try_clone()?),
-            writer,
-        })
-    }
-}
-
-struct Exchange {
-    keep_client: bool,
-}
-
-enum ExchangeError {
-    /// Nothing was sent to the client yet: it can still get an error response.
-    BeforeResponse,
-    After(io::Error),
-}
-
-/// One request, its body already read whole, to the backend; its response
-/// streamed to the client.
-fn exchange(
-    head: &RequestHead,
-    body: &[u8],
-    out: &mut impl Write,
-    api: &mut Backend,
-    client_ip: &str,
-    scheme: &str,
-) -> Result<Exchange, ExchangeError> {
-    let before = |_: io::Error| ExchangeError::BeforeResponse;
-    let mut request = head.encode_for_api(client_ip, scheme, body.len());
-    request.extend_from_slice(body);
-    api.writer.write_all(&request).map_err(before)?;
-    let response = loop {
-        let raw = api
-            .reader
-            .read_head(BACKEND_TIMEOUT, &|t| api.writer.set_read_timeout(t))
-            .map_err(|e| before(io::Error::other(e.message())))?;
-        let response = proxy::parse_response(&raw, head.method == "HEAD").map_err(before)?;
-        // 100 Continue was answered by the front door already.
-        if response.status >= 200 || response.status == 101 {
-            break response;
-        }
-    };
-    let keep_client = response.keep_alive || response.body != Body::UntilClose;
-    out.write_all(&response.encode(keep_client && head.keep_alive))
-        .map_err(ExchangeError::After)?;
-    proxy::copy_body(response.body, &mut api.reader, out).map_err(ExchangeError::After)?;
-    Ok(Exchange { keep_client })
-}
 
 /// Answer a refused head, if the client is still there to read it.
 fn refuse(out: &mut impl Write, err: &HeadError) {

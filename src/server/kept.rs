@@ -7,8 +7,8 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::stream::Stream;
 use crate::sync::lock;
+use crate::wire::Stream;
 
 /// A connection serving a request (or not yet waiting for one).
 const BUSY: u8 = 0;

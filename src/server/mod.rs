@@ -1,14 +1,12 @@
 //! `berth server`: open the store, start the API behind the front door, and shut
 //! down cleanly on SIGTERM or SIGINT.
 
-mod datadir;
 mod frontdoor;
 mod kept;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +16,8 @@ use signal_hook::iterator::Signals;
 
 use crate::api::{self, ApiState};
 use crate::auth::Auth;
-use crate::cli::{CliError, CliResult};
+use crate::datadir::{data_dir, open_store};
+use crate::exit::{CliError, CliResult};
 use crate::inspect::Inspector;
 use crate::limits::{self, Bounds, PerAddress, Share};
 use crate::proxy::forwarded::TrustedProxies;
@@ -38,37 +37,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HISTORY_DAYS: u32 = 30;
 /// How often closed tunnels past `--history-days` are forgotten (and once at start).
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
-/// The data directory: the flag or `BERTH_DATA`, else `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.
-pub fn data_dir(flag: Option<PathBuf>) -> Result<PathBuf, CliError> {
-    if let Some(dir) = flag {
-        return Ok(dir);
-    }
-    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(xdg).join("berth"));
-    }
-    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".local/share/berth")),
-        None => Err(CliError::usage(
-            "No data directory: set --data DIR, BERTH_DATA or HOME.",
-        )),
-    }
-}
-
-/// Open the store in the data directory, creating both (0700, 0600) when new;
-/// a directory or database someone else owns or can write is refused.
-pub fn open_store(dir: &Path) -> Result<Store, CliError> {
-    datadir::check(dir)?;
-    let path = dir.join(datadir::DATABASE_FILES[0]);
-    let store = Store::open(&path).map_err(|e| {
-        CliError::other(format!(
-            "could not open the database {}: {e}",
-            path.display()
-        ))
-    })?;
-    datadir::make_private(dir);
-    Ok(store)
-}
 
 pub fn run(args: ServerArgs) -> CliResult {
     crate::metrics::mark_start();

@@ -4,7 +4,7 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::relay::protocol::{Frame, MAX_FRAME_BYTES};
+use super::protocol::{Frame, MAX_FRAME_BYTES};
 
 /// Reads and writes frames on a connection, which it owns.
 pub struct Frames<S> {

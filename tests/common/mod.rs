@@ -4,17 +4,54 @@
 
 pub mod cli;
 
+use std::hash::{BuildHasher, RandomState};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_berth");
 pub const PASSWORD: &str = "correct horse battery";
+
+/// Where `free_tcp_ports` looks: from here up to the ports the OS hands out itself.
+const TCP_PORTS_FROM: u16 = 10_000;
+
+/// `len` consecutive ports on 127.0.0.1 that nothing listens on, as (first,
+/// last), for a server's `--tcp-ports`: tests run in parallel, so none names
+/// fixed ports. The server binds a port only when a tunnel claims it, so the
+/// range is picked below the ports the OS hands out for port 0 and for
+/// outgoing connections (any socket of a parallel test could otherwise take
+/// one meanwhile), at random, each port checked by binding it, and never
+/// twice in one test binary.
+pub fn free_tcp_ports(len: u16) -> (u16, u16) {
+    static GIVEN: Mutex<Vec<(u16, u16)>> = Mutex::new(Vec::new());
+    let below = ephemeral_ports_start().max(TCP_PORTS_FROM + 2 * len);
+    loop {
+        let span = u64::from(below - TCP_PORTS_FROM - len);
+        let first = TCP_PORTS_FROM + (RandomState::new().hash_one(0u8) % span) as u16;
+        let last = first + len - 1;
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.iter().any(|&(a, b)| first <= b && a <= last) {
+            continue;
+        }
+        if (first..=last).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            given.push((first, last));
+            return (first, last);
+        }
+    }
+}
+
+/// The first port of the OS's ephemeral range (Linux's, else the IANA one).
+fn ephemeral_ports_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(49152)
+}
 
 /// A running server; its data directory outlives restarts of the process.
 pub struct Server {

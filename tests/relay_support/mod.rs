@@ -2,6 +2,7 @@
 //! whose connections a test can cut.
 #![allow(dead_code)]
 
+pub mod paced;
 pub mod streaming;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,16 +1,50 @@
-//! The data directory's ownership and permissions: berth's secrets and its API socket live there, so nobody else may write it.
+//! The data directory: where it is, its ownership and permissions (berth's
+//! secrets and its API socket live there, so nobody else may write it), and
+//! the store opened in it, by the server and by `berth admin` alike.
 
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::cli::CliError;
+use crate::exit::CliError;
+use crate::store::Store;
 
 /// The database files beside each other in the data directory.
 pub const DATABASE_FILES: [&str; 3] = ["berth.db", "berth.db-wal", "berth.db-shm"];
 /// Permission bits that let group or others write.
 const WRITABLE_BY_OTHERS: u32 = 0o022;
+
+/// The data directory: the flag or `BERTH_DATA`, else `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.
+pub fn data_dir(flag: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    if let Some(dir) = flag {
+        return Ok(dir);
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("berth"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/share/berth")),
+        None => Err(CliError::usage(
+            "No data directory: set --data DIR, BERTH_DATA or HOME.",
+        )),
+    }
+}
+
+/// Open the store in the data directory, creating both (0700, 0600) when new;
+/// a directory or database someone else owns or can write is refused.
+pub fn open_store(dir: &Path) -> Result<Store, CliError> {
+    check(dir)?;
+    let path = dir.join(DATABASE_FILES[0]);
+    let store = Store::open(&path).map_err(|e| {
+        CliError::other(format!(
+            "could not open the database {}: {e}",
+            path.display()
+        ))
+    })?;
+    make_private(dir);
+    Ok(store)
+}
 
 /// Create the data directory (0700) if it is new, then refuse it, with a
 /// sentence saying how to fix it, unless the user running berth owns it and

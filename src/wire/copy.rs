@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::stream::Stream;
+use crate::wire::Stream;
 
 /// Bytes each direction of a piped connection moves per system call: bulk
 /// transfers (iperf3, git) want few large copies, not many 8 KiB ones; on
@@ -101,7 +101,7 @@ fn copy_counted(mut from: impl Read, mut to: Stream, quiet: &Quiet) -> u64 {
                 copied += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if quiet.idle.is_some() && crate::proxy::is_timeout_kind(e.kind()) => {
+            Err(e) if quiet.idle.is_some() && super::protocol::is_timeout(&e) => {
                 if quiet.is_over() {
                     break false;
                 }

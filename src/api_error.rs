@@ -1,4 +1,6 @@
 //! The API's one error type, mapped to (status, code, message) in one match.
+//! The JSON API and the relay's own API paths (`tunnels/connect`,
+//! `tunnels/accept`) both answer with it, so it sits below both.
 
 use std::time::Duration;
 

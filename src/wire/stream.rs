@@ -1,4 +1,4 @@
-//! A connection that is plain TCP or TLS, with the few `TcpStream` methods the relay uses.
+//! A connection that is plain TCP or TLS, with the few `TcpStream` methods the relay and `share` use.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -96,4 +96,15 @@ impl Write for Stream {
     fn flush(&mut self) -> io::Result<()> {
         (&*self).flush()
     }
+}
+
+/// Whether nothing is waiting to be read on `stream` and its peer has not
+/// closed it: a connection made ahead of need that is still good to use.
+pub fn silent_and_open(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    let silent = matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).is_ok() && silent
 }

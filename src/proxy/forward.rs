@@ -1,0 +1,410 @@
+//! Forwarding one request and its response between a client's connection and
+//! the connection behind it: a tunnel's service (streamed both ways, kept
+//! alive, upgraded) or the API on its Unix socket (the body read whole first).
+
+use std::io::{self, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::{Body, Conn, HeadError, ReadTimeout, RequestHead};
+use crate::inspect::{self, Counter};
+use crate::time_fmt;
+use crate::wire::Stream;
+
+/// After a service took no more of a request body for the response timeout,
+/// how long an answer it may have sent early (a 413, say) gets to arrive.
+const EARLY_ANSWER_WAIT: Duration = Duration::from_millis(200);
+/// How long a response from the API may take to start.
+pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How one exchange ended, and so what becomes of the client's connection.
+/// One type for every step that ends an exchange: `exchange` ends in any of
+/// the first five; the relay turns `Upgraded` into a splice and `Failed` into
+/// its own page, and the front door's API path `Failed` into a 502, each then
+/// `Close` or `Refused`; the front door's loop keeps the connection for the
+/// next request on `KeepAlive` only, lingers on `Refused`, and lets go of it
+/// on `HandedOff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response reached the client, and its connection takes the next request.
+    KeepAlive,
+    /// The connection closes: after a response, or with none to give.
+    Close,
+    /// Answered with (part of) the request body unread: close after lingering,
+    /// so that closing does not reset the answer away.
+    Refused,
+    /// The service switched protocols: the connections are to be spliced.
+    Upgraded,
+    /// No response byte reached the client: it can still get berth's own answer.
+    Failed(Failure),
+    /// A control connection, now served by its tunnel's own thread.
+    HandedOff,
+}
+
+/// The connection an exchange forwards to (in the relay, a data connection
+/// to a tunnel's client), kept across the requests of one client connection.
+pub struct Upstream {
+    pub reader: Conn<Stream>,
+    pub writer: Stream,
+    pub timeout: ReadTimeout,
+    /// How long the service may take to answer or to take more of a body.
+    pub response_timeout: Duration,
+}
+
+/// How much of the request reached the leg: a step within `exchange`, not
+/// an outcome (only `Over` ends the exchange, with its outcome).
+enum Sent {
+    All,
+    /// The leg stopped taking the body with this error: a service that
+    /// answers early (413, say) and closes may have left its response.
+    Partly(io::ErrorKind),
+    /// The exchange ended here.
+    Over(Outcome),
+}
+
+/// Send the request on the leg and stream the response back. With `on_head`,
+/// the response head is flushed to the client as soon as it is written, and
+/// then `on_head` runs (the relay refills its pool of data connections then).
+pub fn exchange(
+    head: &RequestHead,
+    client: &mut Conn<Stream>,
+    out: &mut impl Write,
+    leg: &mut Upstream,
+    seen: &mut Observed,
+    on_head: Option<&dyn Fn()>,
+) -> io::Result<Outcome> {
+    // A service that stopped taking the body may have answered early, and
+    // one that closed on it may have left its answer: either is passed on.
+    let (wait, none_in_time) = match send_request(head, client, out, leg, seen)? {
+        Sent::Over(answer) => return Ok(answer),
+        Sent::Partly(kind) if super::is_timeout_kind(kind) => (EARLY_ANSWER_WAIT, Failure::Stalled),
+        Sent::All | Sent::Partly(_) => (leg.response_timeout, Failure::TimedOut),
+    };
+    // The rest of a body the leg stopped taking is still unread on the public side.
+    let unread = !seen.body_whole;
+    let (writer, timeout) = (&leg.writer, &leg.timeout);
+    let response = loop {
+        let raw = leg
+            .reader
+            .read_head(wait, &|t| timeout.set(t, |t| writer.set_read_timeout(t)));
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(err) => return Ok(Outcome::Failed(Failure::of_head(err, none_in_time))),
+        };
+        let Ok(response) = super::parse_response(&raw, head.method == "HEAD") else {
+            return Ok(Outcome::Failed(Failure::Invalid));
+        };
+        if response.status >= 200 || response.status == 101 {
+            break response;
+        }
+    };
+    if response.status == 101 && (!head.upgrade || unread) {
+        return Ok(Outcome::Failed(Failure::Invalid));
+    }
+    // Reading the head left the socket with what remained of its deadline
+    // (or the short wait for an early answer): the body's pauses, a quiet
+    // event stream between heartbeats, may each last the response timeout.
+    if timeout
+        .set(Some(leg.response_timeout), |t| writer.set_read_timeout(t))
+        .is_err()
+    {
+        return Ok(Outcome::Failed(Failure::Silent));
+    }
+    let keep = response.keep_alive && head.keep_alive && !unread;
+    let encoded = response.encode(response.status == 101 || keep);
+    seen.status = Some(response.status);
+    seen.response_headers = inspect::text_fields(response.headers);
+    out.write_all(&encoded)?;
+    if let Some(on_head) = on_head {
+        out.flush()?;
+        on_head();
+    }
+    if response.status == 101 {
+        out.flush()?;
+        return Ok(Outcome::Upgraded);
+    }
+    let mut download = Counter {
+        inner: &mut *out,
+        bytes: 0,
+    };
+    let copied = super::copy_body(response.body, &mut leg.reader, &mut download);
+    seen.bytes_out = download.bytes;
+    copied?;
+    Ok(if keep {
+        Outcome::KeepAlive
+    } else if unread {
+        Outcome::Refused
+    } else {
+        Outcome::Close
+    })
+}
+
+/// A writer that remembers the kind of its first failed write, so a failed
+/// copy tells whether the leg or the public client gave out.
+struct Watched<W> {
+    inner: W,
+    failed: Option<io::ErrorKind>,
+}
+
+impl<W: Write> Write for Watched<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf);
+        if let Err(err) = &written {
+            self.failed.get_or_insert(err.kind());
+        }
+        written
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let flushed = self.inner.flush();
+        if let Err(err) = &flushed {
+            self.failed.get_or_insert(err.kind());
+        }
+        flushed
+    }
+}
+
+/// The request head and body onto the leg.
+fn send_request(
+    head: &RequestHead,
+    client: &mut Conn<Stream>,
+    out: &mut impl Write,
+    leg: &mut Upstream,
+    seen: &mut Observed,
+) -> io::Result<Sent> {
+    let continues = head
+        .header("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+    if let Err(err) = leg.writer.write_all(&seen.sent) {
+        return Ok(Sent::Over(Outcome::Failed(Failure::of_write(&err))));
+    }
+    if continues && head.body != Body::None {
+        out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        out.flush()?;
+    }
+    let mut upload = Counter {
+        inner: Watched {
+            inner: &mut leg.writer,
+            failed: None,
+        },
+        bytes: 0,
+    };
+    let sent = super::copy_body(head.body, client, &mut upload);
+    seen.bytes_in = upload.bytes;
+    match (sent, upload.inner.failed) {
+        (Ok(_), _) => {
+            seen.body_whole = true;
+            Ok(Sent::All)
+        }
+        // The leg, not the public client, gave out.
+        (Err(_), Some(kind)) => Ok(Sent::Partly(kind)),
+        // Broken chunk framing is the client's fault and no response has started.
+        (Err(err), None) if err.kind() == io::ErrorKind::InvalidData => {
+            let why = "The chunked request body is malformed.";
+            seen.answer(out, &super::error_response(400, "bad_request", why))?;
+            Ok(Sent::Over(Outcome::Refused))
+        }
+        (Err(err), None) => Err(err),
+    }
+}
+
+/// After a 101: pipe the public connection and the leg both ways until either
+/// closes, or no byte moved either way for `idle`.
+pub fn splice(
+    client: &mut Conn<Stream>,
+    client_stream: &Stream,
+    mut leg: Upstream,
+    idle: Option<Duration>,
+) -> io::Result<()> {
+    let public = std::mem::replace(client, Conn::new(client_stream.try_clone()?));
+    let back = std::mem::replace(&mut leg.reader, Conn::new(leg.writer.try_clone()?));
+    // Upgraded traffic has no response to wait for: the leg's writes are
+    // bounded like the public side's, not by the response timeout.
+    leg.writer
+        .set_write_timeout(client_stream.tcp().write_timeout()?)?;
+    crate::wire::splice_until_idle(
+        public,
+        client_stream.try_clone()?,
+        back,
+        leg.writer,
+        "upgrade",
+        idle,
+    );
+    Ok(())
+}
+
+/// Why no response of the local service reached the public client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The leg closed before a response: the service (or `share`) closed it.
+    Silent,
+    /// What came back is not an HTTP/1.1 response.
+    Invalid,
+    /// No response began within the response timeout.
+    TimedOut,
+    /// The service took no more of the request body within the response
+    /// timeout (the rest of the body is unread).
+    Stalled,
+}
+
+impl Failure {
+    /// Why the request head could not be sent.
+    fn of_write(err: &io::Error) -> Failure {
+        if super::is_timeout_kind(err.kind()) {
+            Failure::TimedOut
+        } else {
+            Failure::Silent
+        }
+    }
+
+    /// Why a response head could not be read; `idle` when none began in time.
+    fn of_head(err: HeadError, idle: Failure) -> Failure {
+        match err {
+            HeadError::Idle => idle,
+            HeadError::Bad(_) | HeadError::TooLarge | HeadError::Timeout => Failure::Invalid,
+            HeadError::Closed | HeadError::Io => Failure::Silent,
+        }
+    }
+
+    /// The status and the sentence for the public client.
+    pub fn explain(self, host: &str, timeout: Duration) -> (u16, String) {
+        let secs = match timeout.as_secs() {
+            1 => "1 second".to_string(),
+            n => format!("{n} seconds"),
+        };
+        match self {
+            Failure::Silent => (502, format!("The service behind {host} did not answer.")),
+            Failure::Invalid => (
+                502,
+                format!(
+                    "The service behind {host} sent something that is not an HTTP/1.1 response."
+                ),
+            ),
+            Failure::TimedOut => (
+                504,
+                format!("The service behind {host} did not answer within {secs}."),
+            ),
+            Failure::Stalled => (
+                504,
+                format!("The service behind {host} stopped reading the request body for {secs}."),
+            ),
+        }
+    }
+}
+
+/// What was seen of one exchange with a tunnel's service, for the inspector.
+pub struct Observed<'a> {
+    pub started: Instant,
+    pub at: String,
+    /// The head as forwarded to the service, and what went into it.
+    pub sent: Vec<u8>,
+    pub client_ip: &'a str,
+    pub scheme: &'static str,
+    pub bytes_in: u64,
+    /// The request body reached the service whole (or there was none).
+    pub body_whole: bool,
+    /// Status and headers of the response that reached the public client, once one did.
+    pub status: Option<u16>,
+    pub response_headers: Vec<(String, String)>,
+    pub bytes_out: u64,
+}
+
+impl<'a> Observed<'a> {
+    pub fn start(head: &RequestHead, client_ip: &'a str, scheme: &'static str) -> Observed<'a> {
+        Observed {
+            started: Instant::now(),
+            at: time_fmt::now(),
+            sent: head.encode_forwarded(client_ip, scheme),
+            client_ip,
+            scheme,
+            bytes_in: 0,
+            body_whole: head.body == Body::None,
+            status: None,
+            response_headers: Vec::new(),
+            bytes_out: 0,
+        }
+    }
+
+    /// Send berth's own whole response (a 502 page, a 400) and remember it.
+    pub fn answer(&mut self, out: &mut impl Write, response: &[u8]) -> io::Result<()> {
+        if let Ok(parsed) = super::parse_response(response, false) {
+            self.status = Some(parsed.status);
+            self.response_headers = inspect::text_fields(parsed.headers);
+            if let Body::Length(n) = parsed.body {
+                self.bytes_out = n;
+            }
+        }
+        out.write_all(response)
+    }
+}
+
+/// The scheme the public client used on its connection to berth, for
+/// X-Forwarded-Proto (a trusted proxy's own word replaces it: see the front door).
+pub fn scheme(stream: &Stream) -> &'static str {
+    if stream.is_tls() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// A keep-alive connection to the API's Unix socket.
+pub struct Backend {
+    reader: Conn<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Backend {
+    pub fn connect(path: &PathBuf) -> io::Result<Backend> {
+        let writer = UnixStream::connect(path)?;
+        writer.set_read_timeout(Some(BACKEND_TIMEOUT))?;
+        Ok(Backend {
+            reader: Conn::new(writer.try_clone()?),
+            writer,
+        })
+    }
+
+    /// One request, its body already read whole, to the API; its response
+    /// streamed to the client. `Failed` while nothing was sent to the
+    /// client, which can still get an error response; an error after.
+    pub fn exchange(
+        &mut self,
+        head: &RequestHead,
+        body: &[u8],
+        out: &mut impl Write,
+        client_ip: &str,
+        scheme: &str,
+    ) -> io::Result<Outcome> {
+        let mut request = head.encode_for_api(client_ip, scheme, body.len());
+        request.extend_from_slice(body);
+        if let Err(err) = self.writer.write_all(&request) {
+            return Ok(Outcome::Failed(Failure::of_write(&err)));
+        }
+        let response = loop {
+            let raw = self
+                .reader
+                .read_head(BACKEND_TIMEOUT, &|t| self.writer.set_read_timeout(t));
+            let raw = match raw {
+                Ok(raw) => raw,
+                Err(err) => return Ok(Outcome::Failed(Failure::of_head(err, Failure::TimedOut))),
+            };
+            let Ok(response) = super::parse_response(&raw, head.method == "HEAD") else {
+                return Ok(Outcome::Failed(Failure::Invalid));
+            };
+            // 100 Continue was answered by the front door already.
+            if response.status >= 200 || response.status == 101 {
+                break response;
+            }
+        };
+        let keep_client = response.keep_alive || response.body != Body::UntilClose;
+        let keep = keep_client && head.keep_alive;
+        out.write_all(&response.encode(keep))?;
+        super::copy_body(response.body, &mut self.reader, out)?;
+        Ok(if keep {
+            Outcome::KeepAlive
+        } else {
+            Outcome::Close
+        })
+    }
+}
