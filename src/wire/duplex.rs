@@ -166,12 +166,13 @@ impl Direction {
                 // Ends the other side's reading: a TCP FIN, a TLS close_notify.
                 return Pin::new(&mut *to).poll_shutdown(cx);
             }
-            if self.buf.is_empty() {
-                let size = if self.next == 0 {
-                    FIRST_BUFFER
-                } else {
-                    self.next
-                };
+            // A buffer that the last read filled gives way to the next, larger one.
+            let size = if self.next == 0 {
+                FIRST_BUFFER
+            } else {
+                self.next
+            };
+            if self.buf.len() != size {
                 self.buf = vec![0; size];
             }
             let mut read = ReadBuf::new(&mut self.buf);
@@ -269,6 +270,23 @@ mod tests {
             let spliced = relay.await.unwrap();
             assert!(spliced.idle);
             assert_eq!(spliced.a_to_b, 1);
+        });
+    }
+
+    #[test]
+    fn a_bulk_direction_reads_into_ever_larger_buffers() {
+        runtime().block_on(async {
+            let (mut a, mut a_far) = duplex(4 * MAX_BUFFER);
+            // Room for the first read and part of the second: the direction
+            // then waits to write, holding the buffer it read into.
+            let (mut b, _b_far) = duplex(FIRST_BUFFER + FIRST_BUFFER / 2);
+            a_far.write_all(&vec![7u8; 2 * MAX_BUFFER]).await.unwrap();
+            let mut up = Direction::default();
+            let waker = std::task::Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            assert!(up.poll_copy(&mut cx, &mut a, &mut b).is_pending());
+            assert_eq!(up.buf.len(), 2 * FIRST_BUFFER);
+            assert!(up.start < up.end);
         });
     }
 
