@@ -602,3 +602,39 @@ fn a_hostile_server_s_words_reach_the_terminal_with_controls_escaped() {
     );
     assert!(!seen.concat().contains('\u{1b}'), "{seen:?}");
 }
+
+#[test]
+fn a_server_that_answers_garbage_or_a_huge_head_is_one_clear_sentence() {
+    let huge = [
+        b"HTTP/1.1 101 Switching Protocols\r\nX-A: ".to_vec(),
+        vec![b'a'; 1_000_000],
+        b"\r\n\r\n".to_vec(),
+    ]
+    .concat();
+    let cases = [
+        (
+            b"\x00\xff garbage\r\n\r\n".to_vec(),
+            "something other than an HTTP/1.1 response",
+        ),
+        (
+            b"HTTP/1.1 99999999999 X\r\n\r\n".to_vec(),
+            "something other than an HTTP/1.1 response",
+        ),
+        (
+            b"HTTP/1.1 403 No\r\nContent-Length: 99999999999999999999999\r\n\r\n".to_vec(),
+            "something other than an HTTP/1.1 response",
+        ),
+        (huge, "a response head larger than 32 KiB"),
+    ];
+    let token = "1|berth_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa4B35tI";
+    for (answer, said) in cases {
+        let server = fake_server(vec![answer]);
+        let (code, stderr) =
+            code_and_stderr(&mut berth_with_token(&server, token, &["share", "9"]));
+        assert_eq!(code, 1, "{stderr}");
+        assert_eq!(
+            stderr,
+            format!("error: the server {server} answered with {said}; is it a berth server?\n")
+        );
+    }
+}

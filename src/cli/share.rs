@@ -315,11 +315,22 @@ impl Server {
             stream.flush().await?;
             read_head(&mut stream).await
         };
+        // An answer that is not a berth server's HTTP says so, not why the parser balked.
+        let not_berth = |what: &str| {
+            CliError::other(format!(
+                "the server {} answered with {what}; is it a berth server?",
+                self.url
+            ))
+        };
         let (raw, mut rest) = match timeout(HANDSHAKE_TIMEOUT, answer).await {
+            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(not_berth("a response head larger than 32 KiB"))
+            }
             Ok(result) => result.map_err(lost)?,
             Err(_) => return Err(lost(io::Error::other("no answer within 10 seconds"))),
         };
-        let response = proxy::parse_response(&raw, false).map_err(lost)?;
+        let response = proxy::parse_response(&raw, false)
+            .map_err(|_| not_berth("something other than an HTTP/1.1 response"))?;
         if response.status == 101 {
             return Ok((stream, rest));
         }
