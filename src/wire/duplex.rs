@@ -193,11 +193,13 @@ impl Direction {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     // The source has nothing now: what was written goes out
-                    // (a TLS record), and an interactive connection gives its
-                    // buffer back until its source wakes it. A bulk one keeps
-                    // its large buffer: refilling it would cost more than it saves.
+                    // (a TLS record), and the buffer is given back until the
+                    // source wakes this direction, which may be never (a
+                    // WebSocket gone quiet after a large message). A bulk one
+                    // only remembers its size: the copy is ahead of its source
+                    // here, so allocating again costs no throughput.
+                    self.buf = Vec::new();
                     if !self.full {
-                        self.buf = Vec::new();
                         self.next = 0;
                     }
                     if self.unflushed {
@@ -287,6 +289,27 @@ mod tests {
             assert!(up.poll_copy(&mut cx, &mut a, &mut b).is_pending());
             assert_eq!(up.buf.len(), 2 * FIRST_BUFFER);
             assert!(up.start < up.end);
+        });
+    }
+
+    #[test]
+    fn a_direction_whose_last_read_filled_its_buffer_holds_none_while_waiting() {
+        runtime().block_on(async {
+            let (mut a, mut a_far) = duplex(4 * MAX_BUFFER);
+            let (mut b, mut b_far) = duplex(4 * MAX_BUFFER);
+            // A message that fills the first buffer and the second exactly.
+            a_far.write_all(&vec![1u8; 3 * FIRST_BUFFER]).await.unwrap();
+            let mut up = Direction::default();
+            let waker = std::task::Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            assert!(up.poll_copy(&mut cx, &mut a, &mut b).is_pending());
+            assert_eq!(up.buf.capacity(), 0);
+            let mut got = vec![0u8; 3 * FIRST_BUFFER];
+            b_far.read_exact(&mut got).await.unwrap();
+            // The next message is read into a buffer of the size bulk earned.
+            a_far.write_all(&vec![2u8; 5 * FIRST_BUFFER]).await.unwrap();
+            assert!(up.poll_copy(&mut cx, &mut a, &mut b).is_pending());
+            assert_eq!(up.bytes, 8 * FIRST_BUFFER as u64);
         });
     }
 
