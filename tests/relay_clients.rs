@@ -638,3 +638,37 @@ fn a_server_that_answers_garbage_or_a_huge_head_is_one_clear_sentence() {
         );
     }
 }
+
+/// Open descriptors of a process (Linux).
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn visitors_that_vanish_mid_download_leave_share_no_sockets() {
+    let (server, token) = setup();
+    let service = Service::start();
+    let share = Share::start(&server.url, service.port, &token, &[]);
+    let host = share.host();
+    let pid = share.child.id();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = open_fds(pid);
+    for _ in 0..30 {
+        let mut visitor = std::net::TcpStream::connect(&server.addr).unwrap();
+        let request = format!("GET /big HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        visitor.write_all(request.as_bytes()).unwrap();
+        let mut some = [0u8; 1024];
+        std::io::Read::read(&mut visitor, &mut some).unwrap();
+        // Gone with the body unread: a reset, not a close.
+        drop(visitor);
+    }
+    let settled = Instant::now();
+    while open_fds(pid) > before + 4 && settled.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        open_fds(pid) <= before + 4,
+        "{} open, {before} before",
+        open_fds(pid)
+    );
+}
