@@ -514,3 +514,161 @@ fn idle_tunnels_count_against_their_own_bound_not_the_connections() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("too many open tunnels"), "{stderr}");
 }
+
+/// A server that answers `/api/v1/me` with 500 and each upgrade in turn with
+/// the next of `answers` (then closes it): a fake, or a hostile one.
+fn fake_server(answers: Vec<Vec<u8>>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut answers = answers.into_iter();
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let Some(head) = relay_support::read_head(&mut reader) else {
+                continue;
+            };
+            let answer = if head[0].contains("/api/v1/me") {
+                b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+            } else {
+                match answers.next() {
+                    Some(answer) => answer,
+                    None => return,
+                }
+            };
+            let _ = stream.write_all(&answer);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    url
+}
+
+#[test]
+fn a_hostile_server_s_words_reach_the_terminal_with_controls_escaped() {
+    let ready = |url: &str| {
+        let frame = serde_json::json!({"ready": {"tunnel_id": "t", "url": url}});
+        format!("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: berth-relay/1\r\n\r\n{frame}\n")
+            .into_bytes()
+    };
+    let refusal =
+        serde_json::json!({"error": {"code": "x", "message": "busy\u{1b}[2J now"}}).to_string();
+    let answers = vec![
+        ready("http://a\u{1b}]0;owned\u{7}.localhost:1"),
+        format!(
+            "HTTP/1.1 500 Oops\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{refusal}",
+            refusal.len()
+        )
+        .into_bytes(),
+        ready("http://b\u{1b}[31m.localhost:1"),
+    ];
+    let server = fake_server(answers);
+    // A token of the right shape (its checksum holds); the fake takes any.
+    let token = "1|berth_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa4B35tI";
+    let mut share = berth_with_token(&server, token, &["share", "9"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = share.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stdout = BufReader::new(share.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(20)) {
+        let done = line.starts_with("Reconnected");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = share.kill();
+    let _ = share.wait();
+    assert!(
+        first.contains("http://a\\x1b]0;owned\\x07.localhost:1"),
+        "{first:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.contains("usy\\x1b[2J now")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.contains("http://b\\x1b[31m")),
+        "{seen:?}"
+    );
+    assert!(!seen.concat().contains('\u{1b}'), "{seen:?}");
+}
+
+#[test]
+fn a_server_that_answers_garbage_or_a_huge_head_is_one_clear_sentence() {
+    let huge = [
+        b"HTTP/1.1 101 Switching Protocols\r\nX-A: ".to_vec(),
+        vec![b'a'; 1_000_000],
+        b"\r\n\r\n".to_vec(),
+    ]
+    .concat();
+    let cases = [
+        (
+            b"\x00\xff garbage\r\n\r\n".to_vec(),
+            "something other than an HTTP/1.1 response",
+        ),
+        (
+            b"HTTP/1.1 99999999999 X\r\n\r\n".to_vec(),
+            "something other than an HTTP/1.1 response",
+        ),
+        (
+            b"HTTP/1.1 403 No\r\nContent-Length: 99999999999999999999999\r\n\r\n".to_vec(),
+            "something other than an HTTP/1.1 response",
+        ),
+        (huge, "a response head larger than 32 KiB"),
+    ];
+    let token = "1|berth_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa4B35tI";
+    for (answer, said) in cases {
+        let server = fake_server(vec![answer]);
+        let (code, stderr) =
+            code_and_stderr(&mut berth_with_token(&server, token, &["share", "9"]));
+        assert_eq!(code, 1, "{stderr}");
+        assert_eq!(
+            stderr,
+            format!("error: the server {server} answered with {said}; is it a berth server?\n")
+        );
+    }
+}
+
+/// Open descriptors of a process (Linux).
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn visitors_that_vanish_mid_download_leave_share_no_sockets() {
+    let (server, token) = setup();
+    let service = Service::start();
+    let share = Share::start(&server.url, service.port, &token, &[]);
+    let host = share.host();
+    let pid = share.child.id();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = open_fds(pid);
+    for _ in 0..30 {
+        let mut visitor = std::net::TcpStream::connect(&server.addr).unwrap();
+        let request = format!("GET /big HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        visitor.write_all(request.as_bytes()).unwrap();
+        let mut some = [0u8; 1024];
+        std::io::Read::read(&mut visitor, &mut some).unwrap();
+        // Gone with the body unread: a reset, not a close.
+        drop(visitor);
+    }
+    let settled = Instant::now();
+    while open_fds(pid) > before + 4 && settled.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        open_fds(pid) <= before + 4,
+        "{} open, {before} before",
+        open_fds(pid)
+    );
+}

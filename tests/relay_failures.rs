@@ -265,3 +265,38 @@ fn a_status_below_100_is_a_broken_answer() {
     assert!(text.starts_with("HTTP/1.1 502 "), "{text}");
     assert!(share.next_line().starts_with("GET /x 502 "));
 }
+
+#[test]
+fn a_service_that_is_down_gets_the_server_s_502_and_one_line_from_share() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let server = Server::start();
+    server.create_user("alice", "home", "owner");
+    let token = server.token_for("alice", "home", "share");
+    let port = port.to_string();
+    let args = [port.as_str(), "--host", "127.0.0.1", "--subdomain", "down"];
+    let mut share = Share::spawn(&server.url, &token, &args, Stdio::piped());
+    let stderr = share.child.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let text = curl(&server, "down", &[]);
+    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+    assert!(!text.contains(&port), "{text}");
+    let first = lines.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        first.starts_with("The visitor got 502: could not reach"),
+        "{first}"
+    );
+    let more: Vec<String> = lines
+        .recv_timeout(Duration::from_secs(3))
+        .into_iter()
+        .collect();
+    assert!(more.is_empty(), "{more:?}");
+}

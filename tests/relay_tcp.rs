@@ -543,3 +543,49 @@ fn a_dropped_tcp_tunnels_port_stays_its_crews_for_the_hold() {
     assert_ne!(theirs.port(), port);
     drop(again);
 }
+
+#[test]
+fn a_service_that_speaks_first_reaches_a_client_that_waits_and_bulk_flows_both_ways() {
+    let (server, token, _range, _dir) = setup();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let down = payload(3 << 20, 7);
+    let expected_down = down.clone();
+    let service = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        // An SSH-like banner before any byte from the client, then bulk.
+        let sending = std::thread::spawn(move || {
+            writer.write_all(b"SSH-2.0-berth_test\r\n").unwrap();
+            writer.write_all(&down).unwrap();
+            writer.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut up = Vec::new();
+        (&stream).read_to_end(&mut up).unwrap();
+        sending.join().unwrap();
+        up
+    });
+    let share = Share::start(&server.url, &token, port, &[]);
+    let stream = TcpStream::connect(share.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut banner = [0u8; 20];
+    (&stream).read_exact(&mut banner).unwrap();
+    assert_eq!(&banner, b"SSH-2.0-berth_test\r\n");
+    let up = payload(3 << 20, 9);
+    let expected_up = sha256(&up);
+    let mut writer = stream.try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        writer.write_all(&up).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    (&stream).read_to_end(&mut back).unwrap();
+    sending.join().unwrap();
+    assert_eq!(sha256(&back), sha256(&expected_down));
+    assert_eq!(sha256(&service.join().unwrap()), expected_up);
+    let line = share.next_line();
+    let counted = format!("{} bytes in, {} bytes out", 3 << 20, (3 << 20) + 20);
+    assert!(line.contains(&counted), "{line}");
+}

@@ -557,3 +557,75 @@ fn a_trickled_handshake_or_head_is_cut_at_one_deadline() {
     let _ = client.reader().read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
 }
+
+#[test]
+fn a_tcp_tunnel_over_tls_passes_half_closes_and_bulk_both_ways() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let public = format!("https://localhost:{port}");
+    let range = common::free_tcp_ports(2);
+    let server = Server::start_in(
+        &dir.path().join("data"),
+        &[
+            "--listen-tls",
+            &format!("127.0.0.1:{port}"),
+            "--tls-cert",
+            &pki.arg("cert.pem"),
+            "--tls-key",
+            &pki.arg("key.pem"),
+            "--public-url",
+            &public,
+            "--tcp-ports",
+            &format!("{}-{}", range.0, range.1),
+        ],
+    );
+    server.create_user("alice", "home", "owner");
+    let token = server.token_for("alice", "home", "share");
+    // A service that reads the whole request to EOF, then answers it reversed.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let local = listener.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                (&stream).read_to_end(&mut got).unwrap();
+                got.reverse();
+                (&stream).write_all(&got).unwrap();
+            });
+        }
+    });
+    let args = ["share", "--tcp", "--host", "127.0.0.1", local.as_str()];
+    let mut child = berth_with_token(&public, &token, &args)
+        .env("BERTH_CA_CERT", pki.path("ca.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (lines, url) = relay_support::share_output(&mut child);
+    let addr = format!("127.0.0.1:{}", url.rsplit(':').next().unwrap());
+    let sent: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let stream = TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let payload = sent.clone();
+    let sending = std::thread::spawn(move || {
+        writer.write_all(&payload).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    (&stream).read_to_end(&mut back).unwrap();
+    sending.join().unwrap();
+    let mut expected = sent;
+    expected.reverse();
+    assert!(back == expected, "{} bytes back", back.len());
+    let line = lines.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(
+        line.contains("2000000 bytes in, 2000000 bytes out"),
+        "{line}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -165,12 +165,14 @@ async fn serve(
     loop {
         match open_control(&server, &claim, region.as_deref()).await {
             Ok((frames, url)) => {
+                // The server's words reach the terminal with controls escaped.
+                let shown = printable(&url);
                 if first && tcp {
-                    outln!("Forwarding {url} -> {local}");
+                    outln!("Forwarding {shown} -> {local}");
                 } else if first {
-                    outln!("Forwarding {url} -> http://{local}");
+                    outln!("Forwarding {shown} -> http://{local}");
                 } else {
-                    write_stderr(&format!("Reconnected: {url}\n"));
+                    write_stderr(&format!("Reconnected: {shown}\n"));
                 }
                 first = false;
                 backoff = BACKOFF_START;
@@ -182,9 +184,11 @@ async fn serve(
                 // Those still open get the server's shutdown drain first.
                 legs.close_after(LEGS_GRACE);
                 match ended {
-                    Ended::Lost(why) => {
-                        write_stderr(&format!("Lost the connection to {}: {why}\n", server.url))
-                    }
+                    Ended::Lost(why) => write_stderr(&format!(
+                        "Lost the connection to {}: {}\n",
+                        server.url,
+                        printable(&why)
+                    )),
                     // Closed on purpose on the server: reconnecting would undo it.
                     Ended::Closed(reason) => {
                         return Err(CliError::other(format!(
@@ -197,7 +201,7 @@ async fn serve(
             Err(err) if first || [exit::NOT_AUTHENTICATED, exit::FORBIDDEN].contains(&err.code) => {
                 return Err(err)
             }
-            Err(err) => write_stderr(&format!("{}\n", err.message)),
+            Err(err) => write_stderr(&format!("{}\n", printable(&err.message))),
         }
         write_stderr(&format!(
             "Reconnecting in {} s (Ctrl-C to stop)\n",
@@ -311,11 +315,22 @@ impl Server {
             stream.flush().await?;
             read_head(&mut stream).await
         };
+        // An answer that is not a berth server's HTTP says so, not why the parser balked.
+        let not_berth = |what: &str| {
+            CliError::other(format!(
+                "the server {} answered with {what}; is it a berth server?",
+                self.url
+            ))
+        };
         let (raw, mut rest) = match timeout(HANDSHAKE_TIMEOUT, answer).await {
+            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(not_berth("a response head larger than 32 KiB"))
+            }
             Ok(result) => result.map_err(lost)?,
             Err(_) => return Err(lost(io::Error::other("no answer within 10 seconds"))),
         };
-        let response = proxy::parse_response(&raw, false).map_err(lost)?;
+        let response = proxy::parse_response(&raw, false)
+            .map_err(|_| not_berth("something other than an HTTP/1.1 response"))?;
         if response.status == 101 {
             return Ok((stream, rest));
         }
@@ -804,14 +819,14 @@ async fn serve_tcp_connection(server: &Server, id: &str, local: &str, legs: &Leg
 async fn relay_tcp(server: &Server, id: &str, local: &str) {
     let started = Instant::now();
     let opened = crate::time_fmt::now();
-    let short = id.get(..8).unwrap_or(id);
+    let short = printable(id.get(..8).unwrap_or(id));
     let (mut data, first) = match server
         .upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
         .await
     {
         Ok(pair) => pair,
         Err(err) => {
-            outln!("tcp {short} not opened: {}", err.message);
+            outln!("tcp {short} not opened: {}", printable(&err.message));
             return;
         }
     };

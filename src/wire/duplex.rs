@@ -166,12 +166,13 @@ impl Direction {
                 // Ends the other side's reading: a TCP FIN, a TLS close_notify.
                 return Pin::new(&mut *to).poll_shutdown(cx);
             }
-            if self.buf.is_empty() {
-                let size = if self.next == 0 {
-                    FIRST_BUFFER
-                } else {
-                    self.next
-                };
+            // A buffer that the last read filled gives way to the next, larger one.
+            let size = if self.next == 0 {
+                FIRST_BUFFER
+            } else {
+                self.next
+            };
+            if self.buf.len() != size {
                 self.buf = vec![0; size];
             }
             let mut read = ReadBuf::new(&mut self.buf);
@@ -192,11 +193,13 @@ impl Direction {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     // The source has nothing now: what was written goes out
-                    // (a TLS record), and an interactive connection gives its
-                    // buffer back until its source wakes it. A bulk one keeps
-                    // its large buffer: refilling it would cost more than it saves.
+                    // (a TLS record), and the buffer is given back until the
+                    // source wakes this direction, which may be never (a
+                    // WebSocket gone quiet after a large message). A bulk one
+                    // only remembers its size: the copy is ahead of its source
+                    // here, so allocating again costs no throughput.
+                    self.buf = Vec::new();
                     if !self.full {
-                        self.buf = Vec::new();
                         self.next = 0;
                     }
                     if self.unflushed {
@@ -269,6 +272,44 @@ mod tests {
             let spliced = relay.await.unwrap();
             assert!(spliced.idle);
             assert_eq!(spliced.a_to_b, 1);
+        });
+    }
+
+    #[test]
+    fn a_bulk_direction_reads_into_ever_larger_buffers() {
+        runtime().block_on(async {
+            let (mut a, mut a_far) = duplex(4 * MAX_BUFFER);
+            // Room for the first read and part of the second: the direction
+            // then waits to write, holding the buffer it read into.
+            let (mut b, _b_far) = duplex(FIRST_BUFFER + FIRST_BUFFER / 2);
+            a_far.write_all(&vec![7u8; 2 * MAX_BUFFER]).await.unwrap();
+            let mut up = Direction::default();
+            let waker = std::task::Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            assert!(up.poll_copy(&mut cx, &mut a, &mut b).is_pending());
+            assert_eq!(up.buf.len(), 2 * FIRST_BUFFER);
+            assert!(up.start < up.end);
+        });
+    }
+
+    #[test]
+    fn a_direction_whose_last_read_filled_its_buffer_holds_none_while_waiting() {
+        runtime().block_on(async {
+            let (mut a, mut a_far) = duplex(4 * MAX_BUFFER);
+            let (mut b, mut b_far) = duplex(4 * MAX_BUFFER);
+            // A message that fills the first buffer and the second exactly.
+            a_far.write_all(&vec![1u8; 3 * FIRST_BUFFER]).await.unwrap();
+            let mut up = Direction::default();
+            let waker = std::task::Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            assert!(up.poll_copy(&mut cx, &mut a, &mut b).is_pending());
+            assert_eq!(up.buf.capacity(), 0);
+            let mut got = vec![0u8; 3 * FIRST_BUFFER];
+            b_far.read_exact(&mut got).await.unwrap();
+            // The next message is read into a buffer of the size bulk earned.
+            a_far.write_all(&vec![2u8; 5 * FIRST_BUFFER]).await.unwrap();
+            assert!(up.poll_copy(&mut cx, &mut a, &mut b).is_pending());
+            assert_eq!(up.bytes, 8 * FIRST_BUFFER as u64);
         });
     }
 
