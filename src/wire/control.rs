@@ -4,7 +4,7 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::protocol::{Frame, MAX_FRAME_BYTES};
+use super::protocol::{take_frame, Frame, MAX_FRAME_BYTES};
 
 /// Reads and writes frames on a connection, which it owns.
 pub struct Frames<S> {
@@ -30,16 +30,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
     /// EOF, a frame over `MAX_FRAME_BYTES` or bad JSON is an error.
     pub async fn next(&mut self) -> io::Result<Frame> {
         loop {
-            if let Some(at) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=at).collect();
-                return serde_json::from_slice(&line[..at])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-            if self.buf.len() >= MAX_FRAME_BYTES {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "control frame larger than 64 KiB",
-                ));
+            if let Some(frame) = take_frame(&mut self.buf) {
+                return frame;
             }
             let mut chunk = [0u8; 4096];
             let want = chunk.len().min(MAX_FRAME_BYTES - self.buf.len());

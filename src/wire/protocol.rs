@@ -68,16 +68,8 @@ impl<R: Read> FrameReader<R> {
     /// loses nothing; EOF, a frame over `MAX_FRAME_BYTES` or bad JSON is an error.
     pub fn read(&mut self) -> io::Result<Frame> {
         loop {
-            if let Some(at) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=at).collect();
-                return serde_json::from_slice(&line[..at])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-            if self.buf.len() >= MAX_FRAME_BYTES {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "control frame larger than 64 KiB",
-                ));
+            if let Some(frame) = take_frame(&mut self.buf) {
+                return frame;
             }
             let mut chunk = [0u8; 4096];
             let want = chunk.len().min(MAX_FRAME_BYTES - self.buf.len());
@@ -89,6 +81,24 @@ impl<R: Read> FrameReader<R> {
             }
         }
     }
+}
+
+/// The first frame of `buf`, taken out of it; an error for bad JSON or a
+/// frame over `MAX_FRAME_BYTES`; None while its line is incomplete.
+pub fn take_frame(buf: &mut Vec<u8>) -> Option<io::Result<Frame>> {
+    if let Some(at) = buf.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = buf.drain(..=at).collect();
+        return Some(
+            serde_json::from_slice(&line[..at])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        );
+    }
+    (buf.len() >= MAX_FRAME_BYTES).then(|| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "control frame larger than 64 KiB",
+        ))
+    })
 }
 
 /// Whether an error is a read timeout rather than a failure.
