@@ -105,7 +105,8 @@ impl<'a> Admission<'a> {
             });
         }
         let reserve = limits::relay_reserve(door.max_connections);
-        take_below(&door.in_reserve, reserve).then_some(Admission {
+        // Built only once its place is taken: an Admission dropped gives one back.
+        take_below(&door.in_reserve, reserve).then(|| Admission {
             door,
             reserve: true,
         })
@@ -148,7 +149,7 @@ impl Drop for Admission<'_> {
 fn take_below(count: &AtomicUsize, most: usize) -> bool {
     count
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-            (n < most).then_some(n + 1)
+            (n < most).then(|| n + 1)
         })
         .is_ok()
 }
@@ -744,4 +745,30 @@ fn refuse_busy(stream: TcpStream, tls: bool) {
         "The server has too many open connections; try again shortly.",
     ));
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn a_connection_refused_beyond_the_bound_and_the_reserve_gives_back_nothing() {
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let relay = Arc::new(Relay::new("localhost", "http://localhost"));
+        let mut door = FrontDoor::new(PathBuf::new(), relay, Arc::new(Auth::new(store)));
+        door.max_connections = 2;
+        let reserve = limits::relay_reserve(2);
+        let held: Vec<_> = (0..2 + reserve)
+            .map(|_| Admission::enter(&door).unwrap())
+            .collect();
+        for _ in 0..3 {
+            assert!(Admission::enter(&door).is_none());
+        }
+        assert_eq!(door.open.load(Ordering::SeqCst), 2);
+        assert_eq!(door.in_reserve.load(Ordering::SeqCst), reserve);
+        drop(held);
+        assert_eq!(door.open.load(Ordering::SeqCst), 0);
+        assert_eq!(door.in_reserve.load(Ordering::SeqCst), 0);
+    }
 }
