@@ -607,7 +607,7 @@ fn printable(text: &str) -> String {
 
 fn describe(e: &io::Error) -> String {
     if e.kind() == io::ErrorKind::UnexpectedEof {
-        "the server closed the tunnel".into()
+        "the server closed the connection".into()
     } else {
         e.to_string()
     }
