@@ -80,24 +80,33 @@ fn free_port() -> u16 {
 
 /// A server with plain and TLS listeners; public URLs are the TLS ones.
 fn tls_server(pki: &Pki) -> (Server, tempfile::TempDir, String) {
+    tls_server_with(pki, &[])
+}
+
+/// [`tls_server`], with `extra` server flags.
+fn tls_server_with(pki: &Pki, extra: &[&str]) -> (Server, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let public = format!("https://localhost:{port}");
-    let server = Server::start_in(
-        &dir.path().join("data"),
-        &[
-            "--listen-tls",
-            &format!("127.0.0.1:{port}"),
-            "--tls-cert",
-            &pki.arg("cert.pem"),
-            "--tls-key",
-            &pki.arg("key.pem"),
-            "--public-url",
-            &public,
-            "--domain",
-            "berth.test",
-        ],
+    let (listen, cert, key) = (
+        format!("127.0.0.1:{port}"),
+        pki.arg("cert.pem"),
+        pki.arg("key.pem"),
     );
+    let mut args = vec![
+        "--listen-tls",
+        &listen,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--public-url",
+        &public,
+        "--domain",
+        "berth.test",
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start_in(&dir.path().join("data"), &args);
     assert_eq!(
         server.tls_addr.as_deref(),
         Some(&*format!("127.0.0.1:{port}"))
@@ -561,26 +570,9 @@ fn a_trickled_handshake_or_head_is_cut_at_one_deadline() {
 #[test]
 fn a_tcp_tunnel_over_tls_passes_half_closes_and_bulk_both_ways() {
     let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let public = format!("https://localhost:{port}");
     let range = common::free_tcp_ports(2);
-    let server = Server::start_in(
-        &dir.path().join("data"),
-        &[
-            "--listen-tls",
-            &format!("127.0.0.1:{port}"),
-            "--tls-cert",
-            &pki.arg("cert.pem"),
-            "--tls-key",
-            &pki.arg("key.pem"),
-            "--public-url",
-            &public,
-            "--tcp-ports",
-            &format!("{}-{}", range.0, range.1),
-        ],
-    );
-    server.create_user("alice", "home", "owner");
+    let ports = format!("{}-{}", range.0, range.1);
+    let (server, _dir, public) = tls_server_with(&pki, &["--tcp-ports", &ports]);
     let token = server.token_for("alice", "home", "share");
     // A service that reads the whole request to EOF, then answers it reversed.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
