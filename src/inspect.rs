@@ -1,7 +1,7 @@
 //! The traffic inspector: request records, the redaction tiers applied before a record exists, and the writer thread that stores them.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -117,24 +117,6 @@ fn truncate(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}...", &text[..end])
-}
-
-/// A writer that counts what passes through it (bodies cut short still have a size).
-pub struct Counter<W> {
-    pub inner: W,
-    pub bytes: u64,
-}
-
-impl<W: Write> Write for Counter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Messages to the writer thread.
@@ -503,15 +485,5 @@ mod tests {
         ]);
         assert_eq!(fields[0], ("Content-Length".into(), "0".into()));
         assert_eq!(fields[1], ("X-Odd".into(), "a\u{fffd}".into()));
-    }
-
-    #[test]
-    fn a_counter_counts() {
-        let mut counter = Counter {
-            inner: Vec::new(),
-            bytes: 0,
-        };
-        counter.write_all(b"hello").unwrap();
-        assert_eq!(counter.bytes, 5);
     }
 }

@@ -2,15 +2,19 @@
 //! the connection behind it: a tunnel's service (streamed both ways, kept
 //! alive, upgraded) or the API on its Unix socket (the body read whole first).
 
-use std::io::{self, Write};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::{Body, Conn, HeadError, ReadTimeout, RequestHead};
-use crate::inspect::{self, Counter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use super::{Body, Conn, HeadError, RequestHead};
+use crate::inspect;
 use crate::time_fmt;
-use crate::wire::Stream;
+use crate::wire;
 
 /// After a service took no more of a request body for the response timeout,
 /// how long an answer it may have sent early (a 413, say) gets to arrive.
@@ -38,18 +42,27 @@ pub enum Outcome {
     Upgraded,
     /// No response byte reached the client: it can still get berth's own answer.
     Failed(Failure),
-    /// A control connection, now served by its tunnel's own thread.
-    HandedOff,
 }
 
 /// The connection an exchange forwards to (in the relay, a data connection
 /// to a tunnel's client), kept across the requests of one client connection.
+/// Its reads wait, and its writes stall, at most the response timeout.
 pub struct Upstream {
-    pub reader: Conn<Stream>,
-    pub writer: Stream,
-    pub timeout: ReadTimeout,
+    pub conn: Conn<wire::conn::Conn>,
     /// How long the service may take to answer or to take more of a body.
     pub response_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(stream: wire::conn::Conn, response_timeout: Duration) -> Upstream {
+        let mut conn = Conn::new(stream);
+        conn.read_timeout = Some(response_timeout);
+        conn.write_timeout = Some(response_timeout);
+        Upstream {
+            conn,
+            response_timeout,
+        }
+    }
 }
 
 /// How much of the request reached the leg: a step within `exchange`, not
@@ -63,32 +76,28 @@ enum Sent {
     Over(Outcome),
 }
 
-/// Send the request on the leg and stream the response back. With `on_head`,
-/// the response head is flushed to the client as soon as it is written, and
-/// then `on_head` runs (the relay refills its pool of data connections then).
-pub fn exchange(
+/// Send the request on the leg and stream the response back to `client`.
+/// With `on_head`, the response head is flushed to the client as soon as it
+/// is written, and then `on_head` runs (the relay refills its pool of data
+/// connections then).
+pub async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
     head: &RequestHead,
-    client: &mut Conn<Stream>,
-    out: &mut impl Write,
+    client: &mut Conn<C>,
     leg: &mut Upstream,
-    seen: &mut Observed,
-    on_head: Option<&dyn Fn()>,
+    seen: &mut Observed<'_>,
+    on_head: Option<&(dyn Fn() + Sync)>,
 ) -> io::Result<Outcome> {
     // A service that stopped taking the body may have answered early, and
     // one that closed on it may have left its answer: either is passed on.
-    let (wait, none_in_time) = match send_request(head, client, out, leg, seen)? {
+    let (wait, none_in_time) = match send_request(head, client, leg, seen).await? {
         Sent::Over(answer) => return Ok(answer),
         Sent::Partly(kind) if super::is_timeout_kind(kind) => (EARLY_ANSWER_WAIT, Failure::Stalled),
         Sent::All | Sent::Partly(_) => (leg.response_timeout, Failure::TimedOut),
     };
     // The rest of a body the leg stopped taking is still unread on the public side.
     let unread = !seen.body_whole;
-    let (writer, timeout) = (&leg.writer, &leg.timeout);
     let response = loop {
-        let raw = leg
-            .reader
-            .read_head(wait, &|t| timeout.set(t, |t| writer.set_read_timeout(t)));
-        let raw = match raw {
+        let raw = match leg.conn.read_head(wait).await {
             Ok(raw) => raw,
             Err(err) => return Ok(Outcome::Failed(Failure::of_head(err, none_in_time))),
         };
@@ -102,33 +111,23 @@ pub fn exchange(
     if response.status == 101 && (!head.upgrade || unread) {
         return Ok(Outcome::Failed(Failure::Invalid));
     }
-    // Reading the head left the socket with what remained of its deadline
-    // (or the short wait for an early answer): the body's pauses, a quiet
-    // event stream between heartbeats, may each last the response timeout.
-    if timeout
-        .set(Some(leg.response_timeout), |t| writer.set_read_timeout(t))
-        .is_err()
-    {
-        return Ok(Outcome::Failed(Failure::Silent));
-    }
     let keep = response.keep_alive && head.keep_alive && !unread;
     let encoded = response.encode(response.status == 101 || keep);
     seen.status = Some(response.status);
     seen.response_headers = inspect::text_fields(response.headers);
-    out.write_all(&encoded)?;
+    client.write_all(&encoded).await?;
     if let Some(on_head) = on_head {
-        out.flush()?;
+        client.flush().await?;
         on_head();
     }
     if response.status == 101 {
-        out.flush()?;
+        client.flush().await?;
         return Ok(Outcome::Upgraded);
     }
-    let mut download = Counter {
-        inner: &mut *out,
-        bytes: 0,
-    };
-    let copied = super::copy_body(response.body, &mut leg.reader, &mut download);
+    // The body's pauses, a quiet event stream between heartbeats, may each
+    // last the response timeout (the leg's read timeout).
+    let mut download = Counted::new(&mut *client);
+    let copied = super::copy_body(response.body, &mut leg.conn, &mut download).await;
     seen.bytes_out = download.bytes;
     copied?;
     Ok(if keep {
@@ -140,59 +139,89 @@ pub fn exchange(
     })
 }
 
-/// A writer that remembers the kind of its first failed write, so a failed
-/// copy tells whether the leg or the public client gave out.
-struct Watched<W> {
-    inner: W,
+/// A writer that counts the bytes written through it and remembers the kind
+/// of its first failure, so a failed copy tells whether the leg or the
+/// public client gave out.
+struct Counted<'a, W> {
+    inner: &'a mut W,
+    bytes: u64,
     failed: Option<io::ErrorKind>,
 }
 
-impl<W: Write> Write for Watched<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let written = self.inner.write(buf);
-        if let Err(err) = &written {
-            self.failed.get_or_insert(err.kind());
+impl<'a, W> Counted<'a, W> {
+    fn new(inner: &'a mut W) -> Counted<'a, W> {
+        Counted {
+            inner,
+            bytes: 0,
+            failed: None,
         }
-        written
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        let flushed = self.inner.flush();
-        if let Err(err) = &flushed {
+    fn watch<T>(&mut self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(err)) = &polled {
             self.failed.get_or_insert(err.kind());
         }
-        flushed
+        polled
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<'_, W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut *this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            this.bytes += *n as u64;
+        }
+        this.watch(polled)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut *this.inner).poll_flush(cx);
+        this.watch(polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut *this.inner).poll_shutdown(cx);
+        this.watch(polled)
     }
 }
 
 /// The request head and body onto the leg.
-fn send_request(
+async fn send_request<C: AsyncRead + AsyncWrite + Unpin>(
     head: &RequestHead,
-    client: &mut Conn<Stream>,
-    out: &mut impl Write,
+    client: &mut Conn<C>,
     leg: &mut Upstream,
-    seen: &mut Observed,
+    seen: &mut Observed<'_>,
 ) -> io::Result<Sent> {
     let continues = head
         .header("expect")
         .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
-    if let Err(err) = leg.writer.write_all(&seen.sent) {
-        return Ok(Sent::Over(Outcome::Failed(Failure::of_write(&err))));
+    leg.conn.write_all(&seen.sent).await?;
+    if head.body == Body::None {
+        if let Err(err) = leg.conn.flush().await {
+            return Ok(Sent::Over(Outcome::Failed(Failure::of_write(&err))));
+        }
+        return Ok(Sent::All);
     }
-    if continues && head.body != Body::None {
-        out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-        out.flush()?;
+    if continues {
+        client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        client.flush().await?;
     }
-    let mut upload = Counter {
-        inner: Watched {
-            inner: &mut leg.writer,
-            failed: None,
-        },
-        bytes: 0,
-    };
-    let sent = super::copy_body(head.body, client, &mut upload);
+    let mut upload = Counted::new(&mut leg.conn);
+    let mut sent = super::copy_body(head.body, client, &mut upload).await;
+    if sent.is_ok() {
+        if let Err(err) = upload.flush().await {
+            sent = Err(err);
+        }
+    }
     seen.bytes_in = upload.bytes;
-    match (sent, upload.inner.failed) {
+    match (sent, upload.failed) {
         (Ok(_), _) => {
             seen.body_whole = true;
             Ok(Sent::All)
@@ -202,35 +231,29 @@ fn send_request(
         // Broken chunk framing is the client's fault and no response has started.
         (Err(err), None) if err.kind() == io::ErrorKind::InvalidData => {
             let why = "The chunked request body is malformed.";
-            seen.answer(out, &super::error_response(400, "bad_request", why))?;
+            seen.answer(client, &super::error_response(400, "bad_request", why))
+                .await?;
             Ok(Sent::Over(Outcome::Refused))
         }
         (Err(err), None) => Err(err),
     }
 }
 
-/// After a 101: pipe the public connection and the leg both ways until either
-/// closes, or no byte moved either way for `idle`.
-pub fn splice(
-    client: &mut Conn<Stream>,
-    client_stream: &Stream,
-    mut leg: Upstream,
-    idle: Option<Duration>,
-) -> io::Result<()> {
-    let public = std::mem::replace(client, Conn::new(client_stream.try_clone()?));
-    let back = std::mem::replace(&mut leg.reader, Conn::new(leg.writer.try_clone()?));
-    // Upgraded traffic has no response to wait for: the leg's writes are
-    // bounded like the public side's, not by the response timeout.
-    leg.writer
-        .set_write_timeout(client_stream.tcp().write_timeout()?)?;
-    crate::wire::splice_until_idle(
-        public,
-        client_stream.try_clone()?,
-        back,
-        leg.writer,
-        "upgrade",
-        idle,
-    );
+/// After a 101: pipe the two connections both ways (what each had read past
+/// the 101 first) until either closes, or no byte moved either way for `idle`.
+pub async fn splice<A, B>(a: &mut Conn<A>, b: &mut Conn<B>, idle: Option<Duration>) -> io::Result<()>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    a.flush().await?;
+    b.flush().await?;
+    let (a_rest, b_rest) = (a.take_buffered(), b.take_buffered());
+    b.stream.write_all(&a_rest).await?;
+    a.stream.write_all(&b_rest).await?;
+    a.release_buffers();
+    b.release_buffers();
+    wire::duplex::splice(&mut a.stream, &mut b.stream, idle).await;
     Ok(())
 }
 
@@ -327,7 +350,11 @@ impl<'a> Observed<'a> {
     }
 
     /// Send berth's own whole response (a 502 page, a 400) and remember it.
-    pub fn answer(&mut self, out: &mut impl Write, response: &[u8]) -> io::Result<()> {
+    pub async fn answer(
+        &mut self,
+        out: &mut (impl AsyncWrite + Unpin),
+        response: &[u8],
+    ) -> io::Result<()> {
         if let Ok(parsed) = super::parse_response(response, false) {
             self.status = Some(parsed.status);
             self.response_headers = inspect::text_fields(parsed.headers);
@@ -335,57 +362,51 @@ impl<'a> Observed<'a> {
                 self.bytes_out = n;
             }
         }
-        out.write_all(response)
+        out.write_all(response).await
     }
 }
 
 /// The scheme the public client used on its connection to berth, for
 /// X-Forwarded-Proto (a trusted proxy's own word replaces it: see the front door).
-pub fn scheme(stream: &Stream) -> &'static str {
-    if stream.is_tls() {
-        "https"
-    } else {
-        "http"
+pub fn scheme(stream: &wire::conn::Conn) -> &'static str {
+    match stream {
+        wire::conn::Conn::Tls(_) => "https",
+        wire::conn::Conn::Tcp(_) => "http",
     }
 }
 
-/// A keep-alive connection to the API's Unix socket.
+/// A connection to the API's Unix socket, for one request.
 pub struct Backend {
-    reader: Conn<UnixStream>,
-    writer: UnixStream,
+    conn: Conn<UnixStream>,
 }
 
 impl Backend {
-    pub fn connect(path: &PathBuf) -> io::Result<Backend> {
-        let writer = UnixStream::connect(path)?;
-        writer.set_read_timeout(Some(BACKEND_TIMEOUT))?;
-        Ok(Backend {
-            reader: Conn::new(writer.try_clone()?),
-            writer,
-        })
+    pub async fn connect(path: &Path) -> io::Result<Backend> {
+        let mut conn = Conn::new(UnixStream::connect(path).await?);
+        conn.read_timeout = Some(BACKEND_TIMEOUT);
+        conn.write_timeout = Some(BACKEND_TIMEOUT);
+        Ok(Backend { conn })
     }
 
     /// One request, its body already read whole, to the API; its response
     /// streamed to the client. `Failed` while nothing was sent to the
     /// client, which can still get an error response; an error after.
-    pub fn exchange(
+    pub async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         head: &RequestHead,
         body: &[u8],
-        out: &mut impl Write,
+        out: &mut Conn<C>,
         client_ip: &str,
         scheme: &str,
     ) -> io::Result<Outcome> {
         let mut request = head.encode_for_api(client_ip, scheme, body.len());
         request.extend_from_slice(body);
-        if let Err(err) = self.writer.write_all(&request) {
+        self.conn.write_all(&request).await?;
+        if let Err(err) = self.conn.flush().await {
             return Ok(Outcome::Failed(Failure::of_write(&err)));
         }
         let response = loop {
-            let raw = self
-                .reader
-                .read_head(BACKEND_TIMEOUT, &|t| self.writer.set_read_timeout(t));
-            let raw = match raw {
+            let raw = match self.conn.read_head(BACKEND_TIMEOUT).await {
                 Ok(raw) => raw,
                 Err(err) => return Ok(Outcome::Failed(Failure::of_head(err, Failure::TimedOut))),
             };
@@ -399,8 +420,8 @@ impl Backend {
         };
         let keep_client = response.keep_alive || response.body != Body::UntilClose;
         let keep = keep_client && head.keep_alive;
-        out.write_all(&response.encode(keep))?;
-        super::copy_body(response.body, &mut self.reader, out)?;
+        out.write_all(&response.encode(keep)).await?;
+        super::copy_body(response.body, &mut self.conn, out).await?;
         Ok(if keep {
             Outcome::KeepAlive
         } else {

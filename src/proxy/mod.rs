@@ -10,8 +10,14 @@ mod head;
 #[cfg(any(test, fuzzing))]
 pub mod props;
 
-use std::io::{self, Read, Write};
-use std::time::{Duration, Instant};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{sleep, Instant, Sleep};
 
 pub use head::{parse_request, parse_response, HeadError, RequestHead};
 
@@ -30,8 +36,10 @@ pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(10);
 pub const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line accepted, extensions included.
 const MAX_CHUNK_LINE: usize = 4096;
-/// Copy buffer for bodies: bodies stream, never buffered whole.
+/// Read buffer for heads and bodies: bodies stream, never buffered whole.
 const COPY_BUF: usize = 16 * 1024;
+/// Bytes written to a [`Conn`] that wait for a flush before a write sends them.
+const OUT_BUF: usize = 64 * 1024;
 
 /// How a message body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,37 +65,31 @@ pub enum BodyError {
 }
 
 /// Read a request body whole, de-chunked, refusing more than `max` bytes and
-/// anything slower than `within`. `set_timeout` bounds each read of the
-/// connection so the deadline holds however the bytes trickle in.
-pub fn read_body_whole<S: Read>(
+/// anything slower than `within`: the deadline holds however the bytes trickle in.
+pub async fn read_body_whole<S: AsyncRead + Unpin>(
     body: Body,
     from: &mut Conn<S>,
     max: u64,
     within: Duration,
-    set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
 ) -> Result<Vec<u8>, BodyError> {
-    let mut timed = Timed {
-        conn: from,
-        deadline: Instant::now() + within,
-        set_timeout,
-    };
+    let deadline = Instant::now() + within;
     match body {
         Body::None | Body::UntilClose => Ok(Vec::new()),
         Body::Length(n) if n > max => Err(BodyError::TooLarge),
         Body::Length(n) => {
-            let mut out = vec![0; n as usize];
-            timed.read_exact(&mut out).map_err(body_error)?;
+            let mut out = Vec::with_capacity(n as usize);
+            from.take_into(&mut out, n as usize, deadline).await?;
             Ok(out)
         }
         Body::Chunked => {
             let mut out = Vec::new();
             loop {
-                let line = timed.read_line(MAX_CHUNK_LINE)?;
+                let line = from.line_by(MAX_CHUNK_LINE, deadline).await?;
                 let size = parse_chunk_line(&line).map_err(|_| BodyError::Bad)?;
                 if size == 0 {
                     // Trailers are dropped: the API reads none.
                     loop {
-                        let trailer = timed.read_line(MAX_HEAD_BYTES)?;
+                        let trailer = from.line_by(MAX_HEAD_BYTES, deadline).await?;
                         if check_trailer(&trailer).is_err() {
                             return Err(BodyError::Bad);
                         }
@@ -99,12 +101,10 @@ pub fn read_body_whole<S: Read>(
                 if out.len() as u64 + size > max {
                     return Err(BodyError::TooLarge);
                 }
-                let start = out.len();
-                out.resize(start + size as usize, 0);
-                timed.read_exact(&mut out[start..]).map_err(body_error)?;
-                let mut crlf = [0u8; 2];
-                timed.read_exact(&mut crlf).map_err(body_error)?;
-                if &crlf != b"\r\n" {
+                from.take_into(&mut out, size as usize, deadline).await?;
+                let mut crlf = Vec::with_capacity(2);
+                from.take_into(&mut crlf, 2, deadline).await?;
+                if crlf != b"\r\n" {
                     return Err(BodyError::Bad);
                 }
             }
@@ -120,76 +120,10 @@ fn body_error(e: io::Error) -> BodyError {
     }
 }
 
-/// A connection read under one deadline for all its reads.
-struct Timed<'a, S> {
-    conn: &'a mut Conn<S>,
-    deadline: Instant,
-    set_timeout: &'a dyn Fn(Option<Duration>) -> io::Result<()>,
-}
-
-impl<S: Read> Read for Timed<'_, S> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.conn.buffered().is_empty() {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            (self.set_timeout)(Some(left))?;
-        }
-        self.conn.read(out)
-    }
-}
-
-impl<S: Read> Timed<'_, S> {
-    /// One line of at most `max` bytes, ending in LF (checked by the caller).
-    fn read_line(&mut self, max: usize) -> Result<Vec<u8>, BodyError> {
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        while line.last() != Some(&b'\n') {
-            if line.len() > max {
-                return Err(BodyError::Bad);
-            }
-            self.read_exact(&mut byte).map_err(body_error)?;
-            line.push(byte[0]);
-        }
-        Ok(line)
-    }
-}
-
-/// A socket's read timeout as last set through it: setting the same value
-/// again (every request on a kept-alive connection) skips the system call.
-/// Every change of that socket's timeout must go through it while it is used.
-#[derive(Default)]
-pub struct ReadTimeout {
-    last: std::cell::Cell<Option<Option<Duration>>>,
-}
-
-impl ReadTimeout {
-    /// A memo of a timeout already set on the socket.
-    pub fn already(timeout: Option<Duration>) -> ReadTimeout {
-        ReadTimeout {
-            last: std::cell::Cell::new(Some(timeout)),
-        }
-    }
-
-    /// Set `timeout` with `set` unless it is the one set last.
-    pub fn set(
-        &self,
-        timeout: Option<Duration>,
-        set: impl FnOnce(Option<Duration>) -> io::Result<()>,
-    ) -> io::Result<()> {
-        if self.last.get() == Some(timeout) {
-            return Ok(());
-        }
-        // Unknown until the call succeeds.
-        self.last.set(None);
-        set(timeout)?;
-        self.last.set(Some(timeout));
-        Ok(())
-    }
-}
-
-/// A connection read through a buffer, so bytes after a head stay for its body.
+/// A connection read and written through buffers: bytes after a head stay
+/// for its body, and what is written goes out on `flush` (or once a buffer's
+/// worth waits). Reads wait at most `read_timeout`, and a write that makes no
+/// progress for `write_timeout` fails: either is a `TimedOut` error.
 pub struct Conn<S> {
     pub stream: S,
     /// Bytes read and not yet consumed are `buf[pos..end]`; the rest of `buf`
@@ -197,15 +131,27 @@ pub struct Conn<S> {
     buf: Vec<u8>,
     pos: usize,
     end: usize,
+    /// Bytes written and not yet sent: `out[sent..]`.
+    out: Vec<u8>,
+    sent: usize,
+    pub read_timeout: Option<Duration>,
+    pub write_timeout: Option<Duration>,
+    /// Armed while a write waits for room.
+    write_timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl<S: Read> Conn<S> {
+impl<S> Conn<S> {
     pub fn new(stream: S) -> Conn<S> {
         Conn {
             stream,
             buf: Vec::new(),
             pos: 0,
             end: 0,
+            out: Vec::new(),
+            sent: 0,
+            read_timeout: None,
+            write_timeout: None,
+            write_timer: None,
         }
     }
 
@@ -219,8 +165,66 @@ impl<S: Read> Conn<S> {
         &self.buf[self.pos..self.end]
     }
 
-    /// Read more bytes into the buffer; 0 means the peer closed.
-    fn fill(&mut self) -> io::Result<usize> {
+    /// Give back the buffers while none holds a byte: a connection waiting
+    /// for its next request holds its socket, not 32 KiB.
+    pub fn release_buffers(&mut self) {
+        if self.pos == self.end {
+            (self.buf, self.pos, self.end) = (Vec::new(), 0, 0);
+        }
+        if self.sent == self.out.len() {
+            (self.out, self.sent) = (Vec::new(), 0);
+        }
+    }
+
+    /// The stream and the bytes read past what was consumed (what was
+    /// written must have been flushed).
+    pub fn into_parts(mut self) -> (S, Vec<u8>) {
+        let rest = self.take_buffered();
+        (self.stream, rest)
+    }
+
+    /// The bytes read past what was consumed, consumed.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buf[self.pos..self.end].to_vec();
+        self.pos = self.end;
+        rest
+    }
+
+    /// One LF-terminated line from what is buffered, consumed; none while it
+    /// is not whole (chunk framing then reads more), an error once more than
+    /// `max` bytes came without its end.
+    fn take_line(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
+        if let Some(at) = self.buffered().iter().position(|&b| b == b'\n') {
+            let line = self.buffered()[..=at].to_vec();
+            self.pos += at + 1;
+            return Ok(Some(line));
+        }
+        if self.buffered().len() > max {
+            return Err(invalid("chunk line too long"));
+        }
+        Ok(None)
+    }
+
+    /// The next `n` buffered bytes, consumed; none while fewer are buffered.
+    fn take_exact(&mut self, n: usize) -> Option<&[u8]> {
+        if self.buffered().len() < n {
+            return None;
+        }
+        self.pos += n;
+        Some(&self.buf[self.pos - n..self.pos])
+    }
+}
+
+impl<S: AsyncRead + Unpin> Conn<S> {
+    /// Read more bytes into the buffer, waiting at most `read_timeout`; 0
+    /// means the peer closed.
+    async fn fill(&mut self) -> io::Result<usize> {
+        self.fill_for(self.read_timeout).await
+    }
+
+    /// Read more bytes into the buffer, waiting at most `wait` (a `TimedOut`
+    /// error beyond); 0 means the peer closed.
+    async fn fill_for(&mut self, wait: Option<Duration>) -> io::Result<usize> {
         if self.pos > 0 {
             self.buf.copy_within(self.pos..self.end, 0);
             self.end -= self.pos;
@@ -229,44 +233,92 @@ impl<S: Read> Conn<S> {
         if self.buf.len() < self.end + COPY_BUF {
             self.buf.resize(self.end + COPY_BUF, 0);
         }
-        let read = loop {
-            match self.stream.read(&mut self.buf[self.end..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
+        // Armed only if the first read finds nothing waiting.
+        let mut timer: Option<Pin<Box<Sleep>>> = None;
+        let (stream, room) = (&mut self.stream, &mut self.buf[self.end..]);
+        let read = poll_fn(|cx| {
+            let mut into = ReadBuf::new(room);
+            match Pin::new(&mut *stream).poll_read(cx, &mut into) {
+                Poll::Ready(done) => Poll::Ready(done.map(|()| into.filled().len())),
+                Poll::Pending => {
+                    if let Some(wait) = wait {
+                        let timer = timer.get_or_insert_with(|| Box::pin(sleep(wait)));
+                        if timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+                        }
+                    }
+                    Poll::Pending
+                }
             }
-        };
+        })
+        .await;
         self.end += *read.as_ref().unwrap_or(&0);
         read
     }
 
-    /// Read until the blank line ending a head; returns the head's bytes.
-    /// `set_timeout` bounds each read so the whole head meets its deadline.
-    pub fn read_head(
+    /// Fill by `deadline`; a body error if it passed or the peer closed.
+    async fn fill_by(&mut self, deadline: Instant) -> Result<(), BodyError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(BodyError::Timeout);
+        }
+        match self.fill_for(Some(left)).await {
+            Ok(0) => Err(BodyError::Closed),
+            Ok(_) => Ok(()),
+            Err(e) => Err(body_error(e)),
+        }
+    }
+
+    /// Move `n` bytes into `into`, all there by `deadline`.
+    async fn take_into(
         &mut self,
-        idle: Duration,
-        set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
-    ) -> Result<Vec<u8>, HeadError> {
-        self.read_head_capped(idle, None, set_timeout)
+        into: &mut Vec<u8>,
+        mut n: usize,
+        deadline: Instant,
+    ) -> Result<(), BodyError> {
+        loop {
+            let have = self.buffered().len().min(n);
+            into.extend_from_slice(&self.buffered()[..have]);
+            self.pos += have;
+            n -= have;
+            if n == 0 {
+                return Ok(());
+            }
+            self.fill_by(deadline).await?;
+        }
+    }
+
+    /// One line of at most `max` bytes, ending in LF (checked by the caller), by `deadline`.
+    async fn line_by(&mut self, max: usize, deadline: Instant) -> Result<Vec<u8>, BodyError> {
+        loop {
+            match self.take_line(max) {
+                Ok(Some(line)) => return Ok(line),
+                Ok(None) => self.fill_by(deadline).await?,
+                Err(_) => return Err(BodyError::Bad),
+            }
+        }
+    }
+
+    /// Read until the blank line ending a head; returns the head's bytes.
+    /// The first byte may take `idle`; once it came, the head must be whole
+    /// within `HEAD_TIMEOUT`.
+    pub async fn read_head(&mut self, idle: Duration) -> Result<Vec<u8>, HeadError> {
+        self.read_head_capped(idle, None).await
     }
 
     /// Read a head that must be whole by `deadline`, however its bytes
     /// trickle in: a new connection's first head, which shares one deadline
     /// with the TLS handshake before it.
-    pub fn read_head_by(
-        &mut self,
-        deadline: Instant,
-        set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
-    ) -> Result<Vec<u8>, HeadError> {
+    pub async fn read_head_by(&mut self, deadline: Instant) -> Result<Vec<u8>, HeadError> {
         let idle = deadline.saturating_duration_since(Instant::now());
-        self.read_head_capped(idle, Some(deadline), set_timeout)
+        self.read_head_capped(idle, Some(deadline)).await
     }
 
     /// `read_head`, with every wait ending by `cap` when given.
-    fn read_head_capped(
+    async fn read_head_capped(
         &mut self,
         idle: Duration,
         cap: Option<Instant>,
-        set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
     ) -> Result<Vec<u8>, HeadError> {
         let mut deadline: Option<Instant> = None;
         loop {
@@ -301,8 +353,7 @@ impl<S: Read> Conn<S> {
                     HeadError::Timeout
                 });
             }
-            set_timeout(Some(wait)).map_err(|_| HeadError::Io)?;
-            match self.fill() {
+            match self.fill_for(Some(wait)).await {
                 Ok(0) if self.buffered().is_empty() => return Err(HeadError::Closed),
                 Ok(0) => {
                     return Err(HeadError::Bad(
@@ -314,12 +365,8 @@ impl<S: Read> Conn<S> {
                         deadline = Some(Instant::now() + HEAD_TIMEOUT);
                     }
                 }
-                // A TLS stream that timed out with part of a record in hand
-                // says `TimedOut` (a bare socket's timeout is `WouldBlock`):
-                // bytes came, too slowly, as for a head begun.
                 Err(e) if is_timeout(&e) => {
-                    let begun = e.kind() == io::ErrorKind::TimedOut;
-                    return Err(if self.buffered().is_empty() && !begun {
+                    return Err(if self.buffered().is_empty() {
                         HeadError::Idle
                     } else {
                         HeadError::Timeout
@@ -329,41 +376,64 @@ impl<S: Read> Conn<S> {
             }
         }
     }
+}
 
-    /// One LF-terminated line from what is buffered, consumed; none while it
-    /// is not whole (chunk framing then reads more), an error once more than
-    /// `max` bytes came without its end.
-    fn take_line(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
-        if let Some(at) = self.buffered().iter().position(|&b| b == b'\n') {
-            let line = self.buffered()[..=at].to_vec();
-            self.pos += at + 1;
-            return Ok(Some(line));
+impl<S: AsyncWrite + Unpin> Conn<S> {
+    /// Send what waits in the write buffer, failing after `write_timeout`
+    /// without progress.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.out.len() {
+            match Pin::new(&mut self.stream).poll_write(cx, &self.out[self.sent..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.sent += n;
+                    self.write_timer = None;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if let Some(limit) = self.write_timeout {
+                        let timer = self
+                            .write_timer
+                            .get_or_insert_with(|| Box::pin(sleep(limit)));
+                        if timer.as_mut().poll(cx).is_ready() {
+                            self.write_timer = None;
+                            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            }
         }
-        if self.buffered().len() > max {
-            return Err(invalid("chunk line too long"));
-        }
-        Ok(None)
-    }
-
-    /// The next `n` buffered bytes, consumed; none while fewer are buffered.
-    fn take_exact(&mut self, n: usize) -> Option<&[u8]> {
-        if self.buffered().len() < n {
-            return None;
-        }
-        self.pos += n;
-        Some(&self.buf[self.pos - n..self.pos])
+        self.out.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
     }
 }
 
-impl<S: Read> Read for Conn<S> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.buffered().is_empty() {
-            return self.stream.read(out);
+impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.out.len() >= OUT_BUF {
+            ready!(this.poll_send(cx))?;
         }
-        let n = self.buffered().len().min(out.len());
-        out[..n].copy_from_slice(&self.buffered()[..n]);
-        self.pos += n;
-        Ok(n)
+        this.out.extend_from_slice(bytes);
+        Poll::Ready(Ok(bytes.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.stream).poll_shutdown(cx)
     }
 }
 
@@ -371,7 +441,7 @@ fn is_timeout(e: &io::Error) -> bool {
     is_timeout_kind(e.kind())
 }
 
-/// Whether an error of this kind is a socket's read or write timeout.
+/// Whether an error of this kind is a read or write timeout.
 pub fn is_timeout_kind(kind: io::ErrorKind) -> bool {
     matches!(kind, io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
@@ -402,16 +472,19 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 /// any read that waits on the network, so a server-sent event, a progress
 /// line or a token of a streamed answer reaches the other side when the
 /// sender sends it, not when the body ends or a buffer fills (`to` is a
-/// `BufWriter` on the front door). Bytes already read and buffered are
-/// passed on first, so a bulk body costs one flush per network read, not one
-/// per chunk.
-pub fn copy_body<S: Read>(body: Body, from: &mut Conn<S>, to: &mut impl Write) -> io::Result<u64> {
+/// buffered [`Conn`]). Bytes already read and buffered are passed on first,
+/// so a bulk body costs one flush per network read, not one per chunk.
+pub async fn copy_body<S, W>(body: Body, from: &mut Conn<S>, to: &mut W) -> io::Result<u64>
+where
+    S: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut flow = Flow { from, to };
     match body {
         Body::None => Ok(0),
-        Body::Length(n) => flow.copy(Some(n)),
-        Body::UntilClose => flow.copy(None),
-        Body::Chunked => flow.copy_chunked(),
+        Body::Length(n) => flow.copy(Some(n)).await,
+        Body::UntilClose => flow.copy(None).await,
+        Body::Chunked => flow.copy_chunked().await,
     }
 }
 
@@ -422,12 +495,12 @@ struct Flow<'a, S, W> {
     to: &'a mut W,
 }
 
-impl<S: Read, W: Write> Flow<'_, S, W> {
+impl<S: AsyncRead + Unpin, W: AsyncWrite + Unpin> Flow<'_, S, W> {
     /// Copy `limit` bytes, or (none) until the sender closes. Bytes go on
     /// from the connection's buffer, one write per read from the network;
     /// a read may take in what follows the body (the next chunk's line, a
     /// pipelined request), which stays buffered for whoever reads next.
-    fn copy(&mut self, limit: Option<u64>) -> io::Result<u64> {
+    async fn copy(&mut self, limit: Option<u64>) -> io::Result<u64> {
         let mut copied = 0u64;
         loop {
             let room = limit.map_or(u64::MAX, |n| n - copied);
@@ -435,8 +508,8 @@ impl<S: Read, W: Write> Flow<'_, S, W> {
                 return Ok(copied);
             }
             if !self.from.has_buffered() {
-                self.to.flush()?;
-                if self.from.fill()? == 0 {
+                self.to.flush().await?;
+                if self.from.fill().await? == 0 {
                     return match limit {
                         Some(_) => Err(io::ErrorKind::UnexpectedEof.into()),
                         None => Ok(copied),
@@ -447,61 +520,74 @@ impl<S: Read, W: Write> Flow<'_, S, W> {
             let n = available
                 .len()
                 .min(usize::try_from(room).unwrap_or(usize::MAX));
-            self.to.write_all(&available[..n])?;
+            self.to.write_all(&available[..n]).await?;
             self.from.pos += n;
             copied += n as u64;
         }
     }
 
     /// One line of chunk framing, read whole however its bytes arrive.
-    fn read_line(&mut self, max: usize) -> io::Result<Vec<u8>> {
+    async fn read_line(&mut self, max: usize) -> io::Result<Vec<u8>> {
         loop {
             if let Some(line) = self.from.take_line(max)? {
                 return Ok(line);
             }
-            self.wait_for_more()?;
+            self.wait_for_more().await?;
         }
     }
 
     /// Pass on what was written so far, then read more into the buffer
     /// (framing begun but not whole): an error if the sender closed.
-    fn wait_for_more(&mut self) -> io::Result<()> {
-        self.to.flush()?;
-        if self.from.fill()? == 0 {
+    async fn wait_for_more(&mut self) -> io::Result<()> {
+        self.to.flush().await?;
+        if self.from.fill().await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         Ok(())
     }
 
-    fn copy_chunked(&mut self) -> io::Result<u64> {
+    async fn copy_chunked(&mut self) -> io::Result<u64> {
         let mut total = 0;
         loop {
-            let line = self.read_line(MAX_CHUNK_LINE)?;
+            let line = self.read_line(MAX_CHUNK_LINE).await?;
             let size = parse_chunk_line(&line)?;
-            self.to.write_all(&line)?;
+            self.to.write_all(&line).await?;
             if size == 0 {
                 // Trailers, then the blank line.
                 loop {
-                    let trailer = self.read_line(MAX_HEAD_BYTES)?;
+                    let trailer = self.read_line(MAX_HEAD_BYTES).await?;
                     check_trailer(&trailer)?;
-                    self.to.write_all(&trailer)?;
+                    self.to.write_all(&trailer).await?;
                     if trailer == b"\r\n" {
                         return Ok(total);
                     }
                 }
             }
-            total += self.copy(Some(size))?;
+            total += self.copy(Some(size)).await?;
             // The CRLF ending the data may come apart from it (or with the
             // next chunk): the data is passed on before waiting for it.
             loop {
                 match self.from.take_exact(2) {
                     Some(b"\r\n") => break,
                     Some(_) => return Err(invalid("chunk data not followed by CRLF")),
-                    None => self.wait_for_more()?,
+                    None => self.wait_for_more().await?,
                 }
             }
-            self.to.write_all(b"\r\n")?;
+            self.to.write_all(b"\r\n").await?;
         }
+    }
+}
+
+/// Run a future over bytes in memory to its end: every read and write of a
+/// slice or a `Vec` is ready at once, so it never waits (the property
+/// checks and the fuzz targets, which have no runtime).
+#[cfg(any(test, fuzzing))]
+pub fn now_or_never<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("a future over bytes in memory waited"),
     }
 }
 
@@ -596,50 +682,22 @@ mod tests {
         Conn::new(io::Cursor::new(bytes.to_vec()))
     }
 
-    fn no_timeout(_: Option<Duration>) -> io::Result<()> {
-        Ok(())
-    }
-
     #[test]
     fn heads_are_read_whole_and_bodies_stay_buffered() {
         let mut c = conn(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET");
-        let raw = c.read_head(IDLE_TIMEOUT, &no_timeout).unwrap();
+        let raw = now_or_never(c.read_head(IDLE_TIMEOUT)).unwrap();
         let head = parse_request(&raw).unwrap();
         let mut out = Vec::new();
-        copy_body(head.body, &mut c, &mut out).unwrap();
+        now_or_never(copy_body(head.body, &mut c, &mut out)).unwrap();
         assert_eq!(out, b"abc");
         assert!(matches!(
-            c.read_head(IDLE_TIMEOUT, &no_timeout),
+            now_or_never(c.read_head(IDLE_TIMEOUT)),
             Err(HeadError::Bad(_))
         ));
         assert!(matches!(
-            conn(b"").read_head(IDLE_TIMEOUT, &no_timeout),
+            now_or_never(conn(b"").read_head(IDLE_TIMEOUT)),
             Err(HeadError::Closed)
         ));
-    }
-
-    #[test]
-    fn a_read_timeout_is_set_again_only_when_it_changes() {
-        let calls = std::cell::Cell::new(0);
-        let set = |_| {
-            calls.set(calls.get() + 1);
-            Ok(())
-        };
-        let memo = ReadTimeout::default();
-        memo.set(Some(IDLE_TIMEOUT), set).unwrap();
-        memo.set(Some(IDLE_TIMEOUT), set).unwrap();
-        assert_eq!(calls.get(), 1);
-        memo.set(Some(HEAD_TIMEOUT), set).unwrap();
-        memo.set(None, set).unwrap();
-        assert_eq!(calls.get(), 3);
-        // A failed call leaves the socket's timeout unknown: the next one is made.
-        let failing = |_| Err(io::Error::other("gone"));
-        assert!(memo.set(Some(IDLE_TIMEOUT), failing).is_err());
-        memo.set(None, set).unwrap();
-        assert_eq!(calls.get(), 4);
-        let already = ReadTimeout::already(Some(IDLE_TIMEOUT));
-        already.set(Some(IDLE_TIMEOUT), set).unwrap();
-        assert_eq!(calls.get(), 4);
     }
 
     #[test]
@@ -647,7 +705,7 @@ mod tests {
         let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
         raw.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES + 1));
         assert!(matches!(
-            conn(&raw).read_head(IDLE_TIMEOUT, &no_timeout),
+            now_or_never(conn(&raw).read_head(IDLE_TIMEOUT)),
             Err(HeadError::TooLarge)
         ));
     }
@@ -658,13 +716,13 @@ mod tests {
         raw.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES));
         raw.extend_from_slice(b"\r\n\r\n");
         assert!(matches!(
-            conn(&raw).read_head(IDLE_TIMEOUT, &no_timeout),
+            now_or_never(conn(&raw).read_head(IDLE_TIMEOUT)),
             Err(HeadError::TooLarge)
         ));
     }
 
     fn whole(body: Body, bytes: &[u8], max: u64) -> Result<Vec<u8>, BodyError> {
-        read_body_whole(body, &mut conn(bytes), max, HEAD_TIMEOUT, &no_timeout)
+        now_or_never(read_body_whole(body, &mut conn(bytes), max, HEAD_TIMEOUT))
     }
 
     #[test]
@@ -697,7 +755,7 @@ mod tests {
         let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\n";
         let mut out = Vec::new();
         assert_eq!(
-            copy_body(Body::Chunked, &mut conn(body), &mut out).unwrap(),
+            now_or_never(copy_body(Body::Chunked, &mut conn(body), &mut out)).unwrap(),
             9
         );
         assert_eq!(out, body);
@@ -715,7 +773,7 @@ mod tests {
             b"4\r\nWiki\r\n0\r\n\r\r\n",
         ] {
             assert!(
-                copy_body(Body::Chunked, &mut conn(bad), &mut Vec::new()).is_err(),
+                now_or_never(copy_body(Body::Chunked, &mut conn(bad), &mut Vec::new())).is_err(),
                 "{bad:?}"
             );
         }
@@ -743,9 +801,14 @@ mod tests {
         ledger: Shared,
     }
 
-    impl Read for Pieces {
-        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-            let mut ledger = self.ledger.borrow_mut();
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            out: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            let mut ledger = this.ledger.borrow_mut();
             let held = &ledger.handed[ledger.delivered.len()..];
             assert!(
                 ledger.handed.starts_with(&ledger.delivered)
@@ -754,34 +817,42 @@ mod tests {
                 "waiting with {:?} held back",
                 String::from_utf8_lossy(held)
             );
-            let Some(piece) = self.pieces.pop_front() else {
-                return Ok(0);
+            let Some(piece) = this.pieces.pop_front() else {
+                return Poll::Ready(Ok(()));
             };
-            assert!(piece.len() <= out.len(), "one piece per read");
-            out[..piece.len()].copy_from_slice(&piece);
+            assert!(piece.len() <= out.remaining(), "one piece per read");
+            out.put_slice(&piece);
             ledger.handed.extend_from_slice(&piece);
             ledger.reads += 1;
-            Ok(piece.len())
+            Poll::Ready(Ok(()))
         }
     }
 
     /// A writer that holds bytes until flushed.
     struct Holding(Shared);
 
-    impl Write for Holding {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+    impl AsyncWrite for Holding {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
             self.0.borrow_mut().pending.extend_from_slice(buf);
-            Ok(buf.len())
+            Poll::Ready(Ok(buf.len()))
         }
 
-        fn flush(&mut self) -> io::Result<()> {
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             let mut ledger = self.0.borrow_mut();
             if !ledger.pending.is_empty() {
                 let pending = std::mem::take(&mut ledger.pending);
                 ledger.delivered.extend_from_slice(&pending);
                 ledger.flushes += 1;
             }
-            Ok(())
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.poll_flush(cx)
         }
     }
 
@@ -792,7 +863,7 @@ mod tests {
             pieces: pieces.iter().map(|p| p.to_vec()).collect(),
             ledger: ledger.clone(),
         };
-        let copied = copy_body(body, &mut Conn::new(source), &mut Holding(ledger.clone()));
+        let copied = now_or_never(copy_body(body, &mut Conn::new(source), &mut Holding(ledger.clone())));
         let ledger = ledger.take();
         (copied, ledger)
     }

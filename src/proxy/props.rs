@@ -5,7 +5,8 @@ use std::io;
 use std::time::Duration;
 
 use super::{
-    copy_body, parse_request, parse_response, read_body_whole, Body, BodyError, Conn, MAX_HEADERS,
+    copy_body, now_or_never, parse_request, parse_response, read_body_whole, Body, BodyError,
+    Conn, MAX_HEADERS,
 };
 
 /// The client address and scheme the checks forward with.
@@ -119,7 +120,7 @@ pub fn response_head(raw: &[u8], head_request: bool) {
 /// reads to the same bytes; reading whole never returns more than the limit.
 pub fn chunked_body(raw: &[u8]) {
     let mut sent = Vec::new();
-    let passed = copy_body(Body::Chunked, &mut Conn::new(raw), &mut sent);
+    let passed = now_or_never(copy_body(Body::Chunked, &mut Conn::new(raw), &mut sent));
     let whole = read_whole(raw, ANY_INPUT);
     match (&passed, &whole) {
         (Ok(total), Ok(body)) => assert_eq!(*total, body.len() as u64),
@@ -130,7 +131,11 @@ pub fn chunked_body(raw: &[u8]) {
     if let Ok(total) = passed {
         assert!(raw.starts_with(&sent), "passed on as it came");
         let mut twice = Vec::new();
-        let again = copy_body(Body::Chunked, &mut Conn::new(&sent[..]), &mut twice);
+        let again = now_or_never(copy_body(
+            Body::Chunked,
+            &mut Conn::new(&sent[..]),
+            &mut twice,
+        ));
         assert_eq!(again.ok(), Some(total));
         assert_eq!(twice, sent);
         assert_eq!(read_whole(&sent, ANY_INPUT).ok(), whole.ok());
@@ -143,14 +148,12 @@ pub fn chunked_body(raw: &[u8]) {
 }
 
 fn read_whole(raw: &[u8], max: u64) -> Result<Vec<u8>, BodyError> {
-    let no_timeout = |_: Option<Duration>| -> io::Result<()> { Ok(()) };
-    read_body_whole(
+    now_or_never(read_body_whole(
         Body::Chunked,
         &mut Conn::new(raw),
         max,
         Duration::from_secs(3600),
-        &no_timeout,
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -330,7 +333,7 @@ mod tests {
             parsed[1] += usize::from(parse_response(&raw, false).is_ok());
             let raw = chunked().new_tree(&mut runner).unwrap().current();
             let mut sink = Vec::new();
-            let copied = copy_body(Body::Chunked, &mut Conn::new(&raw[..]), &mut sink);
+            let copied = now_or_never(copy_body(Body::Chunked, &mut Conn::new(&raw[..]), &mut sink));
             parsed[2] += usize::from(copied.is_ok());
         }
         assert!(

@@ -1,24 +1,25 @@
 //! The relay's side of the front door: control connections (`tunnels/connect`),
 //! data connections (`tunnels/accept/{id}`) and public requests to `NAME.DOMAIN`.
 
-use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{quota, Carrying, ClaimError, Owner, Relay, Tunnel, SWITCHING};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use super::{quota, Carrying, ClaimError, Outbox, Owner, Relay, Tunnel, CONTROL_WRITE_TIMEOUT, SWITCHING};
 use crate::api_error::ApiError;
 use crate::auth::{self, Action, Auth};
 use crate::inspect::{self, Record};
 use crate::proxy::forward::{self, Observed, Outcome, Upstream};
 use crate::proxy::{self, Conn, RequestHead};
 use crate::store::{NewAuditEvent, NewTunnel, Store};
-use crate::wire::protocol::{self, Frame, FrameReader, PING_EVERY, SILENCE_LIMIT, UPGRADE};
-use crate::wire::Stream;
-
-/// Stack of a tunnel's thread. It only reads the control connection and
-/// writes its history row at the end, so few of these pages are ever touched.
-const TUNNEL_STACK: usize = 256 * 1024;
+use crate::wire;
+use crate::wire::control::Frames;
+use crate::wire::protocol::{Frame, PING_EVERY, SILENCE_LIMIT, UPGRADE};
 
 /// A public connection's tie to the one tunnel it reaches, for its life: a
 /// later request on it for any other tunnel (another tunnel may take the name
@@ -30,21 +31,30 @@ pub struct Leg {
     /// from its first data connection on (a request still waiting for its
     /// first one gets a 502 page when the tunnel closes, not a cut).
     public: Option<Carrying>,
-    data: Option<Data>,
+    data: Option<Upstream>,
 }
 
-/// A data connection to a tunnel's client, kept across requests of one public connection.
-struct Data {
-    /// Among the connections the tunnel cuts when it closes.
-    _carried: Carrying,
-    upstream: Upstream,
-}
+/// The public side of the front door: a client's connection.
+pub type Client = Conn<wire::conn::Conn>;
 
 /// Write a JSON error of the API's shape.
-fn refuse(out: &mut impl Write, err: ApiError) -> io::Result<()> {
+async fn refuse<W: AsyncWrite + Unpin>(out: &mut W, err: ApiError) -> io::Result<()> {
     let (status, code, message) = err.parts();
-    out.write_all(&proxy::error_response(status, code, &message))?;
-    out.flush()
+    out.write_all(&proxy::error_response(status, code, &message))
+        .await?;
+    out.flush().await
+}
+
+/// Run SQLite work from a task: on a worker the runtime may do without for
+/// a moment (the store's calls take milliseconds at most).
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
 }
 
 /// Whether the head asks to upgrade to the relay protocol.
@@ -105,75 +115,76 @@ impl<'a> Wanted<'a> {
     }
 }
 
-/// `GET /api/v1/tunnels/connect`: check the token, claim the subdomain or port,
-/// answer 101 and `ready`, then hand the control connection to a thread of its
-/// own that keeps it until it closes and then calls `ended`; whether it did.
-///
-/// A tunnel's thread lives as long as the tunnel, so the memory it holds is
-/// what each idle tunnel costs. Checking the token and writing the history
-/// rows runs SQLite, which touches tens of KiB of stack; on this (the front
-/// door's) thread those pages serve the next connection, while the tunnel's
-/// fresh thread touches only what its loop needs (scripts/bench-relay.sh's
-/// memory per idle tunnel).
-pub fn serve_control(
+/// A tunnel opened on a control connection, for [`run_control`].
+pub struct Opened {
+    tunnel: Arc<Tunnel>,
+    record: History,
+}
+
+/// `GET /api/v1/tunnels/connect`: check the token, claim the subdomain or
+/// port, and queue the 101 and `ready`; the connection is then the tunnel's
+/// (see [`run_control`]). Refused: a JSON error of the API's shape is
+/// written to `client`, and None.
+pub async fn open_control(
     relay: &Arc<Relay>,
     auth: &Auth,
     head: &RequestHead,
-    stream: &Stream,
-    client: &mut Conn<Stream>,
+    client: &mut Client,
     peer: SocketAddr,
-    ended: impl FnOnce() + Send + 'static,
-) -> io::Result<bool> {
-    // Refused: a JSON error of the API's shape, and no tunnel.
-    let refused = |err: ApiError| {
-        let mut out = stream;
-        refuse(&mut out, err).map(|()| false)
-    };
+) -> io::Result<Option<Opened>> {
+    let opened = blocking(|| claim_for(relay, auth, head, peer));
+    match opened {
+        Ok(opened) => Ok(Some(opened)),
+        Err(err) => refuse(client, err).await.map(|()| None),
+    }
+}
+
+/// The checks and the claim of `open_control`, with the store's work.
+fn claim_for(
+    relay: &Arc<Relay>,
+    auth: &Auth,
+    head: &RequestHead,
+    peer: SocketAddr,
+) -> Result<Opened, ApiError> {
     if !wants_relay(head) {
         let why = format!("Send Connection: Upgrade and Upgrade: {UPGRADE}.");
-        return refused(ApiError::BadRequest(why));
+        return Err(ApiError::BadRequest(why));
     }
     let bearer = head
         .header("authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(bearer) = bearer else {
-        return refused(ApiError::NoToken);
+        return Err(ApiError::NoToken);
     };
-    let principal = match auth.verify_token(bearer, &peer.ip().to_string()) {
-        Ok(principal) => principal,
-        Err(err) => return refused(err.into()),
-    };
+    let principal = auth.verify_token(bearer, &peer.ip().to_string())?;
     let Some(membership) = principal.token_context.as_ref() else {
-        return refused(ApiError::NoTeamContext);
+        return Err(ApiError::NoTeamContext);
     };
     if !auth::allows(membership.role, &principal.scopes(), Action::ShareTunnels) {
         let why = "Opening tunnels needs the member role or above and the tunnels:share scope.";
-        return refused(ApiError::Forbidden(why.into()));
+        return Err(ApiError::Forbidden(why.into()));
     }
     let token_region = principal.token().and_then(|t| t.region.as_deref());
     if let Some(why) = relay.region_refusal(query(&head.target, "region"), token_region) {
-        return refused(ApiError::RegionNotServed(why));
+        return Err(ApiError::RegionNotServed(why));
     }
-    let wanted = match Wanted::parse(&head.target) {
-        Ok(wanted) => wanted,
-        Err(err) => return refused(err),
-    };
+    let wanted = Wanted::parse(&head.target)?;
     // A reconnecting share asks for the name or port it had: while its old
     // tunnel still holds them (the server has not seen it go), it gets 409
     // and retries, rather than a quota its old tunnel fills and an exit.
     if let Some(why) = held(relay, wanted, membership.crew.id) {
-        return refused(ApiError::Conflict(why));
+        return Err(ApiError::Conflict(why));
     }
     let quota_owner = quota::Owner {
         user_id: principal.user.id,
         crew: &membership.crew,
     };
     let tcp = matches!(wanted, Wanted::Tcp(_));
-    let slot = match relay.quotas.take(&quota_owner, tcp, &relay.limits) {
-        Ok(slot) => slot,
-        Err(why) => return refused(ApiError::QuotaExceeded(why)),
-    };
+    let slot = relay
+        .quotas
+        .take(&quota_owner, tcp, &relay.limits)
+        .map_err(ApiError::QuotaExceeded)?;
     let owner = Owner {
         token_id: principal.token().map_or(0, |t| t.id),
         crew_id: membership.crew.id,
@@ -186,75 +197,50 @@ pub fn serve_control(
         token_id: principal.token().map(|t| t.id),
         address: peer.ip().to_string(),
     };
-    let mut opened = None;
-    let control = stream.try_clone()?;
     let on_claim = |tunnel: &Tunnel| {
         let url = match wanted {
             Wanted::Http(_) => relay.url_of(&tunnel.subdomain),
             Wanted::Tcp(_) => relay.tcp_url(tunnel.subdomain.parse().unwrap_or(0)),
         };
         record.opened(tunnel, wanted.kind(), &url);
-        opened = Some(tunnel.id.clone());
         slot.keep(tunnel);
     };
     let claimed = match wanted {
-        Wanted::Http(name) => relay.claim(name, control, owner, on_claim),
-        Wanted::Tcp(port) => relay.tcp.claim(relay, port, control, owner, on_claim),
+        Wanted::Http(name) => relay.claim(name, owner, on_claim),
+        Wanted::Tcp(port) => relay.tcp.claim(relay, port, owner, on_claim),
     };
     let tunnel = match claimed {
         Ok(tunnel) => tunnel,
-        Err(ClaimError::Invalid(why)) => return refused(ApiError::BadRequest(why)),
-        Err(ClaimError::Taken(why)) => return refused(ApiError::Conflict(why)),
-        Err(ClaimError::Unavailable) => return refused(ApiError::Busy),
-        Err(ClaimError::Gone) => {
-            if let Some(id) = opened {
-                // A TCP claim undoes itself in its ports only.
-                relay.quotas.release(&id);
-                record.closed(&id);
-            }
-            return Ok(false);
-        }
+        Err(ClaimError::Invalid(why)) => return Err(ApiError::BadRequest(why)),
+        Err(ClaimError::Taken(why)) => return Err(ApiError::Conflict(why)),
+        Err(ClaimError::Unavailable) => return Err(ApiError::Busy),
     };
     // A member removed or made viewer while this claim ran: the removal may
     // have looked for their live tunnels before this one's row was written.
     // Looking again after writing it, one of the two always sees the other.
+    // (The client still reads the 101 and then the reason it closed.)
     if !record.may_still_share() {
         relay.release(&tunnel);
         tunnel.close_for("your role in the crew no longer allows sharing");
         record.closed(&tunnel.id);
-        return Ok(false);
+    } else {
+        relay.refill(&tunnel);
     }
-    relay.refill(&tunnel);
-    let close = {
-        let (relay, tunnel, record) = (relay.clone(), tunnel.clone(), record.clone());
-        move || {
-            relay.release(&tunnel);
-            tunnel.close();
-            record.closed(&tunnel.id);
-        }
-    };
-    let handed = (|| {
-        let stream = stream.try_clone()?;
-        let mut client = std::mem::replace(client, Conn::new(stream.try_clone()?));
-        let (relay, tunnel, close) = (relay.clone(), tunnel.clone(), close.clone());
-        std::thread::Builder::new()
-            .name(format!(
-                "tunnel-{}",
-                tunnel.id.get(..8).unwrap_or(&tunnel.id)
-            ))
-            .stack_size(TUNNEL_STACK)
-            .spawn(move || {
-                let timing = (PING_EVERY, SILENCE_LIMIT);
-                let _ = control_loop(&relay, &tunnel, &stream, &mut client, timing);
-                close();
-                ended();
-            })
-    })();
-    if handed.is_err() {
-        // No thread for the tunnel: it cannot be kept, so it closes at once.
-        close();
+    Ok(Opened { tunnel, record })
+}
+
+/// Serve a tunnel's control connection until it closes (its client went
+/// silent or away, or the tunnel was closed for it), then forget the tunnel.
+/// `already`: bytes that came after the connection's head.
+pub async fn run_control(relay: &Arc<Relay>, opened: Opened, stream: wire::conn::Conn, already: Vec<u8>) {
+    let Opened { tunnel, record } = opened;
+    if let Some(outbox) = tunnel.take_outbox() {
+        let timing = (PING_EVERY, SILENCE_LIMIT);
+        let _ = control_loop(relay, &tunnel, stream, already, outbox, timing).await;
     }
-    handed.map(|_| true)
+    relay.release(&tunnel);
+    tunnel.close();
+    blocking(|| record.closed(&tunnel.id));
 }
 
 /// Why the name or port asked for is held by a live tunnel, if it is.
@@ -335,67 +321,83 @@ impl History {
     }
 }
 
-/// Ping every `ping_every`, answer pings, tend the tunnel's parked data
-/// connections as often, and end after `silence` without a word.
-fn control_loop(
+/// Write what is queued for the client, read its frames, ping every
+/// `ping_every` and tend the tunnel's parked data connections as often; end
+/// after `silence` without a word, or once the tunnel closed and what was
+/// queued is written.
+async fn control_loop(
     relay: &Relay,
     tunnel: &Arc<Tunnel>,
-    stream: &Stream,
-    client: &mut Conn<Stream>,
+    stream: wire::conn::Conn,
+    already: Vec<u8>,
+    mut outbox: Outbox,
     (ping_every, silence): (Duration, Duration),
 ) -> io::Result<()> {
-    stream.set_read_timeout(Some(ping_every))?;
-    let mut frames = FrameReader::new(client);
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut frames = Frames::new(reader, already);
+    let start = tokio::time::Instant::now() + ping_every;
+    let mut ticks = tokio::time::interval_at(start, ping_every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = Instant::now();
-    let mut pinged = Instant::now();
     loop {
-        match frames.read() {
-            Ok(Frame::Ping {}) => {
+        tokio::select! {
+            frame = frames.next() => {
                 heard = Instant::now();
-                tunnel.send(&Frame::Pong {})?;
+                if frame? == (Frame::Ping {}) {
+                    tunnel.send(&Frame::Pong {})?;
+                }
             }
-            Ok(_) => heard = Instant::now(),
-            Err(e) if protocol::is_timeout(&e) => {}
-            Err(e) => return Err(e),
-        }
-        if heard.elapsed() >= silence {
-            return Ok(());
-        }
-        if pinged.elapsed() >= ping_every {
-            pinged = Instant::now();
-            tunnel.send(&Frame::Ping {})?;
-            relay.tend(tunnel, pinged);
+            bytes = outbox.recv() => {
+                let Some(mut bytes) = bytes else {
+                    // Closed, and all it queued is written.
+                    let _ = tokio::time::timeout(CONTROL_WRITE_TIMEOUT, writer.shutdown()).await;
+                    return Ok(());
+                };
+                // What else waits goes in the same write.
+                while let Ok(more) = outbox.try_recv() {
+                    bytes.extend_from_slice(&more);
+                }
+                let write = async {
+                    writer.write_all(&bytes).await?;
+                    writer.flush().await
+                };
+                tokio::time::timeout(CONTROL_WRITE_TIMEOUT, write)
+                    .await
+                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            }
+            _ = ticks.tick() => {
+                if heard.elapsed() >= silence {
+                    return Ok(());
+                }
+                tunnel.send(&Frame::Ping {})?;
+                relay.tend(tunnel, Instant::now());
+            }
         }
     }
 }
 
-/// `GET /api/v1/tunnels/accept/{id}`: answer 101 and hand the connection to
-/// the public connection waiting for it. Returns whether it was handed over.
-pub fn serve_accept(relay: &Relay, head: &RequestHead, id: &str, stream: &Stream) -> bool {
-    let mut out = stream;
+/// `GET /api/v1/tunnels/accept/{id}`: answer 101 if a public connection (or
+/// the tunnel's pool) waits for this id, else refuse; whether it answered
+/// 101 (the connection is then to be handed over with [`Relay::deliver`]).
+pub async fn accept_data<W: AsyncWrite + Unpin>(
+    relay: &Relay,
+    head: &RequestHead,
+    id: &str,
+    out: &mut W,
+) -> io::Result<bool> {
     if !wants_relay(head) {
         let why = format!("Send Connection: Upgrade and Upgrade: {UPGRADE}.");
-        let _ = refuse(&mut out, ApiError::BadRequest(why));
-        return false;
+        refuse(out, ApiError::BadRequest(why)).await?;
+        return Ok(false);
     }
     if !relay.is_pending(id) {
         let why = "No public connection waits for this id; it may have expired.";
-        let _ = refuse(&mut out, ApiError::NotFound(why.into()));
-        return false;
+        refuse(out, ApiError::NotFound(why.into())).await?;
+        return Ok(false);
     }
-    let Ok(handed) = stream.try_clone() else {
-        return false;
-    };
-    if out.write_all(SWITCHING.as_bytes()).is_err() {
-        return false;
-    }
-    match relay.deliver(id, handed) {
-        Ok(()) => true,
-        Err(stream) => {
-            let _ = stream.shutdown(Shutdown::Both);
-            false
-        }
-    }
+    out.write_all(SWITCHING.as_bytes()).await?;
+    out.flush().await?;
+    Ok(true)
 }
 
 /// Behind a trusted proxy, one connection carries the requests of many
@@ -420,14 +422,14 @@ pub fn rebind_for_proxy(relay: &Relay, host: &str, leg: &mut Option<Leg>) {
 
 /// One public request to `host` (a name under the relay's domain), forwarded
 /// through the tunnel's client and its response streamed back, then recorded.
+/// `cut` is the public connection's: notified when its tunnel closes.
 #[allow(clippy::too_many_arguments)]
-pub fn forward(
+pub async fn forward(
     relay: &Relay,
     head: &RequestHead,
     host: &str,
-    client: &mut Conn<Stream>,
-    client_stream: &Stream,
-    out: &mut impl Write,
+    client: &mut Client,
+    cut: &Arc<Notify>,
     leg: &mut Option<Leg>,
     client_ip: &str,
     scheme: &'static str,
@@ -445,7 +447,9 @@ pub fn forward(
         }
     }
     let Some(tunnel) = found else {
-        out.write_all(&page(head, 404, &format!("No tunnel is open at {host}.")))?;
+        client
+            .write_all(&page(head, 404, &format!("No tunnel is open at {host}.")))
+            .await?;
         return Ok(Outcome::Refused);
     };
     if leg.is_none() {
@@ -459,29 +463,30 @@ pub fn forward(
     let refill = Refill {
         relay,
         tunnel: &tunnel,
-        due: std::cell::Cell::new(leg.as_ref().is_none_or(|l| l.data.is_none())),
+        due: AtomicBool::new(leg.as_ref().is_none_or(|l| l.data.is_none())),
     };
-    let Some(data) = leg_to(relay, &tunnel, leg, client_stream)? else {
+    let Some(data) = leg_to(relay, &tunnel, leg, cut).await else {
         let why = if tunnel.is_closed() {
             format!("The tunnel at {host} closed before it could take the request; try again once it is back.")
         } else {
             format!("The tunnel at {host} did not answer in time; try again.")
         };
-        seen.answer(out, &page(head, 502, &why))?;
-        let _ = out.flush();
+        seen.answer(client, &page(head, 502, &why)).await?;
+        let _ = client.flush().await;
         note(relay, &tunnel, head, seen);
         return Ok(Outcome::Refused);
     };
     // The pool refills once the response head is on its way, if this took from it.
     let refilled = || refill.now();
-    let on_head = refill.due.get().then_some(&refilled as &dyn Fn());
-    let answer = forward::exchange(head, client, out, &mut data.upstream, &mut seen, on_head);
+    let due = refill.due.load(Ordering::Relaxed);
+    let on_head = due.then_some(&refilled as &(dyn Fn() + Sync));
+    let answer = forward::exchange(head, client, data, &mut seen, on_head).await;
     refill.now();
     let result = match answer {
         Ok(Outcome::Upgraded) => {
             // Recorded when the switch happens, not when the upgraded connection ends.
             note(relay, &tunnel, head, seen);
-            return splice(client, client_stream, leg, relay.idle_timeout);
+            return splice(client, leg, relay.idle_timeout).await;
         }
         Ok(Outcome::Failed(failure)) => {
             drop_data(leg);
@@ -493,12 +498,14 @@ pub fn forward(
             } else {
                 Outcome::Refused
             };
-            seen.answer(out, &page(head, status, &why)).map(|()| then)
+            seen.answer(client, &page(head, status, &why))
+                .await
+                .map(|()| then)
         }
         Ok(outcome) => {
             // Bytes beyond the response (a body on a 204, 304 or HEAD answer)
             // would be read as the next request's response: not used again.
-            let spoiled = data_of(leg).is_some_and(|d| d.upstream.reader.has_buffered());
+            let spoiled = data_of(leg).is_some_and(|d| d.conn.has_buffered());
             if outcome != Outcome::KeepAlive || spoiled {
                 drop_data(leg);
             }
@@ -510,7 +517,7 @@ pub fn forward(
         }
     };
     // The public client gets its response before the record is made.
-    let _ = out.flush();
+    let _ = client.flush().await;
     note(relay, &tunnel, head, seen);
     result
 }
@@ -520,13 +527,13 @@ pub fn forward(
 struct Refill<'a> {
     relay: &'a Relay,
     tunnel: &'a Arc<Tunnel>,
-    due: std::cell::Cell<bool>,
+    due: AtomicBool,
 }
 
 impl Refill<'_> {
     /// Refill, if a data connection was taken and it was not done yet.
     fn now(&self) {
-        if self.due.replace(false) {
+        if self.due.swap(false, Ordering::Relaxed) {
             self.relay.refill(self.tunnel);
         }
     }
@@ -542,47 +549,28 @@ impl Drop for Refill<'_> {
 /// The data connection for this public connection's request: the one kept from
 /// its last request, or a new one from the tunnel's client; none if the
 /// connection is not bound (its tunnel closed) or no client answered.
-fn leg_to<'a>(
+async fn leg_to<'a>(
     relay: &Relay,
     tunnel: &Arc<Tunnel>,
     leg: &'a mut Option<Leg>,
-    client_stream: &Stream,
-) -> io::Result<Option<&'a mut Data>> {
-    let Some(leg) = leg.as_mut() else {
-        return Ok(None);
-    };
+    cut: &Arc<Notify>,
+) -> Option<&'a mut Upstream> {
+    let leg = leg.as_mut()?;
     if leg.data.is_none() {
-        let Some(data) = relay.open_data(tunnel) else {
-            return Ok(None);
-        };
-        // None if the tunnel closed meanwhile: the data connection goes.
-        let Some(carried) = tunnel.carry(data.tcp()) else {
-            return Ok(None);
-        };
+        let data = relay.open_data(tunnel).await?;
         if leg.public.is_none() {
-            let Some(public) = tunnel.carry(client_stream.tcp()) else {
-                return Ok(None);
-            };
-            leg.public = Some(public);
+            // None if the tunnel closed meanwhile: the data connection goes.
+            leg.public = Some(tunnel.carry(cut)?);
+        } else if tunnel.is_closed() {
+            return None;
         }
-        let timeout = Some(relay.response_timeout);
-        data.set_read_timeout(timeout)?;
-        data.set_write_timeout(timeout)?;
-        leg.data = Some(Data {
-            _carried: carried,
-            upstream: Upstream {
-                reader: Conn::new(data.try_clone()?),
-                writer: data,
-                timeout: proxy::ReadTimeout::already(timeout),
-                response_timeout: relay.response_timeout,
-            },
-        });
+        leg.data = Some(Upstream::new(data, relay.response_timeout));
     }
-    Ok(leg.data.as_mut())
+    leg.data.as_mut()
 }
 
 /// The kept data connection, if any.
-fn data_of(leg: &Option<Leg>) -> Option<&Data> {
+fn data_of(leg: &Option<Leg>) -> Option<&Upstream> {
     leg.as_ref().and_then(|l| l.data.as_ref())
 }
 
@@ -634,18 +622,12 @@ fn note(relay: &Relay, tunnel: &Arc<Tunnel>, head: &RequestHead, seen: Observed)
 
 /// After a 101: pipe the public connection and the leg both ways until either
 /// closes, or no byte moved either way for `idle`.
-fn splice(
-    client: &mut Conn<Stream>,
-    client_stream: &Stream,
-    leg: &mut Option<Leg>,
-    idle: Option<Duration>,
-) -> io::Result<Outcome> {
-    // The binding lives while the pipe runs: closing the tunnel cuts both ends.
-    let Some((_bound, data)) = leg.take().and_then(|l| Some((l.public, l.data?))) else {
+async fn splice(client: &mut Client, leg: &mut Option<Leg>, idle: Option<Duration>) -> io::Result<Outcome> {
+    // The binding lives while the pipe runs: closing the tunnel cuts it.
+    let Some((_bound, mut data)) = leg.take().and_then(|l| Some((l.public, l.data?))) else {
         return Ok(Outcome::Close);
     };
-    let Data { _carried, upstream } = data;
-    forward::splice(client, client_stream, upstream, idle)?;
+    forward::splice(client, &mut data.conn, idle).await?;
     Ok(Outcome::Close)
 }
 

@@ -6,7 +6,6 @@
 //! wait `GATHER` for company: one thread sends what gathered for every tunnel.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -93,9 +92,9 @@ fn send_loop(lines: &Weak<Lines>) {
             if tunnel.closed.load(Ordering::SeqCst) {
                 continue;
             }
-            // A failed write is the control loop's to notice; it closes the tunnel.
-            let mut control = lock(&tunnel.control);
-            let _ = control.write_all(&bytes).and_then(|()| control.flush());
+            // Queued for the control connection's task; a client that reads
+            // nothing has its lines dropped (and its tunnel closed by the task).
+            let _ = tunnel.send_bytes(bytes);
         }
     }
 }

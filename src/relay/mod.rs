@@ -29,17 +29,17 @@ pub mod quota;
 pub mod tcp;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Write};
-use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::Context;
 use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::inspect::Inspector;
 use crate::sync::lock;
-use crate::wire::protocol::{self, Frame};
-use crate::wire::{silent_and_open, Stream};
+use crate::wire::conn::Conn;
+use crate::wire::protocol::Frame;
 
 /// How long a tunnel's local service may take to start answering a request
 /// (504 beyond), to take the next part of its body (504), or to send the next
@@ -56,10 +56,16 @@ pub const PARKED_PER_TUNNEL: usize = 2;
 /// the client's 10-minute idle timeout, and short enough that a middlebox that
 /// silently forgets idle connections is unlikely to have forgotten it.
 pub const PARKED_MAX_AGE: Duration = Duration::from_secs(120);
+/// Messages that may wait for a control connection; a client that does not
+/// read them has its tunnel closed once a write stalls `CONTROL_WRITE_TIMEOUT`.
+const CONTROL_QUEUE: usize = 1024;
 /// Bound on each write to a control connection.
-const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A live tunnel: its control connection, through which `connect` frames go.
+/// What a control connection's task sends, in order: the greeting first.
+pub type Outbox = mpsc::Receiver<Vec<u8>>;
+
+/// A live tunnel: where `connect` frames for its control connection go.
 pub struct Tunnel {
     pub id: String,
     pub subdomain: String,
@@ -67,7 +73,12 @@ pub struct Tunnel {
     pub token_id: i64,
     /// The crew it belongs to, which holds its name after it closes.
     pub crew_id: i64,
-    control: Mutex<Stream>,
+    /// Bytes for the control connection, written by its task in order;
+    /// taken when the tunnel closes, which ends the task once it wrote
+    /// what was queued (a `closed` frame's reason).
+    control: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
+    /// The receiving end, until the control connection's task takes it.
+    outbox: Mutex<Option<Outbox>>,
     /// Whether data connections are opened ahead of need: HTTP only. A TCP
     /// tunnel's client dials the local service when its data connection
     /// arrives, and a service that speaks first (SSH, SMTP, a database) or
@@ -75,16 +86,16 @@ pub struct Tunnel {
     ahead: bool,
     pool: Mutex<Pool>,
     closed: AtomicBool,
-    /// The connections it carries (public connections bound to it, their data
-    /// connections), cut when it closes; see [`Tunnel::carry`].
+    /// The connections it carries (public connections bound to it, with
+    /// their data connections), cut when it closes; see [`Tunnel::carry`].
     carried: Mutex<Carried>,
 }
 
-/// Sockets of the connections a tunnel carries, by a number of their own.
+/// The cut signals of the connections a tunnel carries, by a number of their own.
 #[derive(Default)]
 struct Carried {
     next: u64,
-    sockets: HashMap<u64, TcpStream>,
+    cuts: HashMap<u64, Arc<Notify>>,
 }
 
 /// A connection's place among those its tunnel carries, given up when dropped.
@@ -95,7 +106,7 @@ pub struct Carrying {
 
 impl Drop for Carrying {
     fn drop(&mut self) {
-        lock(&self.tunnel.carried).sockets.remove(&self.key);
+        lock(&self.tunnel.carried).cuts.remove(&self.key);
     }
 }
 
@@ -103,7 +114,7 @@ impl Drop for Carrying {
 #[derive(Default)]
 struct Pool {
     /// Connected data connections and when each arrived, oldest first.
-    parked: VecDeque<(Stream, Instant)>,
+    parked: VecDeque<(Conn, Instant)>,
     /// `connect` frames sent ahead of need whose connection has not arrived.
     asked: usize,
 }
@@ -113,7 +124,7 @@ enum Pending {
     /// A public connection waits on this channel for a connection from
     /// `tunnel`'s client; dropping it (the tunnel closed) ends the wait.
     Waiter {
-        tx: SyncSender<Stream>,
+        tx: oneshot::Sender<Conn>,
         tunnel: Weak<Tunnel>,
     },
     /// Asked ahead of need: the connection goes to this tunnel's pool.
@@ -126,13 +137,15 @@ enum Pending {
 impl Tunnel {
     /// A tunnel with a fresh id, under `subdomain` (a TCP tunnel's: its port);
     /// `ahead`: whether data connections are opened ahead of need.
-    fn new(subdomain: String, owner: Owner, control: Stream, ahead: bool) -> Tunnel {
+    fn new(subdomain: String, owner: Owner, ahead: bool) -> Tunnel {
+        let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         Tunnel {
             id: random_hex::<8>(),
             subdomain,
             token_id: owner.token_id,
             crew_id: owner.crew_id,
-            control: Mutex::new(control),
+            control: Mutex::new(Some(tx)),
+            outbox: Mutex::new(Some(rx)),
             ahead,
             pool: Mutex::new(Pool::default()),
             closed: AtomicBool::new(false),
@@ -140,20 +153,24 @@ impl Tunnel {
         }
     }
 
-    /// Count a connection among those the tunnel carries, so closing the
-    /// tunnel cuts it; `None` if it already closed (the caller must not use
-    /// the connection for it).
-    pub fn carry(self: &Arc<Self>, socket: &TcpStream) -> Option<Carrying> {
+    /// The bytes for the control connection, once: for its task.
+    pub fn take_outbox(&self) -> Option<Outbox> {
+        lock(&self.outbox).take()
+    }
+
+    /// Count a connection among those the tunnel carries: `cut` is notified
+    /// when the tunnel closes, and the connection's task then ends; `None`
+    /// if it already closed (the caller must not use the connection for it).
+    pub fn carry(self: &Arc<Self>, cut: &Arc<Notify>) -> Option<Carrying> {
         let mut carried = lock(&self.carried);
         // Checked under the lock `cut` takes after setting the flag: a
         // connection is either cut there or refused here.
         if self.is_closed() {
             return None;
         }
-        let clone = socket.try_clone().ok()?;
         let key = carried.next;
         carried.next += 1;
-        carried.sockets.insert(key, clone);
+        carried.cuts.insert(key, cut.clone());
         Some(Carrying {
             tunnel: self.clone(),
             key,
@@ -163,30 +180,37 @@ impl Tunnel {
     /// Cut every connection the tunnel carries (it closed: no byte more goes
     /// through it, whoever asked).
     fn cut(&self) {
-        let sockets: Vec<TcpStream> = lock(&self.carried)
-            .sockets
-            .drain()
-            .map(|(_, s)| s)
-            .collect();
-        for socket in sockets {
-            let _ = socket.shutdown(Shutdown::Both);
+        let cuts: Vec<Arc<Notify>> = lock(&self.carried).cuts.drain().map(|(_, c)| c).collect();
+        for cut in cuts {
+            cut.notify_one();
         }
     }
 
-    /// Send one frame on the control connection.
-    pub fn send(&self, frame: &Frame) -> io::Result<()> {
-        let mut control = lock(&self.control);
-        protocol::write_frame(&mut *control, frame)
+    /// Queue one frame for the control connection; an error if it closed or
+    /// its client reads nothing.
+    pub fn send(&self, frame: &Frame) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(frame).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.send_bytes(line)
     }
 
-    /// Close the control connection (the client reconnects or ends) and the
-    /// parked data connections.
+    /// Queue bytes for the control connection.
+    fn send_bytes(&self, bytes: Vec<u8>) -> std::io::Result<()> {
+        let control = lock(&self.control);
+        let Some(control) = control.as_ref() else {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        };
+        control
+            .try_send(bytes)
+            .map_err(|_| std::io::ErrorKind::WouldBlock.into())
+    }
+
+    /// Close the control connection (once what is queued for it is written;
+    /// the client reconnects or ends) and the parked data connections.
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let _ = lock(&self.control).shutdown(Shutdown::Both);
-        for (stream, _) in lock(&self.pool).parked.drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        drop(lock(&self.control).take());
+        drop(std::mem::take(&mut lock(&self.pool).parked));
     }
 
     /// Whether it closed (its client went, or it was closed for it).
@@ -207,6 +231,22 @@ impl Tunnel {
         });
         self.close();
     }
+
+    /// Queue the 101 and `ready` (with the tunnel's `url`): before the tunnel
+    /// is findable, so that no `connect` goes first.
+    fn greet(&self, url: String) {
+        let ready = Frame::Ready {
+            tunnel_id: self.id.clone(),
+            url,
+        };
+        let mut bytes = SWITCHING.as_bytes().to_vec();
+        if let Ok(line) = serde_json::to_vec(&ready) {
+            bytes.extend_from_slice(&line);
+            bytes.push(b'\n');
+        }
+        // A fresh queue has room.
+        let _ = self.send_bytes(bytes);
+    }
 }
 
 /// Why a subdomain cannot be had.
@@ -219,8 +259,6 @@ pub enum ClaimError {
     Taken(String),
     /// The store could not say who holds the name (503).
     Unavailable,
-    /// The client went away before it heard the answer.
-    Gone,
 }
 
 /// Who opens a tunnel: the token, and its crew, which keeps the tunnel's name.
@@ -335,14 +373,12 @@ impl Relay {
     pub fn claim(
         &self,
         wanted: Option<&str>,
-        control: Stream,
         owner: Owner,
         claimed: impl FnOnce(&Tunnel),
     ) -> Result<Arc<Tunnel>, ClaimError> {
         if let Some(name) = wanted {
             self.names.check(name)?;
         }
-        let _ = control.set_write_timeout(Some(CONTROL_WRITE_TIMEOUT));
         let turn = self.names.turn();
         let live = |name: &str| lock(&self.tunnels).contains_key(name);
         let subdomain = match wanted {
@@ -357,18 +393,11 @@ impl Relay {
             }
             None => self.names.take_random(owner.crew_id, live)?,
         };
-        let tunnel = Arc::new(Tunnel::new(subdomain.clone(), owner, control, true));
-        // The 101 and `ready` go out before any `connect`: hold the control
-        // connection's lock from before the tunnel is findable until they are sent.
-        let mut tunnels = lock(&self.tunnels);
-        let control = lock(&tunnel.control);
-        tunnels.insert(subdomain.clone(), tunnel.clone());
-        drop(tunnels);
+        let tunnel = Arc::new(Tunnel::new(subdomain.clone(), owner, true));
+        tunnel.greet(self.url_of(&subdomain));
+        lock(&self.tunnels).insert(subdomain, tunnel.clone());
         drop(turn);
         claimed(&tunnel);
-        greet(&tunnel, control, self.url_of(&subdomain), || {
-            self.release(&tunnel)
-        })?;
         Ok(tunnel)
     }
 
@@ -509,33 +538,33 @@ impl Relay {
     /// still open (the caller refills the pool with [`Relay::refill`] once the
     /// response is under way), else ask the tunnel's client for one, refill
     /// the empty pool, and wait.
-    pub fn open_data(&self, tunnel: &Arc<Tunnel>) -> Option<Stream> {
+    pub async fn open_data(&self, tunnel: &Arc<Tunnel>) -> Option<Conn> {
         if let Some(stream) = self.take_parked(tunnel) {
             return Some(stream);
         }
         self.refill(tunnel);
         let id = random_hex::<16>();
-        let (tx, rx): (_, Receiver<Stream>) = mpsc::sync_channel(1);
+        let (tx, rx) = oneshot::channel();
         let waiter = Pending::Waiter {
             tx,
             tunnel: Arc::downgrade(tunnel),
         };
         lock(&self.pending).insert(id.clone(), waiter);
-        let stream = if tunnel.closed.load(Ordering::SeqCst) {
-            None
-        } else {
-            let sent = tunnel.send(&Frame::Connect { id: id.clone() });
-            sent.ok()
-                .and_then(|()| rx.recv_timeout(PENDING_TIMEOUT).ok())
+        // However the wait ends (the public connection may go first), the id goes.
+        let _forget = Forget {
+            pending: &self.pending,
+            id: &id,
         };
-        lock(&self.pending).remove(&id);
-        stream
+        if tunnel.is_closed() || tunnel.send(&Frame::Connect { id: id.clone() }).is_err() {
+            return None;
+        }
+        tokio::time::timeout(PENDING_TIMEOUT, rx).await.ok()?.ok()
     }
 
     /// The newest parked connection that is still open: the least likely to
     /// have been dropped along the way, and while the tunnel is in use the one
     /// whose client has dialled the local service ahead (see `cli::share`).
-    fn take_parked(&self, tunnel: &Arc<Tunnel>) -> Option<Stream> {
+    fn take_parked(&self, tunnel: &Arc<Tunnel>) -> Option<Conn> {
         let mut pool = lock(&tunnel.pool);
         while let Some((stream, _)) = pool.parked.pop_back() {
             if still_open(&stream) {
@@ -588,23 +617,18 @@ impl Relay {
             pool.asked = pool.asked.saturating_sub(1);
         }
         let mut pool = lock(&tunnel.pool);
-        pool.parked.retain(|(stream, since)| {
-            let keep = now.duration_since(*since) < PARKED_MAX_AGE && still_open(stream);
-            if !keep {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-            keep
-        });
+        pool.parked
+            .retain(|(stream, since)| now.duration_since(*since) < PARKED_MAX_AGE && still_open(stream));
         drop(pool);
         self.refill(tunnel);
     }
 
     /// Hand a client's data connection to the public connection waiting for `id`,
     /// or park it in its tunnel's pool; gives it back if the id is unknown or expired.
-    pub fn deliver(&self, id: &str, stream: Stream) -> Result<(), Stream> {
+    pub fn deliver(&self, id: &str, stream: Conn) -> Result<(), Conn> {
         let waiting = lock(&self.pending).remove(id);
         match waiting {
-            Some(Pending::Waiter { tx, .. }) => tx.send(stream).map_err(|e| e.0),
+            Some(Pending::Waiter { tx, .. }) => tx.send(stream),
             Some(Pending::Ahead { tunnel, asked }) => {
                 let Some(tunnel) = tunnel.upgrade() else {
                     return Err(stream);
@@ -633,10 +657,30 @@ impl Relay {
 
 /// Whether a parked connection is still open and silent: a client that closed
 /// it reads as EOF, and a client has nothing to say before the first request.
-fn still_open(stream: &Stream) -> bool {
+fn still_open(stream: &Conn) -> bool {
     // Under TLS this looks at the encrypted bytes: any at all mean the client
     // spoke (a close_notify, say), which it never does before a request.
-    silent_and_open(stream.tcp())
+    let tcp = match stream {
+        Conn::Tcp(tcp) => tcp,
+        Conn::Tls(tls) => tls.get_ref().0,
+    };
+    let mut byte = [0u8; 1];
+    let mut peeked = tokio::io::ReadBuf::new(&mut byte);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    // Nothing to read yet: open and silent.
+    tcp.poll_peek(&mut cx, &mut peeked).is_pending()
+}
+
+/// Forgets a data connection id when the wait for it ends, however it ends.
+struct Forget<'a> {
+    pending: &'a Mutex<HashMap<String, Pending>>,
+    id: &'a str,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(self.pending).remove(self.id);
+    }
 }
 
 /// The host of a URL, lowercased, without its port (an IPv6 host keeps its brackets).
@@ -655,31 +699,6 @@ fn host_of(url: &str) -> String {
 fn random_hex<const N: usize>() -> String {
     let bytes: [u8; N] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Answer a claim: the 101 and `ready` (with the tunnel's `url`) on its control
-/// connection, whose lock `control` is, held since before the tunnel was findable
-/// so that no `connect` goes first. If they cannot be sent, the lock is let go and
-/// the tunnel is undone with `release`.
-fn greet(
-    tunnel: &Tunnel,
-    mut control: MutexGuard<'_, Stream>,
-    url: String,
-    release: impl FnOnce(),
-) -> Result<(), ClaimError> {
-    let ready = Frame::Ready {
-        tunnel_id: tunnel.id.clone(),
-        url,
-    };
-    let greeted = control
-        .write_all(SWITCHING.as_bytes())
-        .and_then(|()| protocol::write_frame(&mut *control, &ready));
-    drop(control);
-    if greeted.is_err() {
-        release();
-        return Err(ClaimError::Gone);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

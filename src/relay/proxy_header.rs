@@ -3,9 +3,13 @@
 //! header naming the client. It is read only from trusted proxies; from
 //! anyone else the bytes are the connection's own and pass on untouched.
 
-use std::io::{self, Read};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpStream};
-use std::time::{Duration, Instant};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
 
 /// How long a trusted proxy's connection may take to show whether it starts
 /// with a header: proxies send it at once. A connection silent that long
@@ -34,25 +38,13 @@ pub enum Header {
 /// Look at the start of a connection from a trusted proxy and take a PROXY
 /// header off it if there is one. An error: a header that is broken, or not
 /// whole by `HEADER_WAIT` once begun; the connection is to be closed.
-pub fn take(stream: &TcpStream) -> io::Result<Header> {
-    let taken = take_by(stream, Instant::now() + HEADER_WAIT);
-    // Whatever came of it, the connection's reads are its own again.
-    stream.set_read_timeout(None)?;
-    taken
-}
-
-fn take_by(stream: &TcpStream, deadline: Instant) -> io::Result<Header> {
+pub async fn take(stream: &mut TcpStream) -> io::Result<Header> {
+    let deadline = Instant::now() + HEADER_WAIT;
     let mut start = [0u8; V2_FIXED];
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(Header::None);
-        }
-        stream.set_read_timeout(Some(left))?;
-        let seen = match stream.peek(&mut start) {
-            Ok(n) => n,
-            Err(e) if crate::proxy::is_timeout_kind(e.kind()) => return Ok(Header::None),
-            Err(e) => return Err(e),
+        let seen = match timeout_at(deadline, stream.peek(&mut start)).await {
+            Ok(seen) => seen?,
+            Err(_) => return Ok(Header::None),
         };
         let v1 = b"PROXY ".starts_with(&start[..seen.min(6)]);
         let v2 = V2_SIGNATURE.starts_with(&start[..seen.min(12)]);
@@ -63,12 +55,12 @@ fn take_by(stream: &TcpStream, deadline: Instant) -> io::Result<Header> {
             break;
         }
         // Part of a signature: wait for the rest.
-        std::thread::sleep(Duration::from_millis(5));
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     if start.starts_with(b"PROXY ") {
-        read_v1(stream, deadline)
+        read_v1(stream, deadline).await
     } else {
-        read_v2(stream, deadline)
+        read_v2(stream, deadline).await
     }
 }
 
@@ -77,34 +69,33 @@ fn broken(why: &str) -> io::Error {
 }
 
 /// Read exactly `buf` by the deadline.
-fn read_exact_by(mut stream: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(io::ErrorKind::TimedOut.into());
+async fn read_exact_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+    match timeout_at(deadline, stream.read_exact(buf)).await {
+        Ok(read) => read.map(drop),
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
-    stream.set_read_timeout(Some(left))?;
-    stream.read_exact(buf)
 }
 
 /// Version 1: one text line. Peek for its end, then take exactly it.
-fn read_v1(stream: &TcpStream, deadline: Instant) -> io::Result<Header> {
+async fn read_v1(stream: &mut TcpStream, deadline: Instant) -> io::Result<Header> {
     let mut line = [0u8; V1_MAX];
     let end = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(broken("not whole in time"));
-        }
-        stream.set_read_timeout(Some(left))?;
-        let seen = stream.peek(&mut line)?;
+        let seen = match timeout_at(deadline, stream.peek(&mut line)).await {
+            Ok(seen) => seen?,
+            Err(_) => return Err(broken("not whole in time")),
+        };
         if let Some(at) = line[..seen].windows(2).position(|w| w == b"\r\n") {
             break at + 2;
         }
         if seen == V1_MAX {
             return Err(broken("version 1 line too long"));
         }
-        std::thread::sleep(Duration::from_millis(5));
+        if seen == 0 {
+            return Err(broken("the connection closed in the header"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    read_exact_by(stream, &mut line[..end], deadline)?;
+    read_exact_by(stream, &mut line[..end], deadline).await?;
     parse_v1(&line[..end])
 }
 
@@ -143,15 +134,15 @@ pub fn parse_v1(line: &[u8]) -> io::Result<Header> {
 }
 
 /// Version 2: sixteen fixed bytes, then as many as they say.
-fn read_v2(stream: &TcpStream, deadline: Instant) -> io::Result<Header> {
+async fn read_v2(stream: &mut TcpStream, deadline: Instant) -> io::Result<Header> {
     let mut fixed = [0u8; V2_FIXED];
-    read_exact_by(stream, &mut fixed, deadline)?;
+    read_exact_by(stream, &mut fixed, deadline).await?;
     let len = usize::from(u16::from_be_bytes([fixed[14], fixed[15]]));
     if len > V2_MAX_LEN {
         return Err(broken("version 2 addresses too long"));
     }
     let mut rest = vec![0u8; len];
-    read_exact_by(stream, &mut rest, deadline)?;
+    read_exact_by(stream, &mut rest, deadline).await?;
     parse_v2(&fixed, &rest)
 }
 
@@ -199,10 +190,12 @@ mod tests {
     use std::io::Write;
     use std::net::TcpListener;
 
-    fn pair() -> (TcpStream, TcpStream) {
+    fn pair() -> (std::net::TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        (client, listener.accept().unwrap().0)
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let server = listener.accept().unwrap().0;
+        server.set_nonblocking(true).unwrap();
+        (client, TcpStream::from_std(server).unwrap())
     }
 
     fn v2(command: u8, family: u8, addresses: &[u8]) -> Vec<u8> {
@@ -278,49 +271,49 @@ mod tests {
         assert!(parse_v2(fixed.try_into().unwrap(), rest).is_err());
     }
 
-    #[test]
-    fn a_header_is_taken_off_and_the_rest_stays() {
-        let (mut client, server) = pair();
+    #[tokio::test]
+    async fn a_header_is_taken_off_and_the_rest_stays() {
+        let (mut client, mut server) = pair();
         client
             .write_all(b"PROXY TCP4 192.0.2.7 10.0.0.1 5000 22\r\nSSH-2.0-x\r\n")
             .unwrap();
         assert_eq!(
-            take(&server).unwrap(),
+            take(&mut server).await.unwrap(),
             Header::Client("192.0.2.7".parse().unwrap())
         );
         let mut rest = [0u8; 11];
-        (&server).read_exact(&mut rest).unwrap();
+        server.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"SSH-2.0-x\r\n");
 
-        let (mut client, server) = pair();
+        let (mut client, mut server) = pair();
         let mut bytes = v2(1, 0x11, &[192, 0, 2, 9, 10, 0, 0, 1, 0, 80, 1, 187]);
         bytes.extend_from_slice(b"hello");
         client.write_all(&bytes).unwrap();
         assert_eq!(
-            take(&server).unwrap(),
+            take(&mut server).await.unwrap(),
             Header::Client("192.0.2.9".parse().unwrap())
         );
         let mut rest = [0u8; 5];
-        (&server).read_exact(&mut rest).unwrap();
+        server.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"hello");
 
         // No header: nothing is taken.
-        let (mut client, server) = pair();
+        let (mut client, mut server) = pair();
         client.write_all(b"GET / HTTP/1.1\r\n").unwrap();
-        assert_eq!(take(&server).unwrap(), Header::None);
+        assert_eq!(take(&mut server).await.unwrap(), Header::None);
         let mut rest = [0u8; 3];
-        (&server).read_exact(&mut rest).unwrap();
+        server.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"GET");
 
         // Silent (the server speaks first): none, after the short wait.
-        let (_client, server) = pair();
-        let started = Instant::now();
-        assert_eq!(take(&server).unwrap(), Header::None);
+        let (_client, mut server) = pair();
+        let started = std::time::Instant::now();
+        assert_eq!(take(&mut server).await.unwrap(), Header::None);
         assert!(started.elapsed() < HEADER_WAIT * 2);
 
         // A broken one: an error, the connection is to close.
-        let (mut client, server) = pair();
+        let (mut client, mut server) = pair();
         client.write_all(b"PROXY TCP4 nonsense\r\n").unwrap();
-        assert!(take(&server).is_err());
+        assert!(take(&mut server).await.is_err());
     }
 }

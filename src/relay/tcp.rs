@@ -3,22 +3,25 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-
-use crate::wire::Stream;
+use std::future::poll_fn;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
 use super::proxy_header::{self, Header};
-use super::{greet, ClaimError, Owner, Relay, Tunnel};
+use super::{ClaimError, Owner, Relay, Tunnel};
 use crate::limits::{self, PerAddress, Share};
 use crate::proxy::forwarded::TrustedProxies;
 use crate::sync::lock;
 use crate::time_fmt;
-use crate::wire::splice;
+use crate::wire::duplex::splice;
 
 /// The ports `berth server` hands out when `--tcp-ports` is not given.
 pub const DEFAULT_RANGE: &str = "20000-20099";
@@ -27,8 +30,6 @@ pub const DEFAULT_RANGE: &str = "20000-20099";
 pub const MAX_CONNECTIONS: usize = 512;
 /// After a failed accept (out of file descriptors), wait this long before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// How long closing a tunnel waits to wake its blocked accept.
-const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// An inclusive range of public ports, written `A-B`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,14 +69,15 @@ impl fmt::Display for PortRange {
     }
 }
 
-/// A claimed port: its listener's accept thread and the public connections it let in.
+/// A claimed port: its listener, its accept task and the public connections it let in.
 struct Listening {
     tunnel: Arc<Tunnel>,
-    addr: SocketAddr,
     stopping: AtomicBool,
+    /// Dropped, freeing the port, when the tunnel closes.
+    listener: Mutex<Option<tokio::net::TcpListener>>,
     accepting: Mutex<Option<JoinHandle<()>>>,
-    /// Clones of the open public connections, so closing the tunnel can cut them.
-    open: Mutex<HashMap<u64, TcpStream>>,
+    /// The cut signals of the open public connections, so closing the tunnel can cut them.
+    open: Mutex<HashMap<u64, Arc<Notify>>>,
     next: AtomicU64,
 }
 
@@ -83,27 +85,24 @@ impl Listening {
     /// Stop accepting, drop the listener (freeing the port) and cut open connections.
     fn shut(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        let accepting = lock(&self.accepting).take();
-        if let Some(accepting) = accepting {
-            // A blocked accept returns on a connection; it then sees the flag.
-            let woke = TcpStream::connect_timeout(&wake_addr(self.addr), WAKE_TIMEOUT).is_ok();
-            if woke && accepting.thread().id() != std::thread::current().id() {
-                let _ = accepting.join();
-            }
+        drop(lock(&self.listener).take());
+        if let Some(accepting) = lock(&self.accepting).take() {
+            accepting.abort();
         }
-        for (_, stream) in lock(&self.open).drain() {
-            let _ = stream.shutdown(Shutdown::Both);
+        for (_, cut) in lock(&self.open).drain() {
+            cut.notify_one();
         }
     }
 
-    /// Keep a clone of a public connection; `None` when the tunnel is closing or full.
-    fn track(&self, public: &TcpStream) -> Option<u64> {
+    /// Count a public connection in, with the signal that cuts it; `None`
+    /// when the tunnel is closing or full.
+    fn track(&self, cut: &Arc<Notify>) -> Option<u64> {
         let mut open = lock(&self.open);
         if self.stopping.load(Ordering::SeqCst) || open.len() >= MAX_CONNECTIONS {
             return None;
         }
         let key = self.next.fetch_add(1, Ordering::SeqCst);
-        open.insert(key, public.try_clone().ok()?);
+        open.insert(key, cut.clone());
         Some(key)
     }
 
@@ -225,7 +224,6 @@ impl Ports {
         &self,
         relay: &Arc<Relay>,
         wanted: Option<u16>,
-        control: Stream,
         owner: Owner,
         claimed: impl FnOnce(&Tunnel),
     ) -> Result<Arc<Tunnel>, ClaimError> {
@@ -260,37 +258,31 @@ impl Ports {
         let (port, listener) = self.bind(&live, &held, wanted)?;
         held.remove(&port);
         drop(held);
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::new(self.ip, port));
+        let listener = listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener));
+        let Ok(listener) = listener else {
+            return Err(ClaimError::Unavailable);
+        };
         // No data connections ahead of need: see `Tunnel::ahead`.
-        let tunnel = Arc::new(Tunnel::new(port.to_string(), owner, control, false));
+        let tunnel = Arc::new(Tunnel::new(port.to_string(), owner, false));
+        tunnel.greet(relay.tcp_url(port));
         let listening = Arc::new(Listening {
             tunnel: tunnel.clone(),
-            addr,
             stopping: AtomicBool::new(false),
+            listener: Mutex::new(Some(listener)),
             accepting: Mutex::new(None),
             open: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
         });
-        // As for HTTP: the 101 and `ready` go out before any `connect`.
-        let control = lock(&tunnel.control);
         let accepting = {
             let (relay, listening) = (relay.clone(), listening.clone());
-            std::thread::Builder::new()
-                .name(format!("tcp-{port}"))
-                .spawn(move || accept_loop(&relay, &listening, listener))
-        };
-        let Ok(accepting) = accepting else {
-            return Err(ClaimError::Gone);
+            tokio::spawn(async move { accept_loop(&relay, &listening).await })
         };
         *lock(&listening.accepting) = Some(accepting);
-        live.insert(port, listening.clone());
+        live.insert(port, listening);
         drop(live);
         claimed(&tunnel);
-        greet(&tunnel, control, relay.tcp_url(port), || {
-            self.release(&tunnel)
-        })?;
         Ok(tunnel)
     }
 
@@ -405,64 +397,51 @@ impl Relay {
     }
 }
 
-/// The address to connect to so a blocked accept returns.
-fn wake_addr(bound: SocketAddr) -> SocketAddr {
-    let mut addr = bound;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        });
-    }
-    addr
-}
-
-/// Accept public connections until the tunnel closes; one named thread each.
-fn accept_loop(relay: &Arc<Relay>, listening: &Arc<Listening>, listener: TcpListener) {
-    let port = listening.addr.port();
-    for public in listener.incoming() {
-        if listening.stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        let public = match public {
-            Ok(public) => public,
-            Err(_) => {
-                std::thread::sleep(ACCEPT_BACKOFF);
+/// Accept public connections until the tunnel closes; a task each, ended
+/// early when the tunnel cuts it.
+async fn accept_loop(relay: &Arc<Relay>, listening: &Arc<Listening>) {
+    loop {
+        let accepted = poll_fn(|cx| match lock(&listening.listener).as_ref() {
+            Some(listener) => listener.poll_accept(cx).map(Some),
+            None => Poll::Ready(None),
+        })
+        .await;
+        let (public, peer) = match accepted {
+            None => return,
+            Some(Ok(accepted)) => accepted,
+            Some(Err(_)) => {
+                // Out of descriptors, say: let some connections end first.
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
-        let Some(key) = listening.track(&public) else {
+        let cut = Arc::new(Notify::new());
+        let Some(key) = listening.track(&cut) else {
             continue;
         };
         let (relay, held) = (relay.clone(), listening.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("tcp-{port}-{key}"))
-            .spawn(move || {
-                serve_public(&relay, &held, public);
-                held.untrack(key);
-            });
-        if spawned.is_err() {
-            listening.untrack(key);
-        }
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                () = cut.notified() => {}
+                () = serve_public(&relay, &held, public, peer) => {}
+            }
+            held.untrack(key);
+        });
     }
 }
 
 /// One public connection: its client address (from a trusted proxy's PROXY
 /// header, else its peer) within the bounds, then a data connection from the
-/// tunnel's client, then raw bytes both ways.
-fn serve_public(relay: &Relay, listening: &Listening, public: TcpStream) {
-    let Ok(peer) = public.peer_addr() else {
-        return;
-    };
+/// tunnel's client, then raw bytes both ways. Raw TCP has no error page: a
+/// connection refused just closes.
+async fn serve_public(relay: &Relay, listening: &Listening, mut public: TcpStream, peer: SocketAddr) {
     let ports = &relay.tcp;
     let client = if ports.trusted.trusts(peer.ip()) {
-        match proxy_header::take(&public) {
+        match proxy_header::take(&mut public).await {
             Ok(Header::Client(ip)) => ip,
             Ok(Header::None | Header::Local) => peer.ip(),
-            Err(_) => {
-                let _ = public.shutdown(Shutdown::Both);
-                return;
-            }
+            Err(_) => return,
         }
     } else {
         peer.ip()
@@ -476,29 +455,17 @@ fn serve_public(relay: &Relay, listening: &Listening, public: TcpStream) {
     };
     let total = ports.connections.take();
     if total.is_none() || (address.is_none() && !exempt) {
-        // Raw TCP has no error page: the client sees the connection close.
-        let _ = public.shutdown(Shutdown::Both);
         return;
     }
-    let data = relay.open_data(&listening.tunnel);
-    // Cut with the public connection when the tunnel closes.
-    let carried = data
-        .as_ref()
-        .and_then(|data| listening.tunnel.carry(data.tcp()));
-    let (Some(data), Some(_carried)) = (data, carried) else {
-        // Raw TCP has no error page: the client sees the connection close.
-        let _ = public.shutdown(Shutdown::Both);
+    let Some(mut data) = relay.open_data(&listening.tunnel).await else {
         return;
     };
-    // Raw TCP may idle or stall for as long as its peers like, as TCP would.
-    let _ = data.set_write_timeout(None);
-    let _ = data.set_nodelay(true);
+    if listening.tunnel.is_closed() {
+        return;
+    }
     let _ = public.set_nodelay(true);
-    let (Ok(public_read), Ok(data_read)) = (public.try_clone(), data.try_clone()) else {
-        return;
-    };
-    let name = format!("tcp-{}", listening.addr.port());
-    splice(public_read, Stream::Tcp(public), data_read, data, &name);
+    // Raw TCP may idle or stall for as long as its peers like, as TCP would.
+    splice(&mut public, &mut data, None).await;
 }
 
 #[cfg(test)]

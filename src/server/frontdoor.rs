@@ -3,14 +3,21 @@
 //! on a Unix socket; `NAME.DOMAIN` and the relay paths go to the relay, never
 //! into tiny_http.
 
-use std::io::{self, BufWriter, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::kept::KeptAlive;
+use rustls::ServerConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_rustls::TlsAcceptor;
+
 use crate::api::MAX_BODY_BYTES;
 use crate::auth::Auth;
 use crate::limits::{self, AddressSlot, PerAddress, Share, ShareSlot};
@@ -18,23 +25,20 @@ use crate::metrics;
 use crate::proxy::forward::{self, Backend, Outcome};
 use crate::proxy::forwarded::{self, TrustedProxies};
 use crate::proxy::{self, Body, BodyError, Conn, HeadError, RequestHead};
-use crate::relay::ingress::{self, Leg};
+use crate::relay::ingress::{self, Client, Leg, Opened};
 use crate::relay::Relay;
-use crate::sync::lock;
-use crate::tls::TlsStream;
-use crate::wire::Stream;
-use rustls::ServerConfig;
+use crate::wire;
 
 /// The relay's paths on the server's own host.
 const CONNECT_PATH: &str = "/api/v1/tunnels/connect";
 const ACCEPT_PREFIX: &str = "/api/v1/tunnels/accept/";
 
 // Bounds (sized to the open-file limit at start): see `crate::limits`.
-// `max_connections` counts connections with a thread serving requests (API,
+// `max_connections` counts connections with a task serving requests (API,
 // public tunnel traffic, relay handshakes); not control connections once
 // they are past the head (they have their own bound, `max_tunnels`, so 1,000
 // idle tunnels cannot starve the API and public traffic), and not parked data
-// connections (no thread holds them; each tunnel parks at most
+// connections (no task holds them; each tunnel parks at most
 // `relay::PARKED_PER_TUNNEL`). Beyond it, `limits::relay_reserve` more are
 // accepted so that the data connections a tunnel's client dials for waiting
 // public connections are not refused when those fill the bound: past the
@@ -42,11 +46,8 @@ const ACCEPT_PREFIX: &str = "/api/v1/tunnels/accept/";
 // paths are served.
 /// Bound on each write to a slow client.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Stack of a connection thread: it holds buffers on the heap, not the stack.
-const CONN_STACK: usize = 256 * 1024;
-/// Connection threads left waiting in `accept` at most: one whose connection
-/// ends while this many wait ends too.
-const IDLE_ACCEPTORS: usize = 8;
+/// After a failed accept (out of descriptors, say), wait this long before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// An API request body (at most `MAX_BODY_BYTES`) must arrive whole within this
 /// time, like its head: the front door reads it before the API sees the request,
 /// so slow uploads hold a front-door slot, never one of the API's few workers.
@@ -63,9 +64,11 @@ pub struct FrontDoor {
     pub open: AtomicUsize,
     /// Connections in the relay's reserve past the bound.
     pub in_reserve: AtomicUsize,
-    /// Control connections being served (their tunnels' threads hold a handle).
-    pub controls: Arc<AtomicUsize>,
+    /// Control connections being served.
+    pub controls: AtomicUsize,
     pub stopping: AtomicBool,
+    /// Told when the server stops: connections waiting for a request close.
+    stop_signal: watch::Sender<bool>,
     pub max_connections: usize,
     pub max_tunnels: usize,
     /// Connections public tunnel traffic holds; the rest of the bound is the
@@ -78,8 +81,6 @@ pub struct FrontDoor {
     pub trusted: TrustedProxies,
     pub relay: Arc<Relay>,
     pub auth: Arc<Auth>,
-    /// Connections kept alive between requests, closed when the server stops.
-    kept: KeptAlive,
 }
 
 /// Where an accepted connection is counted: within the bound, or past it in
@@ -162,6 +163,24 @@ struct Visitor<'a> {
     scheme: &'static str,
 }
 
+/// What a connection becomes once its requests are over: a relay connection
+/// its tunnel keeps.
+enum Handoff<'a> {
+    /// A control connection, counted in `controls` while it lasts.
+    Control(Opened, ControlSlot<'a>),
+    /// A data connection for this id, answered 101.
+    Data(String),
+}
+
+/// A control connection's place within `max_tunnels`, given back when dropped.
+struct ControlSlot<'a>(&'a AtomicUsize);
+
+impl Drop for ControlSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Where one request goes.
 enum Route<'a> {
     Api,
@@ -181,14 +200,14 @@ impl FrontDoor {
             api_socket,
             open: AtomicUsize::new(0),
             in_reserve: AtomicUsize::new(0),
-            controls: Arc::new(AtomicUsize::new(0)),
+            controls: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            stop_signal: watch::channel(false).0,
             max_connections: limits::MAX_CONNECTIONS,
             max_tunnels: limits::MAX_TUNNELS,
             tunnel_traffic: Share::new(limits::MAX_CONNECTIONS),
             per_address: PerAddress::new(limits::MAX_PER_ADDRESS),
             trusted: TrustedProxies::default(),
-            kept: KeptAlive::default(),
         }
     }
 
@@ -197,33 +216,49 @@ impl FrontDoor {
     /// for requests in flight.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        self.kept.close_waiting();
+        self.stop_signal.send_replace(true);
     }
 
-    /// Serve the listener's connections until asked to stop, on connection
-    /// threads that each accept their own (see [`Acceptors`]); with `tls`, each
-    /// is a TLS connection whose handshake runs on its thread.
+    /// Serve the listener's connections on `runtime` until asked to stop, a
+    /// task each; with `tls`, each is a TLS connection whose handshake runs
+    /// on its task.
     pub fn serve(
         self: &Arc<Self>,
-        listener: TcpListener,
+        listener: std::net::TcpListener,
         tls: Option<Arc<ServerConfig>>,
-    ) -> io::Result<Arc<Acceptors>> {
-        let acceptors = Arc::new(Acceptors {
-            door: self.clone(),
-            listener: Mutex::new(Some(Arc::new(listener))),
-            tls,
-            idle: AtomicUsize::new(0),
+        runtime: &tokio::runtime::Handle,
+    ) -> io::Result<Acceptor> {
+        listener.set_nonblocking(true)?;
+        let _entered = runtime.enter();
+        let listener = TcpListener::from_std(listener)?;
+        let door = self.clone();
+        let tls = tls.map(TlsAcceptor::from);
+        let task = runtime.spawn(async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(_) => {
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                };
+                let (door, tls) = (door.clone(), tls.clone());
+                tokio::spawn(async move { door.serve_accepted(stream, peer, tls.as_ref()).await });
+            }
         });
-        acceptors.start()?;
-        Ok(acceptors)
+        Ok(Acceptor { task })
     }
 
     /// One accepted connection: counted against the bound and its reserve
-    /// (503 beyond), its TLS handshake if any, then its requests.
-    fn serve_accepted(&self, stream: TcpStream, peer: SocketAddr, tls: Option<&Arc<ServerConfig>>) {
+    /// (503 beyond), its TLS handshake if any, then its requests; then, if it
+    /// became a relay connection, its tunnel's.
+    async fn serve_accepted(&self, stream: TcpStream, peer: SocketAddr, tls: Option<&TlsAcceptor>) {
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let Some(mut admission) = Admission::enter(self) else {
             metrics::connection_refused();
-            refuse_busy(stream, tls.is_some());
+            refuse(stream, tls.is_some(), &busy_response()).await;
             return;
         };
         // A trusted proxy speaks for many clients: each is counted once its
@@ -235,53 +270,67 @@ impl FrontDoor {
                 Some(slot) => Some(slot),
                 None => {
                     metrics::connection_refused();
-                    refuse_crowded(stream, tls.is_some());
+                    refuse(stream, tls.is_some(), &crowded_response()).await;
                     return;
                 }
             }
         };
         let _open = metrics::connection_opened();
+        let _ = stream.set_nodelay(true);
         // The handshake and the first head share one deadline.
         let deadline = Instant::now() + proxy::HEAD_TIMEOUT;
         let stream = match tls {
-            None => Some(Stream::Tcp(stream)),
+            None => wire::conn::Conn::Tcp(stream),
             // A failed handshake (a plain-HTTP client, an untrusting
             // one, a timeout) has no channel to answer on: close.
-            Some(config) => TlsStream::accept(config.clone(), stream, deadline)
-                .ok()
-                .map(Stream::Tls),
+            Some(acceptor) => match timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => wire::conn::Conn::Tls(Box::new(tls.into())),
+                _ => return,
+            },
         };
-        if let Some(stream) = stream {
-            self.handle(stream, peer, &mut admission, deadline);
-        }
+        let mut client = Conn::new(stream);
+        client.read_timeout = Some(proxy::IDLE_TIMEOUT);
+        client.write_timeout = Some(WRITE_TIMEOUT);
+        // Notified when the tunnel this connection is bound to closes.
+        let cut = Arc::new(Notify::new());
+        let handoff = tokio::select! {
+            biased;
+            () = cut.notified() => None,
+            handoff = self.handle(&mut client, peer, &mut admission, deadline, &cut) => handoff,
+        };
+        // A relay connection is counted apart from the bound, by address no more.
+        drop(admission);
         drop(address);
+        match handoff {
+            None => {}
+            Some(Handoff::Control(opened, _slot)) => {
+                let (stream, rest) = client.into_parts();
+                ingress::run_control(&self.relay, opened, stream, rest).await;
+            }
+            Some(Handoff::Data(id)) => {
+                // A client says nothing on a data connection before its first request.
+                let (stream, rest) = client.into_parts();
+                if rest.is_empty() {
+                    let _ = self.relay.deliver(&id, stream);
+                }
+            }
+        }
     }
 
     /// Serve one client connection: a loop of request heads, each routed.
     /// `admission`: where it is counted, the bound or the relay's reserve;
-    /// `first_by`: when the first head must be whole.
-    fn handle(
+    /// `first_by`: when the first head must be whole. What it becomes if it
+    /// is a relay connection.
+    async fn handle(
         &self,
-        stream: Stream,
+        client: &mut Client,
         peer: SocketAddr,
-        admission: &mut Admission,
+        admission: &mut Admission<'_>,
         first_by: Instant,
-    ) {
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-        let Ok(reader) = stream.try_clone() else {
-            return;
-        };
-        let mut client = Conn::new(reader);
-        let Some(kept) = self.kept.enter(&stream) else {
-            return;
-        };
-        let mut out = BufWriter::new(&stream);
+        cut: &Arc<Notify>,
+    ) -> Option<Handoff<'_>> {
+        let mut stopped = self.stop_signal.subscribe();
         let mut leg: Option<Leg> = None;
-        // Only through this (and `to_api`, given it) does the loop change the
-        // client socket's read timeout, so an unchanged one costs no system call.
-        let timeout = proxy::ReadTimeout::default();
-        let set_timeout = |t: Option<Duration>| timeout.set(t, |t| stream.set_read_timeout(t));
         // A new connection's first head must be whole by `first_by`; later
         // ones may wait `KEEP_ALIVE_IDLE` for their first byte.
         let mut first = true;
@@ -292,32 +341,38 @@ impl FrontDoor {
         let from_proxy = self.trusted.trusts(peer.ip());
         // Held from the first request to a tunnel to the connection's end.
         let mut tunnel_slot: Option<ShareSlot> = None;
-        while kept.wait_unless(&self.stopping) {
-            let raw = if std::mem::take(&mut first) {
-                client.read_head_by(first_by, &set_timeout)
-            } else {
-                client.read_head(proxy::KEEP_ALIVE_IDLE, &set_timeout)
-            };
-            let head = raw.and_then(|raw| proxy::parse_request(&raw));
-            if !kept.take() {
-                // Closed while it waited, the server stopping: no answer.
-                break;
+        let handoff = loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                break None;
             }
-            let head = match head {
+            let read = async {
+                if std::mem::take(&mut first) {
+                    client.read_head_by(first_by).await
+                } else {
+                    client.read_head(proxy::KEEP_ALIVE_IDLE).await
+                }
+            };
+            let raw = tokio::select! {
+                raw = read => raw,
+                // Closed while it waited, the server stopping: no answer.
+                _ = stopped.wait_for(|stopping| *stopping) => break None,
+            };
+            let head = match raw.and_then(|raw| proxy::parse_request(&raw)) {
                 Ok(head) => head,
                 Err(err) => {
                     refused = err.status().is_some();
-                    refuse(&mut out, &err);
-                    break;
+                    answer_refused(client, &err).await;
+                    break None;
                 }
             };
-            let _ = set_timeout(Some(proxy::IDLE_TIMEOUT));
             let route = self.route(&head);
             if let Err(why) = self.admit(&route, admission, &mut tunnel_slot) {
                 metrics::connection_refused();
-                let _ = out.write_all(&proxy::error_response(503, "unavailable", why));
+                let _ = client
+                    .write_all(&proxy::error_response(503, "unavailable", why))
+                    .await;
                 refused = true;
-                break;
+                break None;
             }
             // Behind a trusted proxy: the client it names, counted as such
             // for as long as this request is served.
@@ -325,9 +380,9 @@ impl FrontDoor {
                 Some(named) => named,
                 None => {
                     metrics::connection_refused();
-                    let _ = out.write_all(&crowded_response());
+                    let _ = client.write_all(&crowded_response()).await;
                     refused = true;
-                    break;
+                    break None;
                 }
             };
             let peer_ip = forwarded_ip.as_deref().unwrap_or(&peer_ip);
@@ -336,59 +391,49 @@ impl FrontDoor {
             let scheme = from_proxy
                 .then(|| forwarded::proto(head.values("x-forwarded-proto")))
                 .flatten()
-                .unwrap_or(forward::scheme(&stream));
+                .unwrap_or(forward::scheme(&client.stream));
             let visitor = Visitor {
                 ip: peer_ip,
                 scheme,
             };
             let outcome = match route {
-                Route::Api => self.to_api(&head, &mut client, &mut out, visitor, &set_timeout),
+                Route::Api => self.to_api(&head, client, visitor).await,
                 Route::Tunnel(host) => {
                     if from_proxy {
                         ingress::rebind_for_proxy(&self.relay, host, &mut leg);
                     }
-                    ingress::forward(
-                        &self.relay,
-                        &head,
-                        host,
-                        &mut client,
-                        &stream,
-                        &mut out,
-                        &mut leg,
-                        peer_ip,
-                        scheme,
-                    )
+                    let relay = &self.relay;
+                    ingress::forward(relay, &head, host, client, cut, &mut leg, peer_ip, scheme)
+                        .await
                 }
-                Route::Control => {
-                    let _ = out.flush();
-                    match self.control(&head, &stream, &mut client, peer) {
-                        // The connection now belongs to its tunnel's thread.
-                        Ok(Outcome::HandedOff) => return,
-                        other => other,
-                    }
-                }
-                Route::Accept(id) => {
-                    let _ = out.flush();
-                    if ingress::serve_accept(&self.relay, &head, id, &stream) {
-                        // The connection now belongs to the public side's thread.
-                        return;
-                    }
-                    Ok(Outcome::Close)
-                }
+                Route::Control => match self.control(&head, client, peer).await {
+                    Ok(Ok(handoff)) => break Some(handoff),
+                    Ok(Err(outcome)) => Ok(outcome),
+                    Err(err) => Err(err),
+                },
+                Route::Accept(id) => match ingress::accept_data(&self.relay, &head, id, client).await {
+                    Ok(true) => break Some(Handoff::Data(id.to_string())),
+                    Ok(false) => Ok(Outcome::Close),
+                    Err(err) => Err(err),
+                },
             }
             .unwrap_or(Outcome::Close);
             if outcome == Outcome::Refused {
                 refused = true;
             }
-            if out.flush().is_err() || outcome != Outcome::KeepAlive {
-                break;
+            if client.flush().await.is_err() || outcome != Outcome::KeepAlive {
+                break None;
             }
+            client.release_buffers();
+        };
+        if handoff.is_none() {
+            let _ = client.flush().await;
+            if refused {
+                linger(client).await;
+            }
+            let _ = timeout(WRITE_TIMEOUT, client.stream.shutdown()).await;
         }
-        let _ = out.flush();
-        if refused {
-            linger(&stream);
-        }
-        let _ = stream.shutdown(Shutdown::Both);
+        handoff
     }
 
     /// Whether a request on `route` may be served on this connection: the
@@ -447,39 +492,32 @@ impl FrontDoor {
         Some((SocketAddr::new(ip, peer.port()), Some(ip.to_string()), slot))
     }
 
-    /// Serve a control connection, counted against `max_tunnels` instead of
-    /// `max_connections` for as long as it lasts.
-    fn control(
+    /// Open a tunnel on a control connection, counted against `max_tunnels`
+    /// instead of `max_connections` for as long as it lasts; refused, the
+    /// outcome for the connection.
+    async fn control(
         &self,
         head: &RequestHead,
-        stream: &Stream,
-        client: &mut Conn<Stream>,
+        client: &mut Client,
         peer: SocketAddr,
-    ) -> io::Result<Outcome> {
+    ) -> io::Result<Result<Handoff<'_>, Outcome>> {
         if self.controls.fetch_add(1, Ordering::SeqCst) >= self.max_tunnels {
             self.controls.fetch_sub(1, Ordering::SeqCst);
             let why = format!(
                 "The server has too many open tunnels (its limit is {}); close one or try again later.",
                 self.max_tunnels
             );
-            (&*stream).write_all(&proxy::error_response(503, "unavailable", &why))?;
-            return Ok(Outcome::Refused);
+            client
+                .write_all(&proxy::error_response(503, "unavailable", &why))
+                .await?;
+            return Ok(Err(Outcome::Refused));
         }
-        // Still counted among the front door's open connections (the gauge)
-        // while its tunnel lives on a thread of its own.
-        let counted = metrics::connection_opened();
-        let controls = self.controls.clone();
-        let ended = move || {
-            drop(counted);
-            controls.fetch_sub(1, Ordering::SeqCst);
-        };
-        let handed =
-            ingress::serve_control(&self.relay, &self.auth, head, stream, client, peer, ended);
-        if handed.unwrap_or(false) {
-            return Ok(Outcome::HandedOff);
-        }
-        self.controls.fetch_sub(1, Ordering::SeqCst);
-        Ok(Outcome::Close)
+        let slot = ControlSlot(&self.controls);
+        let opened = ingress::open_control(&self.relay, &self.auth, head, client, peer).await?;
+        Ok(match opened {
+            Some(opened) => Ok(Handoff::Control(opened, slot)),
+            None => Err(Outcome::Close),
+        })
     }
 
     /// Route by Host first (a tunnel's name wins over every path, but the
@@ -500,89 +538,62 @@ impl FrontDoor {
     }
 
     /// Forward one request to the API and its response back.
-    fn to_api(
+    async fn to_api(
         &self,
         head: &RequestHead,
-        client: &mut Conn<Stream>,
-        out: &mut impl Write,
-        visitor: Visitor,
-        set_timeout: &dyn Fn(Option<Duration>) -> io::Result<()>,
+        client: &mut Client,
+        visitor: Visitor<'_>,
     ) -> io::Result<Outcome> {
-        let refuse = |out: &mut dyn Write, status: u16, code: &str, message: &str| {
-            out.write_all(&proxy::error_response(status, code, message))
-                .map(|_| Outcome::Refused)
-        };
         if !head.is_ascii() {
-            return refuse(
-                out,
-                400,
-                "bad_request",
-                "The API reads only ASCII in the path and headers; percent-encode other characters.",
-            );
+            let why = "The API reads only ASCII in the path and headers; percent-encode other characters.";
+            return refuse_with(client, 400, "bad_request", why).await;
         }
         if matches!(head.body, Body::Length(n) if n > MAX_BODY_BYTES) {
-            return refuse(out, 413, "payload_too_large", TOO_LARGE);
+            return refuse_with(client, 413, "payload_too_large", TOO_LARGE).await;
         }
         if let Some(expect) = head.header("expect") {
             if !expect.eq_ignore_ascii_case("100-continue") {
-                return refuse(
-                    out,
-                    417,
-                    "bad_request",
-                    "Only Expect: 100-continue is understood.",
-                );
+                let why = "Only Expect: 100-continue is understood.";
+                return refuse_with(client, 417, "bad_request", why).await;
             }
             if head.body != Body::None {
-                out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-                out.flush()?;
+                client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+                client.flush().await?;
             }
         }
-        let body = match proxy::read_body_whole(
-            head.body,
-            client,
-            MAX_BODY_BYTES,
-            API_BODY_TIMEOUT,
-            set_timeout,
-        ) {
-            Ok(body) => body,
-            Err(BodyError::TooLarge) => {
-                return refuse(out, 413, "payload_too_large", TOO_LARGE);
-            }
-            Err(BodyError::Bad) => {
-                return refuse(
-                    out,
-                    400,
-                    "bad_request",
-                    "The chunked request body is malformed.",
-                );
-            }
-            Err(BodyError::Timeout) => {
-                return refuse(
-                    out,
-                    408,
-                    "timeout",
-                    "The request body did not arrive in time; send it whole within 10 seconds.",
-                );
-            }
-            Err(BodyError::Closed) => return Ok(Outcome::Close),
-        };
-        let _ = set_timeout(Some(proxy::IDLE_TIMEOUT));
+        let body =
+            match proxy::read_body_whole(head.body, client, MAX_BODY_BYTES, API_BODY_TIMEOUT).await {
+                Ok(body) => body,
+                Err(BodyError::TooLarge) => {
+                    return refuse_with(client, 413, "payload_too_large", TOO_LARGE).await;
+                }
+                Err(BodyError::Bad) => {
+                    let why = "The chunked request body is malformed.";
+                    return refuse_with(client, 400, "bad_request", why).await;
+                }
+                Err(BodyError::Timeout) => {
+                    let why = "The request body did not arrive in time; send it whole within 10 seconds.";
+                    return refuse_with(client, 408, "timeout", why).await;
+                }
+                Err(BodyError::Closed) => return Ok(Outcome::Close),
+            };
         // A new API connection per request: see `RequestHead::encode_for_api`.
-        let Ok(mut api) = Backend::connect(&self.api_socket) else {
-            out.write_all(&proxy::error_response(
-                503,
-                "unavailable",
-                "The API is not running; try again in a moment.",
-            ))?;
+        let Ok(mut api) = Backend::connect(&self.api_socket).await else {
+            let why = "The API is not running; try again in a moment.";
+            client
+                .write_all(&proxy::error_response(503, "unavailable", why))
+                .await?;
             return Ok(Outcome::Close);
         };
-        match api.exchange(head, &body, out, visitor.ip, visitor.scheme)? {
+        match api
+            .exchange(head, &body, client, visitor.ip, visitor.scheme)
+            .await?
+        {
             Outcome::Failed(_) => {
-                out.write_all(&proxy::error_response(
-                    502,
-                    "bad_gateway",
-                    "The API did not answer; try again.",
-                ))?;
+                let why = "The API did not answer; try again.";
+                client
+                    .write_all(&proxy::error_response(502, "bad_gateway", why))
+                    .await?;
                 Ok(Outcome::Close)
             }
             outcome => Ok(outcome),
@@ -590,10 +601,18 @@ impl FrontDoor {
     }
 }
 
+/// Answer with a JSON error and leave the rest of the request unread.
+async fn refuse_with(client: &mut Client, status: u16, code: &str, message: &str) -> io::Result<Outcome> {
+    client
+        .write_all(&proxy::error_response(status, code, message))
+        .await
+        .map(|()| Outcome::Refused)
+}
+
 const TOO_LARGE: &str = "The request body is larger than 64 KiB; send less.";
 
 /// Answer a refused head, if the client is still there to read it.
-fn refuse(out: &mut impl Write, err: &HeadError) {
+async fn answer_refused(client: &mut Client, err: &HeadError) {
     if let Some((status, _)) = err.status() {
         let code = if status == 400 {
             "bad_request"
@@ -602,116 +621,42 @@ fn refuse(out: &mut impl Write, err: &HeadError) {
         } else {
             "timeout"
         };
-        let _ = out.write_all(&proxy::error_response(status, code, err.message()));
+        let _ = client
+            .write_all(&proxy::error_response(status, code, err.message()))
+            .await;
     }
 }
 
 /// Stop sending, then read and drop what the client still sends (bounded in time
 /// and bytes): closing with unread bytes would reset the connection and could
 /// destroy the refusal before the client reads it.
-fn linger(stream: &Stream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(LINGER_TIME));
-    let _ = io::copy(&mut io::Read::take(stream, LINGER_BYTES), &mut io::sink());
-}
-
-/// A listener's connection threads. Each waits in `accept` itself and serves
-/// the connection it gets, so a new connection's first request is read by the
-/// thread the kernel woke for it: starting a thread per connection (or waking
-/// one from a pool) was a sizable share of a fresh connection's time to first
-/// byte (scripts/bench-relay.sh). A thread that accepts while no other waits
-/// starts one more before it serves, so a thread always waits in `accept`.
-pub struct Acceptors {
-    door: Arc<FrontDoor>,
-    /// Taken out when the server stops: once the threads in `accept` are
-    /// woken, the socket closes and new clients are refused at once rather
-    /// than left waiting in the backlog through the drain.
-    listener: Mutex<Option<Arc<TcpListener>>>,
-    tls: Option<Arc<ServerConfig>>,
-    /// Threads waiting in `accept`.
-    idle: AtomicUsize,
-}
-
-impl Acceptors {
-    /// Start one more connection thread.
-    fn start(self: &Arc<Self>) -> io::Result<()> {
-        let acceptors = self.clone();
-        let name = if self.tls.is_some() {
-            "conn-tls"
-        } else {
-            "conn"
-        };
-        std::thread::Builder::new()
-            .name(name.into())
-            .stack_size(CONN_STACK)
-            .spawn(move || acceptors.run())
-            .map(drop)
-    }
-
-    /// Accept and serve connections until the server stops or enough other
-    /// threads wait.
-    fn run(self: &Arc<Self>) {
-        // A new thread always waits: it was started so that one does.
-        self.idle.fetch_add(1, Ordering::SeqCst);
-        loop {
-            // A `stop` that saw no thread waiting may already be done.
-            let listener = match lock(&self.listener).clone() {
-                Some(listener) if !self.door.stopping.load(Ordering::SeqCst) => listener,
-                _ => {
-                    self.idle.fetch_sub(1, Ordering::SeqCst);
-                    return;
-                }
-            };
-            let accepted = listener.accept();
-            drop(listener);
-            let others = self.idle.fetch_sub(1, Ordering::SeqCst) - 1;
-            if self.door.stopping.load(Ordering::SeqCst) {
-                return;
-            }
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => {
-                    // Out of descriptors, say: let some connections end first.
-                    std::thread::sleep(Duration::from_millis(10));
-                    self.idle.fetch_add(1, Ordering::SeqCst);
-                    continue;
-                }
-            };
-            if others == 0 && self.start().is_err() {
-                // No thread would accept while this one serves: refuse.
-                refuse_busy(stream, self.tls.is_some());
-                self.idle.fetch_add(1, Ordering::SeqCst);
-                continue;
-            }
-            self.door.serve_accepted(stream, peer, self.tls.as_ref());
-            if self.door.stopping.load(Ordering::SeqCst) || !self.wait_again() {
-                return;
+async fn linger(client: &mut Client) {
+    let _ = timeout(WRITE_TIMEOUT, client.flush()).await;
+    let _ = timeout(WRITE_TIMEOUT, client.stream.shutdown()).await;
+    let drain = async {
+        let mut sink = [0u8; 8192];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match client.stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n as u64),
             }
         }
-    }
+    };
+    let _ = timeout(LINGER_TIME, drain).await;
+}
 
-    /// Count this thread among those waiting in `accept`, unless
-    /// `IDLE_ACCEPTORS` already wait: checked and counted in one atomic step,
-    /// so threads whose connections end together cannot all stay.
-    fn wait_again(&self) -> bool {
-        self.idle
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < IDLE_ACCEPTORS).then_some(n + 1)
-            })
-            .is_ok()
-    }
+/// A listener's accept task.
+pub struct Acceptor {
+    task: JoinHandle<()>,
+}
 
-    /// After `stopping` is set: stop listening. No new `accept` starts; connect
-    /// to the listener at `addr` until no thread waits in one (each that wakes
-    /// sees the flag and ends), for at most a second; the socket closes with
-    /// the last of them.
-    pub fn stop(&self, addr: SocketAddr) {
-        drop(lock(&self.listener).take());
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        while self.idle.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
-            let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(100));
-            std::thread::sleep(Duration::from_millis(1));
-        }
+impl Acceptor {
+    /// After `stopping` is set: stop listening (the socket closes with the
+    /// task), so new clients are refused at once rather than left waiting in
+    /// the backlog through the drain.
+    pub fn stop(&self) {
+        self.task.abort();
     }
 }
 
@@ -721,30 +666,19 @@ fn crowded_response() -> Vec<u8> {
     proxy::error_response_with(429, "rate_limited", why, "Retry-After: 1\r\n")
 }
 
-/// Tell a connection from an address over its cap to come back later (in
-/// plain HTTP; a TLS client just sees the connection close).
-fn refuse_crowded(stream: TcpStream, tls: bool) {
-    if !tls {
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-        let _ = (&stream).write_all(&crowded_response());
-    }
-    let _ = stream.shutdown(Shutdown::Both);
+/// 503 for a connection beyond the bound.
+fn busy_response() -> Vec<u8> {
+    let why = "The server has too many open connections; try again shortly.";
+    proxy::error_response(503, "unavailable", why)
 }
 
-/// Tell a connection beyond the bound to come back later (in plain HTTP; a TLS
-/// client just sees the connection close, without spending a handshake on it).
-fn refuse_busy(stream: TcpStream, tls: bool) {
-    if tls {
-        let _ = stream.shutdown(Shutdown::Both);
-        return;
+/// Tell a connection refused at once to come back later (in plain HTTP; a
+/// TLS client just sees the connection close, without spending a handshake on it).
+async fn refuse(mut stream: TcpStream, tls: bool, response: &[u8]) {
+    if !tls {
+        let _ = timeout(Duration::from_secs(1), stream.write_all(response)).await;
     }
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = (&stream).write_all(&proxy::error_response(
-        503,
-        "unavailable",
-        "The server has too many open connections; try again shortly.",
-    ));
-    let _ = stream.shutdown(Shutdown::Both);
+    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]

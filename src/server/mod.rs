@@ -2,7 +2,6 @@
 //! down cleanly on SIGTERM or SIGINT.
 
 mod frontdoor;
-mod kept;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
@@ -134,8 +133,9 @@ pub fn run(args: ServerArgs) -> CliResult {
             door.trusted
         ));
     }
+    let runtime = relay_runtime()?;
     let serving = door
-        .serve(listener, None)
+        .serve(listener, None, runtime.handle())
         .map_err(|e| CliError::other(format!("could not start the listener: {e}")))?;
     let serving_tls = match &tls {
         Some(tls) => {
@@ -144,10 +144,10 @@ pub fn run(args: ServerArgs) -> CliResult {
                 .map_err(|e| CliError::other(format!("could not start the TLS listener: {e}")))?;
             let config = crate::tls::server_config(tls.certs.clone());
             let acceptors = door
-                .serve(listener, Some(config))
+                .serve(listener, Some(config), runtime.handle())
                 .map_err(|e| CliError::other(format!("could not start the TLS listener: {e}")))?;
             say(format_args!("berth listening on https://{}", tls.bound));
-            Some((acceptors, tls.bound))
+            Some(acceptors)
         }
         None => None,
     };
@@ -181,10 +181,10 @@ pub fn run(args: ServerArgs) -> CliResult {
     say(format_args!("berth shutting down"));
     door.stop();
     door.relay.close_all();
-    // Stop listening: the threads waiting in accept wake and end.
-    serving.stop(wake_addr(bound));
-    if let Some((acceptors, bound)) = serving_tls {
-        acceptors.stop(wake_addr(bound));
+    // Stop listening.
+    serving.stop();
+    if let Some(acceptors) = serving_tls {
+        acceptors.stop();
     }
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while door.open.load(Ordering::SeqCst) + door.in_reserve.load(Ordering::SeqCst) > 0
@@ -192,6 +192,7 @@ pub fn run(args: ServerArgs) -> CliResult {
     {
         std::thread::sleep(Duration::from_millis(20));
     }
+    runtime.shutdown_timeout(Duration::from_secs(1));
     api.stop();
     auth.flush_all();
     inspector.flush(DRAIN_TIMEOUT);
@@ -203,6 +204,17 @@ pub fn run(args: ServerArgs) -> CliResult {
     }
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// The event loop that carries the front door, the relay and its tunnels:
+/// a worker per core.
+fn relay_runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .thread_name("relay")
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::other(format!("could not start the relay's event loop: {e}")))
 }
 
 /// Forget closed tunnels older than `days` (their records with them) now,
@@ -355,18 +367,6 @@ fn default_public_url(bound: SocketAddr) -> String {
     }
 }
 
-/// The address to connect to so a blocked accept returns.
-fn wake_addr(bound: SocketAddr) -> SocketAddr {
-    let mut addr = bound;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            [127, 0, 0, 1].into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    addr
-}
 
 /// Wait for SIGTERM or SIGINT; on SIGHUP re-read the TLS certificate (connections
 /// already open keep the one they started with) and keep its names from tunnels.

@@ -12,7 +12,7 @@ pub struct Frames<S> {
     buf: Vec<u8>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
+impl<S: AsyncRead + Unpin> Frames<S> {
     /// Frames from `stream`, after the bytes that came with its handshake.
     pub fn new(stream: S, already: Vec<u8>) -> Frames<S> {
         Frames {
@@ -42,6 +42,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Frames<S> {
         }
     }
 
+}
+
+impl<S: AsyncWrite + Unpin> Frames<S> {
     /// Write one frame and flush it.
     pub async fn send(&mut self, frame: &Frame) -> io::Result<()> {
         let mut line = serde_json::to_vec(frame).map_err(io::Error::other)?;

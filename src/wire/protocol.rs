@@ -1,6 +1,8 @@
 //! The relay's control protocol: newline-delimited JSON frames of one serde enum.
 
-use std::io::{self, Read, Write};
+use std::io;
+#[cfg(any(test, fuzzing))]
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -42,7 +44,9 @@ pub enum Frame {
     Pong {},
 }
 
-/// Write one frame and flush it.
+/// Write one frame and flush it (the checks' way; the relay and `share`
+/// write frames on the event loop).
+#[cfg(any(test, fuzzing))]
 pub fn write_frame(to: &mut impl Write, frame: &Frame) -> io::Result<()> {
     let mut line = serde_json::to_vec(frame).map_err(io::Error::other)?;
     line.push(b'\n');
@@ -50,12 +54,15 @@ pub fn write_frame(to: &mut impl Write, frame: &Frame) -> io::Result<()> {
     to.flush()
 }
 
-/// Reads frames from a stream, keeping a partial line across read timeouts.
+/// Reads frames from a stream, keeping a partial line across read timeouts
+/// (the checks' way; see [`crate::wire::control::Frames`] on the event loop).
+#[cfg(any(test, fuzzing))]
 pub struct FrameReader<R> {
     stream: R,
     buf: Vec<u8>,
 }
 
+#[cfg(any(test, fuzzing))]
 impl<R: Read> FrameReader<R> {
     pub fn new(stream: R) -> FrameReader<R> {
         FrameReader {
@@ -99,14 +106,6 @@ pub fn take_frame(buf: &mut Vec<u8>) -> Option<io::Result<Frame>> {
             "control frame larger than 64 KiB",
         ))
     })
-}
-
-/// Whether an error is a read timeout rather than a failure.
-pub fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
 }
 
 #[cfg(test)]
