@@ -1,7 +1,6 @@
 //! Properties of the parsers that face the public, checked on any input: by
 //! proptest here (CI, bounded) and by the cargo-fuzz targets in `fuzz/`.
 
-use std::io;
 use std::time::Duration;
 
 use super::{

@@ -687,22 +687,17 @@ mod tests {
     use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
 
-    /// A claimed tunnel's server side and the client's end of its control connection.
-    fn control_pair(relay: &Relay) -> (Arc<super::super::Tunnel>, Stream, Stream) {
+    /// A claimed tunnel, the server's end of its control connection, the
+    /// client's end, and what is queued for it.
+    fn control_pair(relay: &Relay) -> (Arc<Tunnel>, wire::conn::Conn, std::net::TcpStream, Outbox) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client =
-            Stream::Tcp(std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        let server = Stream::Tcp(server);
-        let tunnel = relay
-            .claim(
-                Some("quiet"),
-                server.try_clone().unwrap(),
-                Owner::token(1),
-                |_| {},
-            )
-            .unwrap();
-        (tunnel, server, client)
+        server.set_nonblocking(true).unwrap();
+        let server = wire::conn::Conn::Tcp(tokio::net::TcpStream::from_std(server).unwrap());
+        let tunnel = relay.claim(Some("quiet"), Owner::token(1), |_| {}).unwrap();
+        let outbox = tunnel.take_outbox().unwrap();
+        (tunnel, server, client, outbox)
     }
 
     fn head_accepting(accept: Option<&str>) -> RequestHead {
@@ -736,10 +731,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_public_connection_bound_to_a_closed_tunnel_is_closed_unanswered() {
+    #[tokio::test]
+    async fn a_public_connection_bound_to_a_closed_tunnel_is_closed_unanswered() {
         let relay = Relay::new("localhost", "http://localhost:8080");
-        let (old, _old_server, _old_client) = control_pair(&relay);
+        let (old, _old_server, _old_client, _) = control_pair(&relay);
         let mut leg = Some(Leg {
             tunnel: old.clone(),
             public: None,
@@ -748,40 +743,38 @@ mod tests {
         relay.release(&old);
         old.close();
         // Another tunnel takes the name.
-        let (_new, _new_server, _new_client) = control_pair(&relay);
+        let (_new, _new_server, _new_client, _) = control_pair(&relay);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let _visitor = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let served = Stream::Tcp(listener.accept().unwrap().0);
-        let mut client = Conn::new(served.try_clone().unwrap());
+        let mut visitor = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let served = listener.accept().unwrap().0;
+        served.set_nonblocking(true).unwrap();
+        let served = wire::conn::Conn::Tcp(tokio::net::TcpStream::from_std(served).unwrap());
+        let mut client = Conn::new(served);
         let head =
             proxy::parse_request(b"GET /two HTTP/1.1\r\nHost: quiet.localhost\r\n\r\n").unwrap();
-        let mut out = Vec::new();
+        let cut = Arc::new(Notify::new());
         let host = "quiet.localhost";
-        let forwarded = forward(
-            &relay,
-            &head,
-            host,
-            &mut client,
-            &served,
-            &mut out,
-            &mut leg,
-            "127.0.0.1",
-            "http",
-        )
-        .unwrap();
+        let forwarded = forward(&relay, &head, host, &mut client, &cut, &mut leg, "127.0.0.1", "http")
+            .await
+            .unwrap();
         assert_eq!(forwarded, Outcome::Close);
-        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
         assert!(leg.is_none());
+        client.flush().await.unwrap();
+        drop(client);
+        let mut answer = Vec::new();
+        std::io::Read::read_to_end(&mut visitor, &mut answer).unwrap();
+        assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
     }
 
-    #[test]
-    fn a_silent_client_is_pinged_then_dropped() {
+    #[tokio::test]
+    async fn a_silent_client_is_pinged_then_dropped() {
         let relay = Relay::new("localhost", "http://localhost:8080");
-        let (tunnel, server, client) = control_pair(&relay);
+        let (tunnel, server, client, outbox) = control_pair(&relay);
         let timing = (Duration::from_millis(50), Duration::from_millis(300));
         let started = Instant::now();
-        let mut reader = Conn::new(server.try_clone().unwrap());
-        control_loop(&relay, &tunnel, &server, &mut reader, timing).unwrap();
+        control_loop(&relay, &tunnel, server, Vec::new(), outbox, timing)
+            .await
+            .unwrap();
         assert!(started.elapsed() >= timing.1);
         let mut lines = BufReader::new(client);
         let mut line = String::new();
@@ -797,34 +790,37 @@ mod tests {
         assert_eq!(line, "{\"ping\":{}}\n");
     }
 
-    #[test]
-    fn a_client_that_answers_stays_and_gets_pongs() {
-        let relay = Relay::new("localhost", "http://localhost:8080");
-        let (tunnel, server, mut client) = control_pair(&relay);
+    #[tokio::test]
+    async fn a_client_that_answers_stays_and_gets_pongs() {
+        let relay = Arc::new(Relay::new("localhost", "http://localhost:8080"));
+        let (tunnel, server, client, outbox) = control_pair(&relay);
         let timing = (Duration::from_millis(50), Duration::from_millis(300));
-        let looping = std::thread::spawn(move || {
-            let mut reader = Conn::new(server.try_clone().unwrap());
+        let looping = tokio::spawn(async move {
             let started = Instant::now();
-            let _ = control_loop(&relay, &tunnel, &server, &mut reader, timing);
+            let _ = control_loop(&relay, &tunnel, server, Vec::new(), outbox, timing).await;
             started.elapsed()
         });
-        let mut lines = BufReader::new(client.try_clone().unwrap());
-        let mut pongs = 0;
-        let until = Instant::now() + Duration::from_millis(900);
-        while Instant::now() < until {
-            protocol::write_frame(&mut client, &Frame::Ping {}).unwrap();
-            let mut line = String::new();
-            while !line.starts_with("{\"pong\"") {
-                line.clear();
-                lines.read_line(&mut line).unwrap();
+        let pongs = tokio::task::spawn_blocking(move || {
+            let mut writer = client.try_clone().unwrap();
+            let mut lines = BufReader::new(client);
+            let mut pongs = 0;
+            let until = Instant::now() + Duration::from_millis(900);
+            while Instant::now() < until {
+                std::io::Write::write_all(&mut writer, b"{\"ping\":{}}\n").unwrap();
+                let mut line = String::new();
+                while !line.starts_with("{\"pong\"") {
+                    line.clear();
+                    lines.read_line(&mut line).unwrap();
+                }
+                pongs += 1;
+                std::thread::sleep(Duration::from_millis(100));
             }
-            pongs += 1;
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            pongs
+        })
+        .await
+        .unwrap();
         assert!(pongs >= 5, "{pongs}");
-        drop(client);
-        drop(lines);
         // Alive past the silence limit while it heard pings; ends once the client goes.
-        assert!(looping.join().unwrap() >= Duration::from_millis(900));
+        assert!(looping.await.unwrap() >= Duration::from_millis(900));
     }
 }

@@ -103,9 +103,6 @@ fn send_loop(lines: &Weak<Lines>) {
 mod tests {
     use super::*;
     use crate::relay::{Owner, Relay};
-    use crate::wire::Stream;
-    use std::io::{BufRead, BufReader};
-    use std::net::{TcpListener, TcpStream};
 
     fn request(path: &str) -> Frame {
         Frame::Request {
@@ -120,24 +117,20 @@ mod tests {
 
     #[test]
     fn lines_arrive_in_order_and_a_tunnel_that_does_not_read_is_bounded() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let server = Stream::Tcp(listener.accept().unwrap().0);
         let relay = Relay::new("localhost", "http://localhost:8080");
-        let tunnel = relay
-            .claim(Some("lines"), server, Owner::token(1), |_| {})
-            .unwrap();
+        let tunnel = relay.claim(Some("lines"), Owner::token(1), |_| {}).unwrap();
+        let mut outbox = tunnel.take_outbox().unwrap();
         let lines = Arc::new(Lines::default());
         for i in 0..3 {
             lines.send(&tunnel, &request(&format!("/{i}")));
         }
-        let mut reader = BufReader::new(client);
         let mut seen = Vec::new();
         while seen.len() < 3 {
-            let mut line = String::new();
-            assert!(reader.read_line(&mut line).unwrap() > 0);
-            if let Ok(Frame::Request { path, .. }) = serde_json::from_str(line.trim_end()) {
-                seen.push(path);
+            let bytes = outbox.blocking_recv().expect("lines sent");
+            for line in bytes.split(|&b| b == b'\n') {
+                if let Ok(Frame::Request { path, .. }) = serde_json::from_slice(line) {
+                    seen.push(path);
+                }
             }
         }
         assert_eq!(seen, ["/0", "/1", "/2"]);

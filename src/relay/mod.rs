@@ -706,45 +706,37 @@ mod tests {
     use super::*;
     use std::io::Read;
     use std::net::TcpListener;
+    use tokio::io::AsyncWriteExt;
 
-    /// A connected socket whose far end stays open (its listener lives on).
-    fn socket() -> Stream {
-        static LISTENER: std::sync::OnceLock<TcpListener> = std::sync::OnceLock::new();
-        let listener = LISTENER.get_or_init(|| TcpListener::bind("127.0.0.1:0").unwrap());
-        Stream::Tcp(std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap())
-    }
-
-    /// Both ends of a fresh loopback connection: (client, server).
-    fn pair() -> (Stream, Stream) {
+    /// Both ends of a fresh loopback connection: (client, server), the
+    /// server's on the event loop.
+    fn pair() -> (std::net::TcpStream, Conn) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        (
-            Stream::Tcp(client),
-            Stream::Tcp(listener.accept().unwrap().0),
-        )
+        let server = listener.accept().unwrap().0;
+        server.set_nonblocking(true).unwrap();
+        (client, Conn::Tcp(tokio::net::TcpStream::from_std(server).unwrap()))
     }
 
-    /// The ids of the next `n` `connect` frames on a control connection's client end.
-    fn connect_ids(lines: &mut impl std::io::BufRead, n: usize) -> Vec<String> {
+    /// The ids of the next `n` `connect` frames queued for a control connection.
+    fn connect_ids(outbox: &mut Outbox, n: usize) -> Vec<String> {
         let mut ids = Vec::new();
         while ids.len() < n {
-            let mut line = String::new();
-            assert!(lines.read_line(&mut line).unwrap() > 0, "control closed");
-            if let Ok(Frame::Connect { id }) = serde_json::from_str(line.trim_end()) {
-                ids.push(id);
+            let bytes = outbox.try_recv().expect("a frame queued");
+            for line in bytes.split(|&b| b == b'\n') {
+                if let Ok(Frame::Connect { id }) = serde_json::from_slice(line) {
+                    ids.push(id);
+                }
             }
         }
         ids
     }
 
-    #[test]
-    fn a_tunnel_parks_data_connections_ahead_of_need() {
+    #[tokio::test]
+    async fn a_tunnel_parks_data_connections_ahead_of_need() {
         let relay = Relay::new("localhost", "http://localhost:1");
-        let (client, server) = pair();
-        let tunnel = relay
-            .claim(Some("ahead"), server, Owner::token(1), |_| {})
-            .unwrap();
-        let mut lines = std::io::BufReader::new(client);
+        let tunnel = relay.claim(Some("ahead"), Owner::token(1), |_| {}).unwrap();
+        let mut lines = tunnel.take_outbox().unwrap();
         relay.refill(&tunnel);
         let ids = connect_ids(&mut lines, PARKED_PER_TUNNEL);
         let mut client_ends = Vec::new();
@@ -761,13 +753,13 @@ mod tests {
         assert_eq!(lock(&tunnel.pool).asked, 0);
         // A public connection takes a parked one at once; one more is asked
         // for when the caller refills.
-        let mut data = relay.open_data(&tunnel).expect("a parked connection");
+        let mut data = relay.open_data(&tunnel).await.expect("a parked connection");
         assert_eq!(tunnel.parked(), PARKED_PER_TUNNEL - 1);
         assert_eq!(lock(&tunnel.pool).asked, 0);
         relay.refill(&tunnel);
         assert_eq!(connect_ids(&mut lines, 1).len(), 1);
         // The newest one.
-        data.write_all(b"x").unwrap();
+        data.write_all(b"x").await.unwrap();
         let mut byte = [0u8; 1];
         client_ends[1].read_exact(&mut byte).unwrap();
         assert_eq!(&byte, b"x");
@@ -777,27 +769,24 @@ mod tests {
         assert_eq!(client_ends[0].read(&mut byte).unwrap(), 0);
     }
 
-    #[test]
-    fn a_closed_parked_connection_is_not_handed_out() {
+    #[tokio::test]
+    async fn a_closed_parked_connection_is_not_handed_out() {
         let (client_end, server_end) = pair();
         assert!(still_open(&server_end));
         drop(client_end);
         // The FIN crosses loopback at once, but give the kernel a moment.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while still_open(&server_end) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(!still_open(&server_end));
     }
 
-    #[test]
-    fn tending_expires_unclaimed_ids_and_retires_old_connections() {
+    #[tokio::test]
+    async fn tending_expires_unclaimed_ids_and_retires_old_connections() {
         let relay = Relay::new("localhost", "http://localhost:1");
-        let (client, server) = pair();
-        let tunnel = relay
-            .claim(Some("tend"), server, Owner::token(1), |_| {})
-            .unwrap();
-        let mut lines = std::io::BufReader::new(client);
+        let tunnel = relay.claim(Some("tend"), Owner::token(1), |_| {}).unwrap();
+        let mut lines = tunnel.take_outbox().unwrap();
         relay.refill(&tunnel);
         let first = connect_ids(&mut lines, PARKED_PER_TUNNEL);
         let now = Instant::now();
@@ -851,34 +840,32 @@ mod tests {
         assert!(relay.region_refusal(Some("eu"), Some("ap")).is_some());
     }
 
-    #[test]
-    fn closing_a_tunnel_cuts_what_it_carries_but_not_while_the_server_drains() {
+    #[tokio::test]
+    async fn closing_a_tunnel_cuts_what_it_carries_but_not_while_the_server_drains() {
+        let cut_in = |cut: &Arc<Notify>| {
+            let cut = cut.clone();
+            async move {
+                tokio::time::timeout(Duration::from_millis(100), cut.notified())
+                    .await
+                    .is_ok()
+            }
+        };
         let relay = Relay::new("localhost", "http://localhost:1");
-        let tunnel = relay
-            .claim(Some("cut"), socket(), Owner::token(1), |_| {})
-            .unwrap();
-        let (mut visitor, served) = pair();
-        let carrying = tunnel.carry(served.tcp()).unwrap();
+        let tunnel = relay.claim(Some("cut"), Owner::token(1), |_| {}).unwrap();
+        let cut = Arc::new(Notify::new());
+        let carrying = tunnel.carry(&cut).unwrap();
         assert!(relay.close_by_id(&tunnel.id, "test"));
-        let mut byte = [0u8; 1];
-        assert_eq!(visitor.read(&mut byte).unwrap_or(0), 0, "cut");
+        assert!(cut_in(&cut).await, "cut");
         drop(carrying);
         // Closed: nothing more is carried.
-        let (_late, served_late) = pair();
-        assert!(tunnel.carry(served_late.tcp()).is_none());
+        assert!(tunnel.carry(&Arc::new(Notify::new())).is_none());
         // Stopping: requests in flight finish within the drain.
-        let draining = relay
-            .claim(Some("drain"), socket(), Owner::token(1), |_| {})
-            .unwrap();
-        let (mut visitor, served) = pair();
-        let _carrying = draining.carry(served.tcp()).unwrap();
+        let draining = relay.claim(Some("drain"), Owner::token(1), |_| {}).unwrap();
+        let cut = Arc::new(Notify::new());
+        let _carrying = draining.carry(&cut).unwrap();
         relay.close_all();
         relay.release(&draining);
-        visitor.write_all(b"x").unwrap();
-        visitor
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        assert!(visitor.read(&mut byte).is_err(), "still open: no EOF");
+        assert!(!cut_in(&cut).await, "still open");
     }
 
     #[test]
@@ -887,10 +874,9 @@ mod tests {
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let relay = relay.clone();
-                let control = socket();
                 std::thread::spawn(move || {
                     relay
-                        .claim(Some("race"), control, Owner::token(1), |_| {})
+                        .claim(Some("race"), Owner::token(1), |_| {})
                         .is_ok()
                 })
             })
@@ -905,7 +891,7 @@ mod tests {
         relay.release(&tunnel);
         assert!(relay.find("race").is_none());
         assert!(relay
-            .claim(Some("race"), socket(), Owner::token(1), |_| {})
+            .claim(Some("race"), Owner::token(1), |_| {})
             .is_ok());
     }
 
@@ -920,29 +906,27 @@ mod tests {
         assert_eq!(plain.url_of("a"), "http://a.localhost");
     }
 
-    #[test]
-    fn an_unclaimed_id_expires() {
+    #[tokio::test(start_paused = true)]
+    async fn an_unclaimed_id_expires() {
         let relay = Relay::new("localhost", "http://localhost:1");
-        let tunnel = relay
-            .claim(Some("slow"), socket(), Owner::token(1), |_| {})
-            .unwrap();
-        let started = std::time::Instant::now();
-        assert!(relay.open_data(&tunnel).is_none());
+        let tunnel = relay.claim(Some("slow"), Owner::token(1), |_| {}).unwrap();
+        let started = tokio::time::Instant::now();
+        assert!(relay.open_data(&tunnel).await.is_none());
         assert!(started.elapsed() >= PENDING_TIMEOUT);
-        assert!(relay.deliver("nope", socket()).is_err());
+        assert!(lock(&relay.pending).values().all(|p| matches!(p, Pending::Ahead { .. })));
+        let (_client, server) = pair();
+        assert!(relay.deliver("nope", server).is_err());
     }
 
-    #[test]
-    fn a_public_connection_waiting_on_a_closing_tunnel_stops_waiting() {
+    #[tokio::test]
+    async fn a_public_connection_waiting_on_a_closing_tunnel_stops_waiting() {
         let relay = Arc::new(Relay::new("localhost", "http://localhost:1"));
-        let tunnel = relay
-            .claim(Some("going"), socket(), Owner::token(1), |_| {})
-            .unwrap();
+        let tunnel = relay.claim(Some("going"), Owner::token(1), |_| {}).unwrap();
         let waiting = {
             let (relay, tunnel) = (relay.clone(), tunnel.clone());
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 let started = Instant::now();
-                (relay.open_data(&tunnel).is_none(), started.elapsed())
+                (relay.open_data(&tunnel).await.is_none(), started.elapsed())
             })
         };
         // The waiter is registered once a `connect` for it is pending.
@@ -950,14 +934,17 @@ mod tests {
             .values()
             .any(|p| matches!(p, Pending::Waiter { .. }))
         {
-            std::thread::sleep(Duration::from_millis(5));
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         relay.release(&tunnel);
         tunnel.close();
-        let (none, waited) = waiting.join().unwrap();
+        let (none, waited) = waiting.await.unwrap();
         assert!(none && waited < Duration::from_secs(2), "waited {waited:?}");
         // And a closed tunnel asks no client for anything.
-        assert!(relay.open_data(&tunnel).is_none());
+        assert!(relay.open_data(&tunnel).await.is_none());
+        assert!(lock(&relay.pending)
+            .values()
+            .all(|p| matches!(p, Pending::Ahead { .. })));
     }
 
     #[test]
@@ -979,11 +966,11 @@ mod tests {
         // A claim that fails gives its slot back.
         let slot = take().unwrap();
         assert!(relay
-            .claim(Some("www"), socket(), Owner::token(1), |t| slot.keep(t))
+            .claim(Some("www"), Owner::token(1), |t| slot.keep(t))
             .is_err());
         let slot = take().unwrap();
         let tunnel = relay
-            .claim(Some("q"), socket(), Owner::token(1), |t| slot.keep(t))
+            .claim(Some("q"), Owner::token(1), |t| slot.keep(t))
             .unwrap();
         assert!(take().is_err());
         relay.release(&tunnel);
@@ -991,7 +978,7 @@ mod tests {
         // Closed before the slot knew its tunnel: given back all the same.
         let slot = take().unwrap();
         let tunnel = relay
-            .claim(Some("r"), socket(), Owner::token(1), |t| {
+            .claim(Some("r"), Owner::token(1), |t| {
                 t.closed.store(true, Ordering::SeqCst);
                 relay.quotas.release(&t.id);
                 slot.keep(t)
@@ -1005,13 +992,13 @@ mod tests {
     fn tunnels_close_by_id_and_by_token() {
         let relay = Relay::new("localhost", "http://localhost:1");
         let a = relay
-            .claim(Some("a"), socket(), Owner::token(1), |_| {})
+            .claim(Some("a"), Owner::token(1), |_| {})
             .unwrap();
         relay
-            .claim(Some("b"), socket(), Owner::token(2), |_| {})
+            .claim(Some("b"), Owner::token(2), |_| {})
             .unwrap();
         relay
-            .claim(Some("c"), socket(), Owner::token(2), |_| {})
+            .claim(Some("c"), Owner::token(2), |_| {})
             .unwrap();
         assert!(relay.close_by_id(&a.id, "test"));
         assert!(!relay.close_by_id(&a.id, "test"));

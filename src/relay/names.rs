@@ -225,14 +225,6 @@ pub fn random_name() -> String {
 mod tests {
     use super::*;
     use crate::relay::{Owner, Relay};
-    use crate::wire::Stream;
-
-    /// A connected socket whose far end stays open (its listener lives on).
-    fn socket() -> Stream {
-        static LISTENER: std::sync::OnceLock<std::net::TcpListener> = std::sync::OnceLock::new();
-        let listener = LISTENER.get_or_init(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
-        Stream::Tcp(std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap())
-    }
 
     /// A relay keeping names in a fresh store with crews `dock` and `pier`.
     fn relay_with_crews(hold: Duration) -> (Relay, Owner, Owner) {
@@ -256,32 +248,32 @@ mod tests {
     #[test]
     fn a_crew_keeps_its_name_after_its_tunnel_closes() {
         let (relay, dock, pier) = relay_with_crews(Duration::from_secs(3600));
-        let first = relay.claim(Some("keep"), socket(), dock, |_| {}).unwrap();
+        let first = relay.claim(Some("keep"), dock, |_| {}).unwrap();
         assert!(matches!(
-            relay.claim(Some("keep"), socket(), pier, |_| {}),
+            relay.claim(Some("keep"), pier, |_| {}),
             Err(ClaimError::Taken(_))
         ));
         relay.release(&first);
-        let held = relay.claim(Some("keep"), socket(), pier, |_| {});
+        let held = relay.claim(Some("keep"), pier, |_| {});
         assert!(
             matches!(held, Err(ClaimError::Taken(why)) if why.contains("another crew used it"))
         );
-        let again = relay.claim(Some("keep"), socket(), dock, |_| {}).unwrap();
+        let again = relay.claim(Some("keep"), dock, |_| {}).unwrap();
         relay.release(&again);
         // Random names never land on a held one, and are held in turn.
-        let random = relay.claim(None, socket(), dock, |_| {}).unwrap();
+        let random = relay.claim(None, dock, |_| {}).unwrap();
         relay.release(&random);
         assert!(relay
-            .claim(Some(&random.subdomain), socket(), pier, |_| {})
+            .claim(Some(&random.subdomain), pier, |_| {})
             .is_err());
     }
 
     #[test]
     fn without_a_hold_a_name_is_free_once_its_tunnel_closes() {
         let (relay, dock, pier) = relay_with_crews(Duration::ZERO);
-        let first = relay.claim(Some("free"), socket(), dock, |_| {}).unwrap();
+        let first = relay.claim(Some("free"), dock, |_| {}).unwrap();
         relay.release(&first);
-        assert!(relay.claim(Some("free"), socket(), pier, |_| {}).is_ok());
+        assert!(relay.claim(Some("free"), pier, |_| {}).is_ok());
     }
 
     #[test]
@@ -290,12 +282,12 @@ mod tests {
         assert!(relay.is_own_host("dash.example.com"));
         assert!(!relay.is_own_host("app.example.com"));
         assert_eq!(relay.own_host_under_domain(), Some("dash.example.com"));
-        let refused = relay.claim(Some("dash"), socket(), Owner::token(1), |_| {});
+        let refused = relay.claim(Some("dash"), Owner::token(1), |_| {});
         assert!(matches!(refused, Err(ClaimError::Invalid(why)) if why.contains("own name")));
         let apart = Relay::new("tunnels.example.com", "https://berth.example.com");
         assert_eq!(apart.own_host_under_domain(), None);
         assert!(apart
-            .claim(Some("berth2"), socket(), Owner::token(1), |_| {})
+            .claim(Some("berth2"), Owner::token(1), |_| {})
             .is_ok());
     }
 

@@ -471,6 +471,7 @@ async fn serve_public(relay: &Relay, listening: &Listening, mut public: TcpStrea
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn range(text: &str) -> Result<PortRange, String> {
         text.parse()
@@ -506,11 +507,9 @@ mod tests {
         assert_eq!(v6.tcp_url(7), "tcp://[::1]:7");
     }
 
-    /// A control connection whose far end the test holds, reading the greeting.
-    fn control() -> (Stream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        (Stream::Tcp(listener.accept().unwrap().0), client)
+    /// An event loop for the listeners' tasks, entered on this thread.
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Runtime::new().unwrap()
     }
 
     /// A relay whose TCP range is a port the OS just handed out, free again.
@@ -531,17 +530,18 @@ mod tests {
 
     #[test]
     fn of_racing_claims_of_one_port_exactly_one_wins() {
+        let runtime = runtime();
+        let _entered = runtime.enter();
         let (relay, port) = relay_with_one_port();
-        let mut clients = Vec::new();
         let handles: Vec<_> = (0..8)
             .map(|_| {
-                let (server, client) = control();
-                clients.push(client);
                 let relay = relay.clone();
+                let handle = runtime.handle().clone();
                 std::thread::spawn(move || {
+                    let _entered = handle.enter();
                     relay
                         .tcp
-                        .claim(&relay, Some(port), server, Owner::token(1), |_| {})
+                        .claim(&relay, Some(port), Owner::token(1), |_| {})
                 })
             })
             .collect();
@@ -555,22 +555,18 @@ mod tests {
         // Released, the port is bindable at once and claimable again.
         let tunnel = wins[0].clone();
         relay.tcp.release(&tunnel);
-        let (server, _client) = control();
         let again = relay
             .tcp
-            .claim(&relay, None, server, Owner::token(1), |_| {})
+            .claim(&relay, None, Owner::token(1), |_| {})
             .unwrap();
         assert_eq!(again.subdomain, port.to_string());
-        let (server, _client) = control();
         let full = relay
             .tcp
-            .claim(&relay, None, server, Owner::token(1), |_| {});
+            .claim(&relay, None, Owner::token(1), |_| {});
         assert!(matches!(full, Err(ClaimError::Taken(why)) if why.contains("in use")));
-        let (server, _client) = control();
         let outside = relay.tcp.claim(
             &relay,
             Some(port.wrapping_add(1)),
-            server,
             Owner::token(1),
             |_| {},
         );
@@ -579,14 +575,15 @@ mod tests {
 
     #[test]
     fn public_connections_beyond_the_limit_are_closed() {
+        let runtime = runtime();
+        let _entered = runtime.enter();
         let (relay, port) = relay_with_one_port();
-        let (server, _client) = control();
         let tunnel = relay
             .tcp
-            .claim(&relay, None, server, Owner::token(1), |_| {})
+            .claim(&relay, None, Owner::token(1), |_| {})
             .unwrap();
         let listening = lock(&relay.tcp.live).get(&port).unwrap().clone();
-        let (_peer, public) = control();
+        let public = Arc::new(Notify::new());
         let held: Vec<u64> = (0..MAX_CONNECTIONS)
             .map(|_| listening.track(&public).unwrap())
             .collect();
@@ -603,6 +600,8 @@ mod tests {
 
     #[test]
     fn a_crew_keeps_its_port_after_its_tunnel_closes() {
+        let runtime = runtime();
+        let _entered = runtime.enter();
         let (relay, port) = relay_with_one_port();
         let mut relay = Arc::into_inner(relay).unwrap();
         let range = relay.tcp.range;
@@ -617,13 +616,7 @@ mod tests {
             token_id: 0,
             crew_id,
         };
-        let claim = |wanted, crew| {
-            let (server, client) = control();
-            (
-                relay.tcp.claim(&relay, wanted, server, owner(crew), |_| {}),
-                client,
-            )
-        };
+        let claim = |wanted, crew| (relay.tcp.claim(&relay, wanted, owner(crew), |_| {}), ());
         let (theirs, _c) = claim(Some(port), 2);
         assert!(matches!(theirs, Err(ClaimError::Taken(why)) if why.contains("another crew")));
         // Not handed out as a free one either.
@@ -643,16 +636,14 @@ mod tests {
         let mut bare = Relay::new("localhost", "http://localhost:1");
         bare.tcp = Ports::new(range, Ipv4Addr::LOCALHOST.into()).with_holds(Duration::ZERO, 1, &[]);
         let bare = Arc::new(bare);
-        let (server, _c) = control();
         let first = bare
             .tcp
-            .claim(&bare, None, server, owner(1), |_| {})
+            .claim(&bare, None, owner(1), |_| {})
             .unwrap();
         bare.tcp.release(&first);
-        let (server, _c) = control();
         assert!(bare
             .tcp
-            .claim(&bare, None, server, owner(2), |_| {})
+            .claim(&bare, None, owner(2), |_| {})
             .is_ok());
     }
 
