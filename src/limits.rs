@@ -31,18 +31,16 @@ pub const MIN_RELAY_RESERVE: usize = 8;
 /// Descriptors kept aside from every bound: the database and its journal,
 /// listeners, the API's workers, logs; what the API needs when every bound is full.
 pub const RESERVED_FILES: u64 = 128;
-/// Descriptors one front-door connection may hold at once: its socket and two
-/// clones (the reader's, and the one that closes it when the server stops),
-/// and for an API request the Unix socket to the API on both ends and the
-/// API's clone of it.
-pub const FILES_PER_CONNECTION: u64 = 7;
-/// Descriptors one tunnel holds: its control connection three times (the
-/// tunnel's own handle, its thread's reader and writer), and its parked data
+/// Descriptors one front-door connection may hold at once: its socket, and
+/// for a request to a tunnel its data connection, or for an API request the
+/// Unix socket to the API on both ends and the API's clone of it.
+pub const FILES_PER_CONNECTION: u64 = 4;
+/// Descriptors one tunnel holds: its control connection and its parked data
 /// connections (`relay::PARKED_PER_TUNNEL`), or a TCP tunnel's listener.
-pub const FILES_PER_TUNNEL: u64 = 5;
-/// Descriptors one public connection to a TCP tunnel holds: the public socket
-/// (kept, read, and written) and its data connection (read and written).
-pub const FILES_PER_TCP_CONNECTION: u64 = 5;
+pub const FILES_PER_TUNNEL: u64 = 3;
+/// Descriptors one public connection to a TCP tunnel holds: the public
+/// socket and its data connection.
+pub const FILES_PER_TCP_CONNECTION: u64 = 2;
 
 /// The connections beyond `connections` kept for the relay's data connections.
 pub fn relay_reserve(connections: usize) -> usize {
@@ -228,6 +226,23 @@ impl PerAddress {
         }
         *count += 1;
         Some(AddressSlot { of: self, ip })
+    }
+}
+
+impl AddressSlot<'_> {
+    /// Keep the slot taken without this guard (to carry it into a task):
+    /// the address to take it back with [`PerAddress::resume`].
+    pub fn detach(self) -> IpAddr {
+        let ip = self.ip;
+        std::mem::forget(self);
+        ip
+    }
+}
+
+impl PerAddress {
+    /// The guard of a slot given up with [`AddressSlot::detach`].
+    pub fn resume(&self, ip: IpAddr) -> AddressSlot<'_> {
+        AddressSlot { of: self, ip }
     }
 }
 

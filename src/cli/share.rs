@@ -270,6 +270,7 @@ impl Server {
         };
         let name = ServerName::try_from(self.host.clone()).map_err(|e| failed(&e))?;
         let connector = TlsConnector::from(config.clone());
+        let tcp = crate::wire::conn::Tallied::new(tcp);
         match timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp)).await {
             Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()))),
             Ok(Err(e)) => Err(failed(&e)),

@@ -660,10 +660,7 @@ impl Relay {
 fn still_open(stream: &Conn) -> bool {
     // Under TLS this looks at the encrypted bytes: any at all mean the client
     // spoke (a close_notify, say), which it never does before a request.
-    let tcp = match stream {
-        Conn::Tcp(tcp) => tcp,
-        Conn::Tls(tls) => tls.get_ref().0,
-    };
+    let tcp = stream.tcp();
     let mut byte = [0u8; 1];
     let mut peeked = tokio::io::ReadBuf::new(&mut byte);
     let mut cx = Context::from_waker(std::task::Waker::noop());

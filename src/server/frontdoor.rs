@@ -113,6 +113,19 @@ impl<'a> Admission<'a> {
         })
     }
 
+    /// Keep the place taken without this guard (to carry it into a task):
+    /// whether it is in the reserve, to take it back with `resume`.
+    fn detach(self) -> bool {
+        let reserve = self.reserve;
+        std::mem::forget(self);
+        reserve
+    }
+
+    /// The guard of a place given up with `detach`.
+    fn resume(door: &'a FrontDoor, reserve: bool) -> Admission<'a> {
+        Admission { door, reserve }
+    }
+
     /// Into the reserve, when there is room (else it stays in the bound).
     fn move_to_reserve(&mut self) {
         let room = limits::relay_reserve(self.door.max_connections);
@@ -170,6 +183,14 @@ enum Handoff<'a> {
     Control(Opened, ControlSlot<'a>),
     /// A data connection for this id, answered 101.
     Data(String),
+}
+
+/// Where an accepted connection is counted, carried into its task.
+struct Place {
+    /// In the relay's reserve (else within the bound).
+    reserve: bool,
+    /// The address whose cap it counts against, if any.
+    address: Option<std::net::IpAddr>,
 }
 
 /// A control connection's place within `max_tunnels`, given back when dropped.
@@ -242,39 +263,57 @@ impl FrontDoor {
                         continue;
                     }
                 };
+                // Counted here, in the order connections came.
+                let place = door.place(peer);
                 let (door, tls) = (door.clone(), tls.clone());
-                tokio::spawn(async move { door.serve_accepted(stream, peer, tls.as_ref()).await });
+                tokio::spawn(async move {
+                    match place {
+                        Ok(place) => door.serve_accepted(stream, peer, place, tls.as_ref()).await,
+                        Err(answer) => {
+                            metrics::connection_refused();
+                            refuse(stream, tls.is_some(), &answer).await;
+                        }
+                    }
+                });
             }
         });
         Ok(Acceptor { task })
     }
 
-    /// One accepted connection: counted against the bound and its reserve
-    /// (503 beyond), its TLS handshake if any, then its requests; then, if it
-    /// became a relay connection, its tunnel's.
-    async fn serve_accepted(&self, stream: TcpStream, peer: SocketAddr, tls: Option<&TlsAcceptor>) {
-        if self.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        let Some(mut admission) = Admission::enter(self) else {
-            metrics::connection_refused();
-            refuse(stream, tls.is_some(), &busy_response()).await;
-            return;
-        };
+    /// Count a connection just accepted from `peer` against the bound and
+    /// its reserve (503 beyond) and the cap of its address (429 beyond):
+    /// where it is counted, or the answer that refuses it.
+    fn place(&self, peer: SocketAddr) -> Result<Place, Vec<u8>> {
+        let admission = Admission::enter(self).ok_or_else(busy_response)?;
         // A trusted proxy speaks for many clients: each is counted once its
         // head names it (see `handle`).
         let address = if self.trusted.trusts(peer.ip()) {
             None
         } else {
-            match self.per_address.enter(peer.ip()) {
-                Some(slot) => Some(slot),
-                None => {
-                    metrics::connection_refused();
-                    refuse(stream, tls.is_some(), &crowded_response()).await;
-                    return;
-                }
-            }
+            let slot = self.per_address.enter(peer.ip()).ok_or_else(crowded_response)?;
+            Some(slot.detach())
         };
+        Ok(Place {
+            reserve: admission.detach(),
+            address,
+        })
+    }
+
+    /// One accepted connection, counted at `place`: its TLS handshake if
+    /// any, then its requests; then, if it became a relay connection, its
+    /// tunnel's.
+    async fn serve_accepted(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        place: Place,
+        tls: Option<&TlsAcceptor>,
+    ) {
+        let mut admission = Admission::resume(self, place.reserve);
+        let address = place.address.map(|ip| self.per_address.resume(ip));
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let _open = metrics::connection_opened();
         let _ = stream.set_nodelay(true);
         // The handshake and the first head share one deadline.
@@ -283,7 +322,7 @@ impl FrontDoor {
             None => wire::conn::Conn::Tcp(stream),
             // A failed handshake (a plain-HTTP client, an untrusting
             // one, a timeout) has no channel to answer on: close.
-            Some(acceptor) => match timeout_at(deadline, acceptor.accept(stream)).await {
+            Some(acceptor) => match timeout_at(deadline, acceptor.accept(wire::conn::Tallied::new(stream))).await {
                 Ok(Ok(tls)) => wire::conn::Conn::Tls(Box::new(tls.into())),
                 _ => return,
             },
@@ -345,11 +384,19 @@ impl FrontDoor {
             if self.stopping.load(Ordering::SeqCst) {
                 break None;
             }
+            // Under TLS, a record begun and not whole is a head begun.
+            let raw_before = client.stream.raw_bytes_read();
             let read = async {
-                if std::mem::take(&mut first) {
+                let read = if std::mem::take(&mut first) {
                     client.read_head_by(first_by).await
                 } else {
                     client.read_head(proxy::KEEP_ALIVE_IDLE).await
+                };
+                match read {
+                    Err(HeadError::Idle) if client.stream.raw_bytes_read() != raw_before => {
+                        Err(HeadError::Timeout)
+                    }
+                    other => other,
                 }
             };
             let raw = tokio::select! {
