@@ -471,7 +471,6 @@ impl FrontDoor {
             if client.flush().await.is_err() || outcome != Outcome::KeepAlive {
                 break None;
             }
-            client.release_buffers();
         };
         if handoff.is_none() {
             let _ = client.flush().await;
