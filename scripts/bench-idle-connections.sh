@@ -12,7 +12,9 @@
 #   PROBES       /healthz and API calls timed while they are held (default 50 each)
 #
 # The server runs with its connection bound (BERTH_MAX_CONNECTIONS) and per-address
-# cap (--max-connections-per-ip) raised for the run; the load comes from
+# cap (--max-connections-per-ip) raised for the run, and its bounds on tunnels and
+# TCP tunnel connections (BERTH_MAX_TUNNELS, BERTH_MAX_TCP_CONNECTIONS) lowered so
+# that the open files go to connections; the load comes from
 # scripts/idle-websockets.py, a process of its own. Each process needs about two
 # open files per connection: the script raises `ulimit -n` to the hard limit.
 #
@@ -48,7 +50,11 @@ track "$ORIGIN_PID"
 ORIGIN_PORT=$(await_line "$WORK/origin.out" 1p "$ORIGIN_PID")
 [[ -n $ORIGIN_PORT ]] || die "the origin did not report its port: $(cat "$WORK/origin.err")"
 
-export BERTH_MAX_CONNECTIONS=$((CONNECTIONS + 1024))
+# Public tunnel traffic may hold three quarters of the bound; few tunnels and TCP
+# connections are asked for, so the open files go to connections.
+export BERTH_MAX_CONNECTIONS=$((CONNECTIONS * 4 / 3 + 256))
+export BERTH_MAX_TUNNELS=16
+export BERTH_MAX_TCP_CONNECTIONS=64
 server_with_token idle "${LOAD_FLAGS[@]}"
 RELAY_PID=$SERVER_PID
 LIMITS=$(sed -n 's/^berth limits: //p' "$WORK/idle.out" | head -n1)

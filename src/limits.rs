@@ -32,15 +32,39 @@ pub const MIN_RELAY_RESERVE: usize = 8;
 /// listeners, the API's workers, logs; what the API needs when every bound is full.
 pub const RESERVED_FILES: u64 = 128;
 /// Descriptors one front-door connection may hold at once: its socket, and
-/// for a request to a tunnel its data connection, or for an API request the
-/// Unix socket to the API on both ends and the API's clone of it.
-pub const FILES_PER_CONNECTION: u64 = 4;
+/// for a request to a tunnel its data connection, or for an API request its
+/// end of the Unix socket to the API.
+pub const FILES_PER_CONNECTION: u64 = 2;
+/// What an API request holds besides: the API's end of the Unix socket and
+/// its clone of it (counted for the slots kept from tunnel traffic, the only
+/// ones API requests may hold when tunnel traffic fills its share).
+pub const FILES_PER_API_REQUEST: u64 = 2;
+/// What a connection in the relay's reserve holds: its socket (a data
+/// connection on its way to its tunnel).
+pub const FILES_PER_RESERVE: u64 = 1;
 /// Descriptors one tunnel holds: its control connection and its parked data
 /// connections (`relay::PARKED_PER_TUNNEL`), or a TCP tunnel's listener.
 pub const FILES_PER_TUNNEL: u64 = 3;
 /// Descriptors one public connection to a TCP tunnel holds: the public
 /// socket and its data connection.
 pub const FILES_PER_TCP_CONNECTION: u64 = 2;
+
+/// Descriptors `connections` front-door connections and their reserve may hold.
+pub fn connection_files(connections: usize) -> u64 {
+    connections as u64 * FILES_PER_CONNECTION
+        + kept_from_tunnels(connections) as u64 * FILES_PER_API_REQUEST
+        + relay_reserve(connections) as u64 * FILES_PER_RESERVE
+}
+
+/// Of `connections`, the slots public tunnel traffic never takes: a quarter
+/// (one at least) once there are two.
+fn kept_from_tunnels(connections: usize) -> usize {
+    if connections > 1 {
+        (connections / 4).max(1)
+    } else {
+        0
+    }
+}
 
 /// The connections beyond `connections` kept for the relay's data connections.
 pub fn relay_reserve(connections: usize) -> usize {
@@ -65,6 +89,8 @@ fn default_per_address(connections: usize) -> usize {
 pub struct Asked {
     pub connections: usize,
     pub tunnels: usize,
+    /// Public connections of all TCP tunnels together.
+    pub tcp_connections: usize,
     /// `--max-connections-per-ip`, if given: taken as it is.
     pub per_address: Option<usize>,
 }
@@ -90,11 +116,10 @@ impl Bounds {
     /// what one of them needs less than its part goes to the others.
     pub fn fit(open_files: u64, asked: Asked) -> Bounds {
         let usable = open_files.saturating_sub(RESERVED_FILES);
-        let connection_files = |n: usize| (n + relay_reserve(n)) as u64 * FILES_PER_CONNECTION;
         let needs = [
             connection_files(asked.connections),
             asked.tunnels as u64 * FILES_PER_TUNNEL,
-            MAX_TCP_CONNECTIONS as u64 * FILES_PER_TCP_CONNECTION,
+            asked.tcp_connections as u64 * FILES_PER_TCP_CONNECTION,
         ];
         let parts = [usable / 2, usable / 4, usable / 4];
         let mut files = [0u64; 3];
@@ -113,15 +138,11 @@ impl Bounds {
             connections -= 1;
         }
         let tunnels = asked.tunnels.min(within(files[1], FILES_PER_TUNNEL)).max(1);
-        let tcp_connections = MAX_TCP_CONNECTIONS
+        let tcp_connections = asked
+            .tcp_connections
             .min(within(files[2], FILES_PER_TCP_CONNECTION))
             .max(1);
-        // A quarter of the slots (one at least) is never tunnel traffic's.
-        let kept = if connections > 1 {
-            (connections / 4).max(1)
-        } else {
-            0
-        };
+        let kept = kept_from_tunnels(connections);
         let per_address = asked
             .per_address
             .unwrap_or_else(|| default_per_address(connections));
@@ -266,6 +287,7 @@ mod tests {
         Asked {
             connections,
             tunnels: MAX_TUNNELS,
+            tcp_connections: MAX_TCP_CONNECTIONS,
             per_address: None,
         }
     }
@@ -281,8 +303,7 @@ mod tests {
         assert_eq!(big.tunnel_traffic, 768);
         // 512 descriptors: every bound shrinks, and all of them together fit.
         let small = Bounds::fit(512, asked(MAX_CONNECTIONS));
-        let used = (small.connections + relay_reserve(small.connections)) as u64
-            * FILES_PER_CONNECTION
+        let used = connection_files(small.connections)
             + small.tunnels as u64 * FILES_PER_TUNNEL
             + small.tcp_connections as u64 * FILES_PER_TCP_CONNECTION;
         assert!(used + RESERVED_FILES <= 512, "{small:?} uses {used}");
@@ -311,11 +332,22 @@ mod tests {
         let some = Bounds::fit(20_000, asked(MAX_CONNECTIONS));
         assert_eq!(some.connections, MAX_CONNECTIONS);
         assert!(some.tunnels > 1000, "{some:?}");
-        let used = (some.connections + relay_reserve(some.connections)) as u64
-            * FILES_PER_CONNECTION
+        let used = connection_files(some.connections)
             + some.tunnels as u64 * FILES_PER_TUNNEL
             + some.tcp_connections as u64 * FILES_PER_TCP_CONNECTION;
         assert!(used + RESERVED_FILES <= 20_000, "{some:?} uses {used}");
+        // Few tunnels and TCP connections asked for: their files go to
+        // connections (5,000 WebSockets held through one tunnel).
+        let many = Bounds::fit(
+            20_000,
+            Asked {
+                tunnels: 16,
+                tcp_connections: 64,
+                ..asked(6700)
+            },
+        );
+        assert_eq!(many.connections, 6700, "{many:?}");
+        assert!(many.tunnel_traffic >= 5000, "{many:?}");
     }
 
     #[test]

@@ -645,7 +645,10 @@ fn a_burst_of_connections_starts_no_thread() {
     // All of them are being served: one more request is answered.
     answered_once_not_busy(&server, "/healthz", 200);
     let during = threads(&server);
-    assert!(during <= before + 2, "{before} threads before, {during} during");
+    assert!(
+        during <= before + 2,
+        "{before} threads before, {during} during"
+    );
     drop(burst);
 }
 

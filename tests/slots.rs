@@ -546,7 +546,7 @@ fn the_server_says_at_start_what_its_bounds_came_out_as() {
     let _ = child.wait();
     assert_eq!(
         first,
-        "berth limits: 39 connections (30 at most for tunnel traffic, 9 per client address, 9 more for the relay), 32 tunnels, 48 TCP tunnel connections, from 512 open files"
+        "berth limits: 70 connections (53 at most for tunnel traffic, 17 per client address, 17 more for the relay), 32 tunnels, 48 TCP tunnel connections, from 512 open files"
     );
     assert_eq!(
         second,

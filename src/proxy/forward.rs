@@ -241,7 +241,11 @@ async fn send_request<C: AsyncRead + AsyncWrite + Unpin>(
 
 /// After a 101: pipe the two connections both ways (what each had read past
 /// the 101 first) until either closes, or no byte moved either way for `idle`.
-pub async fn splice<A, B>(a: &mut Conn<A>, b: &mut Conn<B>, idle: Option<Duration>) -> io::Result<()>
+pub async fn splice<A, B>(
+    a: &mut Conn<A>,
+    b: &mut Conn<B>,
+    idle: Option<Duration>,
+) -> io::Result<()>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,

@@ -863,7 +863,11 @@ mod tests {
             pieces: pieces.iter().map(|p| p.to_vec()).collect(),
             ledger: ledger.clone(),
         };
-        let copied = now_or_never(copy_body(body, &mut Conn::new(source), &mut Holding(ledger.clone())));
+        let copied = now_or_never(copy_body(
+            body,
+            &mut Conn::new(source),
+            &mut Holding(ledger.clone()),
+        ));
         let ledger = ledger.take();
         (copied, ledger)
     }

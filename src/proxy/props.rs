@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::{
-    copy_body, now_or_never, parse_request, parse_response, read_body_whole, Body, BodyError,
-    Conn, MAX_HEADERS,
+    copy_body, now_or_never, parse_request, parse_response, read_body_whole, Body, BodyError, Conn,
+    MAX_HEADERS,
 };
 
 /// The client address and scheme the checks forward with.
@@ -332,7 +332,11 @@ mod tests {
             parsed[1] += usize::from(parse_response(&raw, false).is_ok());
             let raw = chunked().new_tree(&mut runner).unwrap().current();
             let mut sink = Vec::new();
-            let copied = now_or_never(copy_body(Body::Chunked, &mut Conn::new(&raw[..]), &mut sink));
+            let copied = now_or_never(copy_body(
+                Body::Chunked,
+                &mut Conn::new(&raw[..]),
+                &mut sink,
+            ));
             parsed[2] += usize::from(copied.is_ok());
         }
         assert!(

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use super::{quota, Carrying, ClaimError, Outbox, Owner, Relay, Tunnel, CONTROL_WRITE_TIMEOUT, SWITCHING};
+use super::{
+    quota, Carrying, ClaimError, Outbox, Owner, Relay, Tunnel, CONTROL_WRITE_TIMEOUT, SWITCHING,
+};
 use crate::api_error::ApiError;
 use crate::auth::{self, Action, Auth};
 use crate::inspect::{self, Record};
@@ -232,7 +234,12 @@ fn claim_for(
 /// Serve a tunnel's control connection until it closes (its client went
 /// silent or away, or the tunnel was closed for it), then forget the tunnel.
 /// `already`: bytes that came after the connection's head.
-pub async fn run_control(relay: &Arc<Relay>, opened: Opened, stream: wire::conn::Conn, already: Vec<u8>) {
+pub async fn run_control(
+    relay: &Arc<Relay>,
+    opened: Opened,
+    stream: wire::conn::Conn,
+    already: Vec<u8>,
+) {
     let Opened { tunnel, record } = opened;
     if let Some(outbox) = tunnel.take_outbox() {
         let timing = (PING_EVERY, SILENCE_LIMIT);
@@ -622,7 +629,11 @@ fn note(relay: &Relay, tunnel: &Arc<Tunnel>, head: &RequestHead, seen: Observed)
 
 /// After a 101: pipe the public connection and the leg both ways until either
 /// closes, or no byte moved either way for `idle`.
-async fn splice(client: &mut Client, leg: &mut Option<Leg>, idle: Option<Duration>) -> io::Result<Outcome> {
+async fn splice(
+    client: &mut Client,
+    leg: &mut Option<Leg>,
+    idle: Option<Duration>,
+) -> io::Result<Outcome> {
     // The binding lives while the pipe runs: closing the tunnel cuts it.
     let Some((_bound, mut data)) = leg.take().and_then(|l| Some((l.public, l.data?))) else {
         return Ok(Outcome::Close);
@@ -754,9 +765,18 @@ mod tests {
             proxy::parse_request(b"GET /two HTTP/1.1\r\nHost: quiet.localhost\r\n\r\n").unwrap();
         let cut = Arc::new(Notify::new());
         let host = "quiet.localhost";
-        let forwarded = forward(&relay, &head, host, &mut client, &cut, &mut leg, "127.0.0.1", "http")
-            .await
-            .unwrap();
+        let forwarded = forward(
+            &relay,
+            &head,
+            host,
+            &mut client,
+            &cut,
+            &mut leg,
+            "127.0.0.1",
+            "http",
+        )
+        .await
+        .unwrap();
         assert_eq!(forwarded, Outcome::Close);
         assert!(leg.is_none());
         client.flush().await.unwrap();

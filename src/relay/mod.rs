@@ -617,8 +617,9 @@ impl Relay {
             pool.asked = pool.asked.saturating_sub(1);
         }
         let mut pool = lock(&tunnel.pool);
-        pool.parked
-            .retain(|(stream, since)| now.duration_since(*since) < PARKED_MAX_AGE && still_open(stream));
+        pool.parked.retain(|(stream, since)| {
+            now.duration_since(*since) < PARKED_MAX_AGE && still_open(stream)
+        });
         drop(pool);
         self.refill(tunnel);
     }
@@ -712,7 +713,10 @@ mod tests {
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let server = listener.accept().unwrap().0;
         server.set_nonblocking(true).unwrap();
-        (client, Conn::Tcp(tokio::net::TcpStream::from_std(server).unwrap()))
+        (
+            client,
+            Conn::Tcp(tokio::net::TcpStream::from_std(server).unwrap()),
+        )
     }
 
     /// The ids of the next `n` `connect` frames queued for a control connection.
@@ -872,9 +876,7 @@ mod tests {
             .map(|_| {
                 let relay = relay.clone();
                 std::thread::spawn(move || {
-                    relay
-                        .claim(Some("race"), Owner::token(1), |_| {})
-                        .is_ok()
+                    relay.claim(Some("race"), Owner::token(1), |_| {}).is_ok()
                 })
             })
             .collect();
@@ -887,9 +889,7 @@ mod tests {
         let tunnel = relay.find("race").unwrap();
         relay.release(&tunnel);
         assert!(relay.find("race").is_none());
-        assert!(relay
-            .claim(Some("race"), Owner::token(1), |_| {})
-            .is_ok());
+        assert!(relay.claim(Some("race"), Owner::token(1), |_| {}).is_ok());
     }
 
     #[test]
@@ -910,7 +910,9 @@ mod tests {
         let started = tokio::time::Instant::now();
         assert!(relay.open_data(&tunnel).await.is_none());
         assert!(started.elapsed() >= PENDING_TIMEOUT);
-        assert!(lock(&relay.pending).values().all(|p| matches!(p, Pending::Ahead { .. })));
+        assert!(lock(&relay.pending)
+            .values()
+            .all(|p| matches!(p, Pending::Ahead { .. })));
         let (_client, server) = pair();
         assert!(relay.deliver("nope", server).is_err());
     }
@@ -988,15 +990,9 @@ mod tests {
     #[test]
     fn tunnels_close_by_id_and_by_token() {
         let relay = Relay::new("localhost", "http://localhost:1");
-        let a = relay
-            .claim(Some("a"), Owner::token(1), |_| {})
-            .unwrap();
-        relay
-            .claim(Some("b"), Owner::token(2), |_| {})
-            .unwrap();
-        relay
-            .claim(Some("c"), Owner::token(2), |_| {})
-            .unwrap();
+        let a = relay.claim(Some("a"), Owner::token(1), |_| {}).unwrap();
+        relay.claim(Some("b"), Owner::token(2), |_| {}).unwrap();
+        relay.claim(Some("c"), Owner::token(2), |_| {}).unwrap();
         assert!(relay.close_by_id(&a.id, "test"));
         assert!(!relay.close_by_id(&a.id, "test"));
         assert!(relay.find("a").is_none());

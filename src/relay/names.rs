@@ -263,9 +263,7 @@ mod tests {
         // Random names never land on a held one, and are held in turn.
         let random = relay.claim(None, dock, |_| {}).unwrap();
         relay.release(&random);
-        assert!(relay
-            .claim(Some(&random.subdomain), pier, |_| {})
-            .is_err());
+        assert!(relay.claim(Some(&random.subdomain), pier, |_| {}).is_err());
     }
 
     #[test]
@@ -286,9 +284,7 @@ mod tests {
         assert!(matches!(refused, Err(ClaimError::Invalid(why)) if why.contains("own name")));
         let apart = Relay::new("tunnels.example.com", "https://berth.example.com");
         assert_eq!(apart.own_host_under_domain(), None);
-        assert!(apart
-            .claim(Some("berth2"), Owner::token(1), |_| {})
-            .is_ok());
+        assert!(apart.claim(Some("berth2"), Owner::token(1), |_| {}).is_ok());
     }
 
     #[test]

@@ -69,7 +69,11 @@ fn broken(why: &str) -> io::Error {
 }
 
 /// Read exactly `buf` by the deadline.
-async fn read_exact_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+async fn read_exact_by(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> io::Result<()> {
     match timeout_at(deadline, stream.read_exact(buf)).await {
         Ok(read) => read.map(drop),
         Err(_) => Err(io::ErrorKind::TimedOut.into()),

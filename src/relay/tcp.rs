@@ -435,7 +435,12 @@ async fn accept_loop(relay: &Arc<Relay>, listening: &Arc<Listening>) {
 /// header, else its peer) within the bounds, then a data connection from the
 /// tunnel's client, then raw bytes both ways. Raw TCP has no error page: a
 /// connection refused just closes.
-async fn serve_public(relay: &Relay, listening: &Listening, mut public: TcpStream, peer: SocketAddr) {
+async fn serve_public(
+    relay: &Relay,
+    listening: &Listening,
+    mut public: TcpStream,
+    peer: SocketAddr,
+) {
     let ports = &relay.tcp;
     let client = if ports.trusted.trusts(peer.ip()) {
         match proxy_header::take(&mut public).await {
@@ -539,9 +544,7 @@ mod tests {
                 let handle = runtime.handle().clone();
                 std::thread::spawn(move || {
                     let _entered = handle.enter();
-                    relay
-                        .tcp
-                        .claim(&relay, Some(port), Owner::token(1), |_| {})
+                    relay.tcp.claim(&relay, Some(port), Owner::token(1), |_| {})
                 })
             })
             .collect();
@@ -560,16 +563,11 @@ mod tests {
             .claim(&relay, None, Owner::token(1), |_| {})
             .unwrap();
         assert_eq!(again.subdomain, port.to_string());
-        let full = relay
-            .tcp
-            .claim(&relay, None, Owner::token(1), |_| {});
+        let full = relay.tcp.claim(&relay, None, Owner::token(1), |_| {});
         assert!(matches!(full, Err(ClaimError::Taken(why)) if why.contains("in use")));
-        let outside = relay.tcp.claim(
-            &relay,
-            Some(port.wrapping_add(1)),
-            Owner::token(1),
-            |_| {},
-        );
+        let outside = relay
+            .tcp
+            .claim(&relay, Some(port.wrapping_add(1)), Owner::token(1), |_| {});
         assert!(matches!(outside, Err(ClaimError::Invalid(why)) if why.contains("outside")));
     }
 
@@ -636,15 +634,9 @@ mod tests {
         let mut bare = Relay::new("localhost", "http://localhost:1");
         bare.tcp = Ports::new(range, Ipv4Addr::LOCALHOST.into()).with_holds(Duration::ZERO, 1, &[]);
         let bare = Arc::new(bare);
-        let first = bare
-            .tcp
-            .claim(&bare, None, owner(1), |_| {})
-            .unwrap();
+        let first = bare.tcp.claim(&bare, None, owner(1), |_| {}).unwrap();
         bare.tcp.release(&first);
-        assert!(bare
-            .tcp
-            .claim(&bare, None, owner(2), |_| {})
-            .is_ok());
+        assert!(bare.tcp.claim(&bare, None, owner(2), |_| {}).is_ok());
     }
 
     #[test]

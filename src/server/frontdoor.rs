@@ -290,7 +290,10 @@ impl FrontDoor {
         let address = if self.trusted.trusts(peer.ip()) {
             None
         } else {
-            let slot = self.per_address.enter(peer.ip()).ok_or_else(crowded_response)?;
+            let slot = self
+                .per_address
+                .enter(peer.ip())
+                .ok_or_else(crowded_response)?;
             Some(slot.detach())
         };
         Ok(Place {
@@ -322,10 +325,13 @@ impl FrontDoor {
             None => wire::conn::Conn::Tcp(stream),
             // A failed handshake (a plain-HTTP client, an untrusting
             // one, a timeout) has no channel to answer on: close.
-            Some(acceptor) => match timeout_at(deadline, acceptor.accept(wire::conn::Tallied::new(stream))).await {
-                Ok(Ok(tls)) => wire::conn::Conn::Tls(Box::new(tls.into())),
-                _ => return,
-            },
+            Some(acceptor) => {
+                match timeout_at(deadline, acceptor.accept(wire::conn::Tallied::new(stream))).await
+                {
+                    Ok(Ok(tls)) => wire::conn::Conn::Tls(Box::new(tls.into())),
+                    _ => return,
+                }
+            }
         };
         let mut client = Conn::new(stream);
         client.read_timeout = Some(proxy::IDLE_TIMEOUT);
@@ -458,11 +464,13 @@ impl FrontDoor {
                     Ok(Err(outcome)) => Ok(outcome),
                     Err(err) => Err(err),
                 },
-                Route::Accept(id) => match ingress::accept_data(&self.relay, &head, id, client).await {
-                    Ok(true) => break Some(Handoff::Data(id.to_string())),
-                    Ok(false) => Ok(Outcome::Close),
-                    Err(err) => Err(err),
-                },
+                Route::Accept(id) => {
+                    match ingress::accept_data(&self.relay, &head, id, client).await {
+                        Ok(true) => break Some(Handoff::Data(id.to_string())),
+                        Ok(false) => Ok(Outcome::Close),
+                        Err(err) => Err(err),
+                    }
+                }
             }
             .unwrap_or(Outcome::Close);
             if outcome == Outcome::Refused {
@@ -607,22 +615,24 @@ impl FrontDoor {
                 client.flush().await?;
             }
         }
-        let body =
-            match proxy::read_body_whole(head.body, client, MAX_BODY_BYTES, API_BODY_TIMEOUT).await {
-                Ok(body) => body,
-                Err(BodyError::TooLarge) => {
-                    return refuse_with(client, 413, "payload_too_large", TOO_LARGE).await;
-                }
-                Err(BodyError::Bad) => {
-                    let why = "The chunked request body is malformed.";
-                    return refuse_with(client, 400, "bad_request", why).await;
-                }
-                Err(BodyError::Timeout) => {
-                    let why = "The request body did not arrive in time; send it whole within 10 seconds.";
-                    return refuse_with(client, 408, "timeout", why).await;
-                }
-                Err(BodyError::Closed) => return Ok(Outcome::Close),
-            };
+        let body = match proxy::read_body_whole(head.body, client, MAX_BODY_BYTES, API_BODY_TIMEOUT)
+            .await
+        {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                return refuse_with(client, 413, "payload_too_large", TOO_LARGE).await;
+            }
+            Err(BodyError::Bad) => {
+                let why = "The chunked request body is malformed.";
+                return refuse_with(client, 400, "bad_request", why).await;
+            }
+            Err(BodyError::Timeout) => {
+                let why =
+                    "The request body did not arrive in time; send it whole within 10 seconds.";
+                return refuse_with(client, 408, "timeout", why).await;
+            }
+            Err(BodyError::Closed) => return Ok(Outcome::Close),
+        };
         // A new API connection per request: see `RequestHead::encode_for_api`.
         let Ok(mut api) = Backend::connect(&self.api_socket).await else {
             let why = "The API is not running; try again in a moment.";
@@ -648,7 +658,12 @@ impl FrontDoor {
 }
 
 /// Answer with a JSON error and leave the rest of the request unread.
-async fn refuse_with(client: &mut Client, status: u16, code: &str, message: &str) -> io::Result<Outcome> {
+async fn refuse_with(
+    client: &mut Client,
+    status: u16,
+    code: &str,
+    message: &str,
+) -> io::Result<Outcome> {
     client
         .write_all(&proxy::error_response(status, code, message))
         .await

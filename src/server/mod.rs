@@ -44,6 +44,8 @@ pub fn run(args: ServerArgs) -> CliResult {
             .unwrap_or(limits::MAX_CONNECTIONS),
         tunnels: env_bound("BERTH_MAX_TUNNELS", limits::MAX_TUNNELS)?
             .unwrap_or(limits::MAX_TUNNELS),
+        tcp_connections: env_bound("BERTH_MAX_TCP_CONNECTIONS", limits::MAX_TCP_CONNECTIONS)?
+            .unwrap_or(limits::MAX_TCP_CONNECTIONS),
         per_address: args.max_connections_per_ip.map(|n| n as usize),
     };
     let bounds = Bounds::fit(open_files_limit(), asked);
@@ -306,8 +308,9 @@ fn keep_names(
 }
 
 /// A bound from an environment variable (`BERTH_MAX_CONNECTIONS`,
-/// `BERTH_MAX_TUNNELS`), if set: not documented options, but a way for tests and
-/// small machines to lower the defaults.
+/// `BERTH_MAX_TUNNELS`, `BERTH_MAX_TCP_CONNECTIONS`), if set: not documented
+/// options, but a way for tests, benchmarks and small machines to move the
+/// defaults.
 fn env_bound(name: &str, default: usize) -> Result<Option<usize>, CliError> {
     let Some(value) = std::env::var_os(name) else {
         return Ok(None);
@@ -371,7 +374,6 @@ fn default_public_url(bound: SocketAddr) -> String {
         format!("http://{bound}")
     }
 }
-
 
 /// Wait for SIGTERM or SIGINT; on SIGHUP re-read the TLS certificate (connections
 /// already open keep the one they started with) and keep its names from tunnels.

@@ -41,7 +41,6 @@ impl<S: AsyncRead + Unpin> Frames<S> {
             }
         }
     }
-
 }
 
 impl<S: AsyncWrite + Unpin> Frames<S> {
