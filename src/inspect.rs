@@ -1,6 +1,6 @@
 //! The traffic inspector: request records, the redaction tiers applied before a record exists, and the writer thread that stores them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -24,10 +24,12 @@ pub const MAX_RETENTION: u32 = 1_000_000;
 /// Records waiting for the writer; beyond, new ones are dropped (and counted)
 /// so a slow disk never stalls the proxy.
 pub const QUEUE_CAPACITY: usize = 4096;
-/// Most records the writer stores in one transaction.
+/// Records queued that wake the writer to take them (it sleeps out `GATHER` otherwise).
 pub const MAX_BATCH: usize = 512;
+/// Most records the writer holds for one transaction; it commits early beyond.
+pub const MAX_PENDING: usize = 4096;
 /// Longest a record waits for others to share its transaction.
-pub const GATHER: Duration = Duration::from_millis(50);
+pub const GATHER: Duration = Duration::from_millis(200);
 /// Longest path and method in a `request` control frame: the frame stays far
 /// under the 64 KiB frame limit even if every character needs escaping.
 pub const MAX_FRAME_PATH: usize = 4096;
@@ -262,15 +264,85 @@ impl Inspector {
     }
 }
 
+/// The records a writer's transaction will store: per tunnel, the newest
+/// `retention` that arrived while it gathered. Older ones of a busy tunnel are
+/// superseded before they are ever written (the transaction would store and
+/// prune them at once): they are only counted, so that recording costs a busy
+/// tunnel a few hundred rows a second, not one per request.
+struct Batch {
+    retention: usize,
+    tunnels: HashMap<String, Gathered>,
+    /// Records held.
+    held: usize,
+    /// Records taken from the queue, and of those, taken off its count.
+    taken: usize,
+    counted: usize,
+}
+
+/// One tunnel's part of a batch.
+#[derive(Default)]
+struct Gathered {
+    records: VecDeque<Record>,
+    superseded: u64,
+}
+
+impl Batch {
+    fn new(retention: u32) -> Batch {
+        Batch {
+            retention: (retention as usize).max(1),
+            tunnels: HashMap::new(),
+            held: 0,
+            taken: 0,
+            counted: 0,
+        }
+    }
+
+    fn push(&mut self, record: Record) {
+        self.taken += 1;
+        let gathered = self.tunnels.entry(record.tunnel_id.clone()).or_default();
+        gathered.records.push_back(record);
+        if gathered.records.len() > self.retention {
+            gathered.records.pop_front();
+            gathered.superseded += 1;
+        } else {
+            self.held += 1;
+        }
+    }
+
+    /// Store what it holds in one transaction.
+    fn store(self, store: &Store, retention: u32) {
+        if self.taken == 0 {
+            return;
+        }
+        let mut records = Vec::with_capacity(self.held);
+        let mut superseded = Vec::new();
+        for (tunnel_id, gathered) in self.tunnels {
+            records.extend(gathered.records);
+            if gathered.superseded > 0 {
+                superseded.push((tunnel_id, gathered.superseded));
+            }
+        }
+        if let Err(err) = store
+            .requests()
+            .insert_batch(&records, &superseded, retention)
+        {
+            eprintln!(
+                "berth: could not store {} inspector records: {err}",
+                self.taken
+            );
+        }
+    }
+}
+
 /// The writer thread: batches of records, each batch one transaction, pruned to `retention`.
-/// A batch gathers for up to `GATHER` after its first record (less when it fills
-/// or someone waits for a flush), so busy traffic costs a commit per batch
-/// rather than one per few records. While it gathers the thread sleeps (see
-/// `Queue`) and takes what arrived when it wakes.
+/// A batch gathers for up to `GATHER` after its first record (less when it
+/// holds `MAX_PENDING` or someone waits for a flush), so busy traffic costs a
+/// commit per batch rather than one per few records. While it gathers the
+/// thread sleeps (see `Queue`) and takes what arrived when it wakes.
 fn write_loop(store: &Store, jobs: &Receiver<Job>, retention: u32, queued: &AtomicUsize) {
     while let Ok(first) = jobs.recv() {
         let until = Instant::now() + GATHER;
-        let mut batch = Vec::new();
+        let mut batch = Batch::new(retention);
         let mut flushes = Vec::new();
         let mut next = Some(first);
         loop {
@@ -279,28 +351,24 @@ fn write_loop(store: &Store, jobs: &Receiver<Job>, retention: u32, queued: &Atom
                     Job::Store(record) => batch.push(*record),
                     Job::Flush(done) => flushes.push(done),
                 }
-                next = if batch.len() < MAX_BATCH {
+                next = if batch.held < MAX_PENDING {
                     jobs.try_recv().ok()
                 } else {
                     None
                 };
             }
+            // Taken: no longer waiting in the queue (submit wakes the writer
+            // again once `MAX_BATCH` more wait).
+            queued.fetch_sub(batch.taken - batch.counted, Ordering::Relaxed);
+            batch.counted = batch.taken;
             let left = until.saturating_duration_since(Instant::now());
-            if batch.len() >= MAX_BATCH || !flushes.is_empty() || left.is_zero() {
+            if batch.held >= MAX_PENDING || !flushes.is_empty() || left.is_zero() {
                 break;
             }
             std::thread::park_timeout(left);
             next = jobs.try_recv().ok();
         }
-        queued.fetch_sub(batch.len(), Ordering::Relaxed);
-        if !batch.is_empty() {
-            if let Err(err) = store.requests().insert_batch(&batch, retention) {
-                eprintln!(
-                    "berth: could not store {} inspector records: {err}",
-                    batch.len()
-                );
-            }
-        }
+        batch.store(store, retention);
         for done in flushes {
             let _ = done.send(());
         }
@@ -422,7 +490,10 @@ mod tests {
         write_loop(&store, &rx, 600, &AtomicUsize::new(total));
         let kept = store.requests().list("t1", None, 1000).unwrap();
         assert_eq!(kept.len(), 600);
-        assert_eq!(kept[0].record.path, format!("/{}", total - 1));
+        // The newest, in order: older ones were superseded (counted, never written).
+        for (i, row) in kept.iter().enumerate() {
+            assert_eq!(row.record.path, format!("/{}", total - 1 - i));
+        }
         let tunnel = store.tunnels().find_by_id("t1").unwrap().unwrap();
         assert_eq!(tunnel.request_count, total as i64);
     }

@@ -40,9 +40,16 @@ pub struct Requests<'a>(pub(super) &'a Store);
 
 impl Requests<'_> {
     /// Store a batch in one transaction, count it on each tunnel and keep only
-    /// the newest `retention` records of each tunnel touched. A record whose
-    /// tunnel row is missing is skipped; returns how many were stored.
-    pub fn insert_batch(&self, records: &[Record], retention: u32) -> Result<usize> {
+    /// the newest `retention` records of each tunnel touched. `superseded`:
+    /// records of a tunnel that came before its newest `retention` of the
+    /// batch, counted but not stored (they would be pruned at once). A record
+    /// whose tunnel row is missing is skipped; returns how many were stored.
+    pub fn insert_batch(
+        &self,
+        records: &[Record],
+        superseded: &[(String, u64)],
+        retention: u32,
+    ) -> Result<usize> {
         self.0.write(|tx| {
             let mut per_tunnel: HashMap<&str, i64> = HashMap::new();
             let mut insert = tx.prepare_cached(
@@ -77,11 +84,15 @@ impl Requests<'_> {
                    SELECT id FROM requests WHERE tunnel_id = ?1
                    ORDER BY id DESC LIMIT 1 OFFSET ?2)",
             )?;
+            let stored = per_tunnel.values().sum::<i64>() as usize;
+            for (tunnel_id, n) in superseded {
+                *per_tunnel.entry(tunnel_id).or_default() += *n as i64;
+            }
             for (tunnel_id, n) in &per_tunnel {
                 count.execute(params![tunnel_id, n])?;
                 prune.execute(params![tunnel_id, retention.saturating_sub(1)])?;
             }
-            Ok(per_tunnel.values().sum::<i64>() as usize)
+            Ok(stored)
         })
     }
 
@@ -134,7 +145,7 @@ mod tests {
     fn records_page_newest_first_and_read_back_whole() {
         let store = store_with_tunnels();
         let batch: Vec<Record> = (0..5).map(|i| record("a", &format!("/{i}"))).collect();
-        assert_eq!(store.requests().insert_batch(&batch, 100).unwrap(), 5);
+        assert_eq!(store.requests().insert_batch(&batch, &[], 100).unwrap(), 5);
         let page = store.requests().list("a", None, 2).unwrap();
         let paths: Vec<&str> = page.iter().map(|r| r.record.path.as_str()).collect();
         assert_eq!(paths, ["/4", "/3"]);
@@ -152,7 +163,7 @@ mod tests {
             let batch: Vec<Record> = (0..4)
                 .flat_map(|i| [record("a", &format!("/{round}-{i}")), record("b", "/b")])
                 .collect();
-            store.requests().insert_batch(&batch, 3).unwrap();
+            store.requests().insert_batch(&batch, &[], 3).unwrap();
         }
         let kept = store.requests().list("a", None, 100).unwrap();
         let paths: Vec<&str> = kept.iter().map(|r| r.record.path.as_str()).collect();
@@ -166,7 +177,7 @@ mod tests {
     fn a_record_of_an_unknown_tunnel_does_not_lose_the_batch() {
         let store = store_with_tunnels();
         let batch = [record("a", "/1"), record("gone", "/2"), record("a", "/3")];
-        assert_eq!(store.requests().insert_batch(&batch, 10).unwrap(), 2);
+        assert_eq!(store.requests().insert_batch(&batch, &[], 10).unwrap(), 2);
         assert_eq!(store.requests().list("a", None, 10).unwrap().len(), 2);
     }
 }
