@@ -374,7 +374,9 @@ impl FrontDoor {
         first_by: Instant,
         cut: &Arc<Notify>,
     ) -> Option<Handoff<'_>> {
-        let mut stopped = self.stop_signal.subscribe();
+        let mut stop_signal = self.stop_signal.subscribe();
+        // Made once: waiting on it registers with the signal once per connection.
+        let mut stopped = std::pin::pin!(stop_signal.wait_for(|stopping| *stopping));
         let mut leg: Option<Leg> = None;
         // A new connection's first head must be whole by `first_by`; later
         // ones may wait `KEEP_ALIVE_IDLE` for their first byte.
@@ -408,7 +410,7 @@ impl FrontDoor {
             let raw = tokio::select! {
                 raw = read => raw,
                 // Closed while it waited, the server stopping: no answer.
-                _ = stopped.wait_for(|stopping| *stopping) => break None,
+                _ = &mut stopped => break None,
             };
             let head = match raw.and_then(|raw| proxy::parse_request(&raw)) {
                 Ok(head) => head,
