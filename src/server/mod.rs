@@ -212,12 +212,7 @@ pub fn run(args: ServerArgs) -> CliResult {
 /// a worker per core.
 fn relay_runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::env::var("BERTH_WORKERS")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-        )
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .thread_name("relay")
         .enable_all()
         .build()
