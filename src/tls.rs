@@ -1,382 +1,16 @@
-//! TLS for the front door and the `share` client: a rustls stream that two threads use at once.
-//!
-//! The relay moves bytes with one thread per direction, so a connection needs a
-//! reading handle and a writing handle at the same time (`try_clone`). rustls's
-//! own `StreamOwned` has one owner, so `TlsStream` shares the rustls state behind
-//! a mutex that is never held across a blocking socket call: a reader holding the
-//! lock while it waits for the network would stall the writer, and two peers
-//! both writing into full buffers would deadlock. Encrypted output is queued in
-//! order under the state lock and written to the socket under a separate lock by
-//! whoever gets there, so records reach the wire in the order they were sealed.
+//! TLS for the front door and the `share` client: the certificates the server
+//! serves (reloaded on SIGHUP), the roots a client trusts, and the rustls
+//! configurations tokio-rustls runs connections with (see `crate::wire::conn`).
 
-use crate::sync::lock;
 use std::fs;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, TryLockError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::ServerConnection;
-use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig};
-
-/// Longest a TLS handshake may take, like the front door's head-read limit.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Ciphertext read from the socket in one go.
-const READ_CHUNK: usize = 16 * 1024;
-
-/// A socket whose every read and write ends by one deadline: rustls's
-/// `complete_io` reads as often as it likes, and a per-read timeout would let
-/// a byte every few seconds hold the handshake open for ever.
-struct ByDeadline<'a> {
-    tcp: &'a TcpStream,
-    deadline: Instant,
-}
-
-impl ByDeadline<'_> {
-    /// The time left, set as the socket's timeouts; an error once it is up.
-    fn arm(&self) -> io::Result<()> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the TLS handshake did not finish in time",
-            ));
-        }
-        self.tcp.set_read_timeout(Some(left))?;
-        self.tcp.set_write_timeout(Some(left))
-    }
-}
-
-impl Read for ByDeadline<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.arm()?;
-        self.tcp.read(buf)
-    }
-}
-
-impl Write for ByDeadline<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.arm()?;
-        self.tcp.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.tcp.flush()
-    }
-}
-
-/// The rustls state and the ciphertext read but not yet taken by rustls.
-struct State {
-    conn: Connection,
-    inbound: Vec<u8>,
-}
-
-struct Shared {
-    state: Mutex<State>,
-    /// Sealed records not yet on the wire, in order.
-    outbound: Mutex<Vec<u8>>,
-    /// Held by whoever is writing `outbound` to the socket.
-    wire: Mutex<TcpStream>,
-}
-
-/// A TLS connection over a blocking `TcpStream`; clones share the session.
-pub struct TlsStream {
-    tcp: TcpStream,
-    shared: Arc<Shared>,
-}
-
-fn tls_error(e: rustls::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e)
-}
-
-impl TlsStream {
-    /// Run the handshake to completion by `deadline` and wrap the socket.
-    fn establish(
-        conn: impl Into<Connection>,
-        tcp: TcpStream,
-        deadline: Instant,
-    ) -> io::Result<TlsStream> {
-        let mut conn = conn.into();
-        let mut socket = ByDeadline {
-            tcp: &tcp,
-            deadline,
-        };
-        while conn.is_handshaking() {
-            conn.complete_io(&mut socket)?;
-        }
-        tcp.set_read_timeout(None)?;
-        tcp.set_write_timeout(None)?;
-        let wire = tcp.try_clone()?;
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                conn,
-                inbound: Vec::new(),
-            }),
-            outbound: Mutex::new(Vec::new()),
-            wire: Mutex::new(wire),
-        });
-        Ok(TlsStream { tcp, shared })
-    }
-
-    /// The server side of a freshly accepted connection, its handshake done by
-    /// `deadline` (the front door's one deadline for the handshake and the
-    /// first request head, so a client trickling bytes cannot stretch it).
-    pub fn accept(
-        config: Arc<ServerConfig>,
-        tcp: TcpStream,
-        deadline: Instant,
-    ) -> io::Result<TlsStream> {
-        let conn = ServerConnection::new(config).map_err(tls_error)?;
-        TlsStream::establish(conn, tcp, deadline)
-    }
-
-    /// The client side: `host` is checked against the server's certificate.
-    pub fn connect(config: Arc<ClientConfig>, host: &str, tcp: TcpStream) -> io::Result<TlsStream> {
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let conn = ClientConnection::new(config, name).map_err(tls_error)?;
-        TlsStream::establish(conn, tcp, Instant::now() + HANDSHAKE_TIMEOUT)
-    }
-
-    /// Another handle on the same session, for the other direction.
-    pub fn try_clone(&self) -> io::Result<TlsStream> {
-        Ok(TlsStream {
-            tcp: self.tcp.try_clone()?,
-            shared: Arc::clone(&self.shared),
-        })
-    }
-
-    pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
-    }
-
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.peer_addr()
-    }
-
-    /// Queue whatever rustls has sealed; called with the state locked, so order holds.
-    fn seal(&self, conn: &mut Connection) -> io::Result<()> {
-        let mut outbound = lock(&self.shared.outbound);
-        while conn.wants_write() {
-            conn.write_tls(&mut *outbound)?;
-        }
-        Ok(())
-    }
-
-    /// Put queued records on the wire. A reader passes `wait = false`: if a
-    /// writer holds the wire it will also send what the reader queued, because
-    /// it looks at the queue again after letting go.
-    fn send(&self, wait: bool) -> io::Result<()> {
-        loop {
-            let mut wire = if wait {
-                lock(&self.shared.wire)
-            } else {
-                match self.shared.wire.try_lock() {
-                    Ok(guard) => guard,
-                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                    Err(TryLockError::WouldBlock) => return Ok(()),
-                }
-            };
-            loop {
-                let chunk = std::mem::take(&mut *lock(&self.shared.outbound));
-                if chunk.is_empty() {
-                    break;
-                }
-                wire.write_all(&chunk)?;
-            }
-            drop(wire);
-            if lock(&self.shared.outbound).is_empty() {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Feed buffered ciphertext to rustls and take out plaintext if there is some.
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        let mut state = lock(&self.shared.state);
-        let State { conn, inbound } = &mut *state;
-        while !inbound.is_empty() {
-            let mut rest = &inbound[..];
-            match conn.read_tls(&mut rest) {
-                Ok(used) => {
-                    inbound.drain(..used);
-                }
-                // rustls's plaintext buffer is full: hand some out first.
-                Err(_) => break,
-            }
-            if let Err(e) = conn.process_new_packets() {
-                let _ = self.seal(conn);
-                drop(state);
-                let _ = self.send(false);
-                return Err(tls_error(e));
-            }
-        }
-        self.seal(conn)?;
-        let read = match conn.reader().read(buf) {
-            Ok(n) => Some(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-            // The peer closed the socket without close_notify: an end all the same.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Some(0),
-            Err(e) => return Err(e),
-        };
-        Ok(read)
-    }
-}
-
-impl Read for &TlsStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let mut budget = ReadBudget::new(&self.tcp);
-        let read = self.read_within(buf, &mut budget);
-        budget.restore()?;
-        read
-    }
-}
-
-/// How long a plaintext read may gather ciphertext pieces before the time
-/// they take counts against the socket's timeout.
-const REARM_AFTER: Duration = Duration::from_millis(50);
-
-/// The socket's read timeout as the bound on one whole plaintext read, not
-/// on each piece of ciphertext: a record sent a byte at a time must not
-/// stretch a head's deadline without end. Only a read that needs a second
-/// piece pays for looking the timeout up and setting what is left of it.
-struct ReadBudget<'a> {
-    tcp: &'a TcpStream,
-    started: Instant,
-    /// The socket's own timeout, once looked up, and whether it was changed.
-    timeout: Option<Option<Duration>>,
-    changed: bool,
-}
-
-impl<'a> ReadBudget<'a> {
-    fn new(tcp: &'a TcpStream) -> ReadBudget<'a> {
-        ReadBudget {
-            tcp,
-            started: Instant::now(),
-            timeout: None,
-            changed: false,
-        }
-    }
-
-    /// Before another socket read within the same plaintext read: set what
-    /// is left of the timeout, or time out. Pieces that follow each other
-    /// quickly (a bulk transfer) cost no system call: the bound is then the
-    /// timeout and at most `REARM_AFTER`.
-    fn again(&mut self) -> io::Result<()> {
-        if self.started.elapsed() < REARM_AFTER {
-            return Ok(());
-        }
-        let timeout = match self.timeout {
-            Some(timeout) => timeout,
-            None => *self.timeout.insert(self.tcp.read_timeout()?),
-        };
-        let Some(timeout) = timeout else {
-            return Ok(());
-        };
-        let left = timeout.saturating_sub(self.started.elapsed());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        self.changed = true;
-        self.tcp.set_read_timeout(Some(left))
-    }
-
-    /// Put the socket's own timeout back, if it was changed.
-    fn restore(self) -> io::Result<()> {
-        match self.timeout {
-            Some(timeout) if self.changed => self.tcp.set_read_timeout(timeout),
-            _ => Ok(()),
-        }
-    }
-}
-
-impl TlsStream {
-    fn read_within(&self, buf: &mut [u8], budget: &mut ReadBudget) -> io::Result<usize> {
-        let mut pieces = 0;
-        loop {
-            let got = self.try_read(buf)?;
-            self.send(false)?;
-            if let Some(n) = got {
-                return Ok(n);
-            }
-            if pieces > 0 {
-                budget.again()?;
-            }
-            pieces += 1;
-            let mut chunk = [0u8; READ_CHUNK];
-            let n = match (&self.tcp).read(&mut chunk) {
-                // Part of a record came, the rest not in time: say so apart
-                // from a socket that stayed silent (`WouldBlock`).
-                Err(e) if pieces > 1 && crate::proxy::is_timeout_kind(e.kind()) => {
-                    return Err(io::ErrorKind::TimedOut.into())
-                }
-                other => other?,
-            };
-            let mut state = lock(&self.shared.state);
-            if n == 0 {
-                // Tell rustls the socket ended; its reader then says how.
-                state.conn.read_tls(&mut &[][..])?;
-            } else {
-                state.inbound.extend_from_slice(&chunk[..n]);
-            }
-        }
-    }
-}
-
-impl Write for &TlsStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let written = {
-            let mut state = lock(&self.shared.state);
-            let written = state.conn.writer().write(buf)?;
-            self.seal(&mut state.conn)?;
-            written
-        };
-        self.send(true)?;
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send(true)
-    }
-}
-
-impl Read for TlsStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-}
-
-impl Write for TlsStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        (&*self).flush()
-    }
-}
-
-impl TlsStream {
-    /// Close one or both directions; closing the write side sends close_notify first.
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        if how != Shutdown::Read {
-            let mut state = lock(&self.shared.state);
-            state.conn.send_close_notify();
-            let _ = self.seal(&mut state.conn);
-            drop(state);
-            let _ = self.send(true);
-        }
-        self.tcp.shutdown(how)
-    }
-}
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 /// The server's certificate, read from PEM files and re-read on demand (SIGHUP).
 #[derive(Debug)]
@@ -511,10 +145,11 @@ pub fn client_config(certs: Vec<CertificateDer<'static>>) -> Arc<ClientConfig> {
 #[cfg(test)]
 pub mod tests {
     use super::*;
+    use rustls::pki_types::ServerName;
     use sha2::{Digest, Sha256};
-    use std::net::TcpListener;
+    use std::io;
     use std::process::Command;
-    use std::thread;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A throwaway CA and a leaf for localhost, *.localhost and 127.0.0.1, made by openssl.
     pub struct TestPki {
@@ -548,69 +183,76 @@ openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cer
         }
     }
 
-    fn pair(pki: &TestPki, ca: &Path) -> io::Result<(TlsStream, TlsStream)> {
+    type Tls = tokio_rustls::TlsStream<tokio::net::TcpStream>;
+
+    /// A TLS connection on loopback: (client, server) ends, the client
+    /// trusting the roots in `ca`.
+    async fn pair(pki: &TestPki, ca: &Path) -> io::Result<(Tls, Tls)> {
         let certs = Arc::new(CertFiles::load(&pki.path("cert.pem"), &pki.path("key.pem")).unwrap());
-        let config = server_config(certs);
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config(certs));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let server = thread::spawn(move || {
-            let (tcp, _) = listener.accept()?;
-            TlsStream::accept(config, tcp, Instant::now() + HANDSHAKE_TIMEOUT)
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await?;
+            acceptor.accept(tcp).await
         });
-        let client = client_config(trusted(Some(ca)).unwrap());
-        let client = TlsStream::connect(client, "localhost", TcpStream::connect(addr)?);
-        let server = server.join().unwrap();
-        Ok((client?, server?))
+        let connector = tokio_rustls::TlsConnector::from(client_config(trusted(Some(ca)).unwrap()));
+        let name = ServerName::try_from("localhost").unwrap();
+        let client = connector
+            .connect(name, tokio::net::TcpStream::connect(addr).await?)
+            .await;
+        let server = server.await.unwrap();
+        Ok((client?.into(), server?.into()))
     }
 
-    /// Write `len` bytes of a pattern from one handle while another reads; return the digests.
-    fn both_ways(stream: TlsStream, len: usize) -> (Vec<u8>, Vec<u8>) {
-        let mut writer = stream.try_clone().unwrap();
-        let sent = thread::spawn(move || {
+    /// Write `len` bytes of a pattern while reading what the peer sends; the
+    /// digests of what was sent and what was read.
+    async fn both_ways(stream: Tls, len: usize) -> (Vec<u8>, Vec<u8>) {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let sent = tokio::spawn(async move {
             let mut hash = Sha256::new();
             let block: Vec<u8> = (0..65_536u32).map(|i| (i * 7 % 251) as u8).collect();
             let mut left = len;
             while left > 0 {
                 let n = left.min(block.len());
-                writer.write_all(&block[..n]).unwrap();
+                writer.write_all(&block[..n]).await.unwrap();
                 hash.update(&block[..n]);
                 left -= n;
             }
-            writer.shutdown(Shutdown::Write).unwrap();
+            writer.shutdown().await.unwrap();
             hash.finalize().to_vec()
         });
-        let mut reader = stream;
         let mut hash = Sha256::new();
         let mut buf = vec![0u8; 10_000];
         loop {
-            let n = reader.read(&mut buf).unwrap();
+            let n = reader.read(&mut buf).await.unwrap();
             if n == 0 {
                 break;
             }
             hash.update(&buf[..n]);
         }
-        (sent.join().unwrap(), hash.finalize().to_vec())
+        (sent.await.unwrap(), hash.finalize().to_vec())
     }
 
-    #[test]
-    fn bulk_both_ways_at_once_arrives_intact() {
+    #[tokio::test]
+    async fn bulk_both_ways_at_once_arrives_intact() {
         let pki = TestPki::new();
-        let (client, server) = pair(&pki, &pki.path("ca.pem")).unwrap();
-        // Both peers write 8 MiB before reading a byte: a lock held across a
-        // blocking write would deadlock here.
+        let (client, server) = pair(&pki, &pki.path("ca.pem")).await.unwrap();
+        // Both peers write 8 MiB while reading.
         let len = 8 << 20;
-        let far = thread::spawn(move || both_ways(server, len));
-        let (client_sent, client_got) = both_ways(client, len);
-        let (server_sent, server_got) = far.join().unwrap();
+        let far = tokio::spawn(both_ways(server, len));
+        let (client_sent, client_got) = both_ways(client, len).await;
+        let (server_sent, server_got) = far.await.unwrap();
         assert_eq!(client_sent, server_got);
         assert_eq!(server_sent, client_got);
     }
 
-    #[test]
-    fn an_unknown_issuer_is_refused() {
+    #[tokio::test]
+    async fn an_unknown_issuer_is_refused() {
         let pki = TestPki::new();
         let other = TestPki::new();
         let err = pair(&pki, &other.path("ca.pem"))
+            .await
             .err()
             .expect("handshake fails");
         assert!(
