@@ -33,6 +33,11 @@ use crate::GlobalArgs;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the server's answer to an upgrade request.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a data connection's id may be waited for on the server (its
+/// `PENDING_TIMEOUT`): a busy server is asked again within it.
+const ACCEPT_PATIENCE: Duration = Duration::from_secs(10);
+/// The pause before asking a busy server again (its Retry-After).
+const ACCEPT_RETRY: Duration = Duration::from_millis(250);
 /// Largest error body read from a refused upgrade.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 /// A parked data connection that gets no request this long is dropped (the
@@ -296,10 +301,39 @@ impl Server {
         connect_any(&with_port).await.map_err(|e| unreachable(&e))
     }
 
+    /// Open the data connection the server asked for with `id`. A server
+    /// whose connections (or this address's) are full for the moment says so
+    /// (503, 429): asked again after a moment, as long as the id may still
+    /// be waited for.
+    async fn accept(&self, id: &str) -> Result<(Conn, Vec<u8>), CliError> {
+        let path = format!("/api/v1/tunnels/accept/{id}");
+        let until = Instant::now() + ACCEPT_PATIENCE;
+        loop {
+            match self.upgrade_once(&path, false).await {
+                Err((Some(429 | 503), _)) if Instant::now() + ACCEPT_RETRY < until => {
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                }
+                other => return other.map_err(|(_, err)| err),
+            }
+        }
+    }
+
     /// Send an upgrade request for `path`; after the 101, the connection and
     /// the bytes that came with the answer.
     async fn upgrade(&self, path: &str, bearer: bool) -> Result<(Conn, Vec<u8>), CliError> {
-        let mut stream = self.connect().await?;
+        self.upgrade_once(path, bearer)
+            .await
+            .map_err(|(_, err)| err)
+    }
+
+    /// `upgrade`, the error with the status that refused it, if one did.
+    async fn upgrade_once(
+        &self,
+        path: &str,
+        bearer: bool,
+    ) -> Result<(Conn, Vec<u8>), (Option<u16>, CliError)> {
+        let unanswered = |err| (None, err);
+        let mut stream = self.connect().await.map_err(unanswered)?;
         let lost = |e: io::Error| CliError::other(format!("lost the server {}: {e}", self.url));
         let auth = if bearer {
             format!("Authorization: Bearer {}\r\n", self.bearer)
@@ -325,13 +359,16 @@ impl Server {
         };
         let (raw, mut rest) = match timeout(HANDSHAKE_TIMEOUT, answer).await {
             Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
-                return Err(not_berth("a response head larger than 32 KiB"))
+                return Err(unanswered(not_berth("a response head larger than 32 KiB")))
             }
-            Ok(result) => result.map_err(lost)?,
-            Err(_) => return Err(lost(io::Error::other("no answer within 10 seconds"))),
+            Ok(result) => result.map_err(|e| unanswered(lost(e)))?,
+            Err(_) => {
+                let silent = io::Error::other("no answer within 10 seconds");
+                return Err(unanswered(lost(silent)));
+            }
         };
         let response = proxy::parse_response(&raw, false)
-            .map_err(|_| not_berth("something other than an HTTP/1.1 response"))?;
+            .map_err(|_| unanswered(not_berth("something other than an HTTP/1.1 response")))?;
         if response.status == 101 {
             return Ok((stream, rest));
         }
@@ -356,11 +393,12 @@ impl Server {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("retry-after"))
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
-        Err(error_from_response(
+        let refusal = error_from_response(
             response.status,
             retry_after.as_deref(),
             &String::from_utf8_lossy(&rest),
-        ))
+        );
+        Err((Some(response.status), refusal))
     }
 }
 
@@ -641,10 +679,7 @@ async fn serve_connection(server: &Server, id: &str, local: &str, legs: &Legs) {
 }
 
 async fn relay_requests(server: &Server, id: &str, local: &str, legs: &Legs) {
-    let Ok((mut data, mut first)) = server
-        .upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
-        .await
-    else {
+    let Ok((mut data, mut first)) = server.accept(id).await else {
         return;
     };
     // Kept until the request took the connection dialled ahead, if it did.
@@ -821,10 +856,7 @@ async fn relay_tcp(server: &Server, id: &str, local: &str) {
     let started = Instant::now();
     let opened = crate::time_fmt::now();
     let short = printable(id.get(..8).unwrap_or(id));
-    let (mut data, first) = match server
-        .upgrade(&format!("/api/v1/tunnels/accept/{id}"), false)
-        .await
-    {
+    let (mut data, first) = match server.accept(id).await {
         Ok(pair) => pair,
         Err(err) => {
             outln!("tcp {short} not opened: {}", printable(&err.message));
