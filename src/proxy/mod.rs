@@ -36,8 +36,12 @@ pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(10);
 pub const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line accepted, extensions included.
 const MAX_CHUNK_LINE: usize = 4096;
-/// Read buffer for heads and bodies: bodies stream, never buffered whole.
-const COPY_BUF: usize = 16 * 1024;
+/// Room a read first has in a connection's buffer: a small request or
+/// response whole. Bodies stream, never buffered whole.
+const FIRST_READ: usize = 4 * 1024;
+/// The most room a read has: each read that fills its room doubles the next
+/// one's (a bulk body), up to this.
+const MAX_READ: usize = 64 * 1024;
 /// Bytes written to a [`Conn`] that wait for a flush before a write sends them.
 const OUT_BUF: usize = 64 * 1024;
 
@@ -131,6 +135,8 @@ pub struct Conn<S> {
     buf: Vec<u8>,
     pos: usize,
     end: usize,
+    /// Room the next read gets (see `MAX_READ`).
+    room: usize,
     /// Bytes written and not yet sent: `out[sent..]`.
     out: Vec<u8>,
     sent: usize,
@@ -147,6 +153,7 @@ impl<S> Conn<S> {
             buf: Vec::new(),
             pos: 0,
             end: 0,
+            room: FIRST_READ,
             out: Vec::new(),
             sent: 0,
             read_timeout: None,
@@ -230,8 +237,8 @@ impl<S: AsyncRead + Unpin> Conn<S> {
             self.end -= self.pos;
             self.pos = 0;
         }
-        if self.buf.len() < self.end + COPY_BUF {
-            self.buf.resize(self.end + COPY_BUF, 0);
+        if self.buf.len() < self.end + self.room {
+            self.buf.resize(self.end + self.room, 0);
         }
         // Armed only if the first read finds nothing waiting.
         let mut timer: Option<Pin<Box<Sleep>>> = None;
@@ -252,7 +259,11 @@ impl<S: AsyncRead + Unpin> Conn<S> {
             }
         })
         .await;
-        self.end += *read.as_ref().unwrap_or(&0);
+        let n = *read.as_ref().unwrap_or(&0);
+        if n == self.buf.len() - self.end {
+            self.room = (self.room * 2).min(MAX_READ);
+        }
+        self.end += n;
         read
     }
 
