@@ -485,9 +485,11 @@ impl FrontDoor {
         if handoff.is_none() {
             let _ = client.flush().await;
             if refused {
+                // It stops sending first itself.
                 linger(client).await;
+            } else {
+                let _ = timeout(WRITE_TIMEOUT, client.stream.shutdown()).await;
             }
-            let _ = timeout(WRITE_TIMEOUT, client.stream.shutdown()).await;
         }
         handoff
     }
